@@ -1,0 +1,151 @@
+//! Typed messages: what each frame's payload means, borrowed from the bytes it arrived in.
+//!
+//! Payload integers are little-endian, like the f32 data. Every payload starts with a 2-byte
+//! field, so that after the 22-byte header everything that follows sits 4-byte aligned counted
+//! from the frame's first byte; f32 arrays are then reinterpreted in place (bytemuck) when the
+//! buffer is aligned and the host little-endian, and copied otherwise ([`F32s`]).
+//! docs/PROTOCOL.md gives every layout byte by byte.
+
+use std::borrow::Cow;
+
+use super::error::{DisconnectReason, ErrorCode};
+use super::header::MsgType;
+
+/// f32 values from a payload: borrowed in place on the fast path, copied when the buffer is
+/// misaligned or the host big-endian.
+pub type F32s<'a> = Cow<'a, [f32]>;
+
+/// u32 values from a payload (layer sizes), borrowed or copied like [`F32s`].
+pub type U32s<'a> = Cow<'a, [u32]>;
+
+/// The body of Handshake and HandshakeAck: who a node is and what it can do.
+///
+/// In a Handshake, `min_version..=max_version` is the range the sender speaks and
+/// `capabilities` what it offers. In a HandshakeAck, both versions are the accepted one and
+/// `capabilities` the agreed set (the intersection).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello<'a> {
+    /// A random id the node picks at start-up, to tell nodes with equal names apart.
+    pub node_id: u64,
+    /// Lowest protocol version spoken.
+    pub min_version: u8,
+    /// Highest protocol version spoken.
+    pub max_version: u8,
+    /// Capability bits ([`super::capabilities`]).
+    pub capabilities: u32,
+    /// Sizes of the node's layers, input first.
+    pub layer_sizes: U32s<'a>,
+    /// The node's name, UTF-8, at most 65535 bytes.
+    pub name: Cow<'a, str>,
+}
+
+/// How a receiver applies a WeightSync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SyncMode {
+    /// Overwrite the parameters.
+    Replace = 0,
+    /// Average with the local parameters, weighted by sample counts (federated averaging).
+    Average = 1,
+}
+
+/// A slice of one layer's parameters.
+///
+/// A layer of `rows` outputs and `cols` inputs has `rows * cols + rows` parameters: the weights
+/// row-major, then the biases. `values` holds parameters `offset..offset + values.len()`, so a
+/// layer of any size travels in bounded frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightSync<'a> {
+    /// The layer (0 = first weight layer).
+    pub layer_id: u16,
+    /// How to apply it.
+    pub mode: SyncMode,
+    /// Output count of the layer.
+    pub rows: u32,
+    /// Input count of the layer.
+    pub cols: u32,
+    /// Index of the first parameter carried.
+    pub offset: u32,
+    /// Samples behind these weights, for weighted averaging.
+    pub sample_count: u32,
+    /// The parameters.
+    pub values: F32s<'a>,
+}
+
+/// One NNP message, its payload borrowed from the frame it was decoded from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message<'a> {
+    /// Opens a session.
+    Handshake(Hello<'a>),
+    /// Accepts a session.
+    HandshakeAck(Hello<'a>),
+    /// Activations of a layer (or the input, layer 0).
+    ForwardData {
+        /// The layer.
+        layer_id: u16,
+        /// The activations.
+        data: F32s<'a>,
+    },
+    /// Gradients for a layer: either the layer's parameter gradients (weights row-major, then
+    /// biases: `rows * cols + rows` values) or, in a pipeline, the gradient with respect to
+    /// the layer's input (`cols` values). The two lengths can never be equal.
+    BackwardData {
+        /// The layer.
+        layer_id: u16,
+        /// The gradients.
+        data: F32s<'a>,
+    },
+    /// A layer's Hebbian correlation matrix, row-major `rows x cols`.
+    HebbianData {
+        /// The layer.
+        layer_id: u16,
+        /// The learning rate the receiver should apply them with.
+        learning_rate: f32,
+        /// Output count.
+        rows: u32,
+        /// Input count.
+        cols: u32,
+        /// `rows * cols` correlations.
+        correlations: F32s<'a>,
+    },
+    /// A slice of a layer's parameters.
+    WeightSync(WeightSync<'a>),
+    /// Liveness; a reply echoes the timestamp it answers, which gives the round-trip time.
+    Heartbeat {
+        /// Sender's clock in nanoseconds (or, in a reply, the echoed value).
+        timestamp_ns: u64,
+        /// Whether this answers a heartbeat.
+        reply: bool,
+    },
+    /// Graceful close.
+    Disconnect {
+        /// Why.
+        reason: DisconnectReason,
+        /// For a person.
+        message: Cow<'a, str>,
+    },
+    /// An error report; the sender closes after it.
+    Error {
+        /// What kind of error.
+        code: ErrorCode,
+        /// For a person.
+        message: Cow<'a, str>,
+    },
+}
+
+impl Message<'_> {
+    /// The wire type of this message.
+    pub fn msg_type(&self) -> MsgType {
+        match self {
+            Message::Handshake(_) => MsgType::Handshake,
+            Message::HandshakeAck(_) => MsgType::HandshakeAck,
+            Message::ForwardData { .. } => MsgType::ForwardData,
+            Message::BackwardData { .. } => MsgType::BackwardData,
+            Message::HebbianData { .. } => MsgType::HebbianData,
+            Message::WeightSync(_) => MsgType::WeightSync,
+            Message::Heartbeat { .. } => MsgType::Heartbeat,
+            Message::Disconnect { .. } => MsgType::Disconnect,
+            Message::Error { .. } => MsgType::Error,
+        }
+    }
+}
