@@ -1,0 +1,508 @@
+//! The session state machine: handshake, sequence numbers, heartbeats, timeouts and closing.
+//!
+//! Sans-IO, in the manner of quinn-proto: a [`Session`] owns no socket and reads no clock. The
+//! I/O layer feeds it what arrives and the current time, and asks it what to send and when to
+//! wake it next. That makes every transition testable by feeding messages (see the tests,
+//! which drive two sessions against each other in memory).
+//!
+//! The order of calls, for each connection:
+//!
+//! 1. [`Session::new`] (an initiator queues its Handshake at once).
+//! 2. For each decoded frame: [`Session::handle_frame`]. `Ok(Received::Data)` means the
+//!    application should take the message; `Ok(Received::Control)` means the session consumed
+//!    it; `Err` means the session failed and has queued an Error frame. For a frame that did not
+//!    even decode, call [`Session::abort`] with the codec's error.
+//! 3. Before sending application data: [`Session::next_send_sequence`], which refuses data the
+//!    session cannot carry (not established, capability not agreed).
+//! 4. Whenever the loop turns: [`Session::handle_timeout`] with the current time, then drain
+//!    [`Session::poll_transmit`] (control frames with their sequence numbers, in order) and
+//!    [`Session::poll_event`]; sleep until [`Session::poll_timeout`] at the latest.
+//! 5. Once [`Session::is_closed`] and the control frames are flushed, drop the connection.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::wire::{DisconnectReason, Hello, Message, MsgType, ProtocolError, VERSION};
+
+/// What a node says about itself in its handshake, and how it times a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// This node's id (random per process unless set).
+    pub node_id: u64,
+    /// This node's name.
+    pub name: String,
+    /// Capabilities offered.
+    pub capabilities: u32,
+    /// Layer sizes of the local network, input first.
+    pub layer_sizes: Vec<u32>,
+    /// Lowest protocol version spoken.
+    pub min_version: u8,
+    /// Highest protocol version spoken.
+    pub max_version: u8,
+    /// How long a silent connection waits before it sends a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How long a peer may stay silent before the session closes.
+    pub idle_timeout: Duration,
+    /// How long the handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            node_id: 0,
+            name: String::new(),
+            capabilities: crate::wire::capabilities::ALL,
+            layer_sizes: Vec::new(),
+            min_version: VERSION,
+            max_version: VERSION,
+            heartbeat_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which side of the connection this session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Connected out; sends the Handshake.
+    Initiator,
+    /// Accepted; answers the Handshake.
+    Acceptor,
+}
+
+/// The peer as learnt from the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's node id.
+    pub node_id: u64,
+    /// The peer's name.
+    pub name: String,
+    /// The peer's layer sizes.
+    pub layer_sizes: Vec<u32>,
+    /// The agreed capabilities (the intersection of both offers).
+    pub capabilities: u32,
+    /// The agreed protocol version.
+    pub version: u8,
+}
+
+/// What the session did with a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A control frame, consumed by the session.
+    Control,
+    /// A data frame (Forward, Backward, Hebbian, WeightSync) for the application.
+    Data,
+}
+
+/// Things that happened, for the application and the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// The handshake completed.
+    Established(PeerInfo),
+    /// A heartbeat reply gave a round-trip time.
+    RoundTrip(Duration),
+    /// The session ended; `error` is set if it ended on a protocol error (ours or the peer's).
+    Closed {
+        /// Why the session ended.
+        reason: DisconnectReason,
+        /// The error, if any.
+        error: Option<ProtocolError>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Initiator: Handshake queued or sent, waiting for the ack.
+    AwaitingAck,
+    /// Acceptor: waiting for the peer's Handshake.
+    AwaitingHandshake,
+    Established,
+    /// No more frames are accepted; queued control frames may still leave.
+    Closed,
+}
+
+impl State {
+    fn describe(self) -> &'static str {
+        match self {
+            State::AwaitingAck => "waiting for the handshake ack",
+            State::AwaitingHandshake => "waiting for the handshake",
+            State::Established => "established",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// One connection's protocol state. See the module docs for the order of calls.
+#[derive(Debug)]
+pub struct Session {
+    config: std::sync::Arc<SessionConfig>,
+    state: State,
+    epoch: Instant,
+    next_send_seq: u64,
+    next_recv_seq: u64,
+    last_received: Instant,
+    last_sent: Instant,
+    peer: Option<PeerInfo>,
+    transmit: VecDeque<Message<'static>>,
+    events: VecDeque<SessionEvent>,
+}
+
+impl Session {
+    /// A new session started at `now`. An initiator queues its Handshake.
+    pub fn new(role: Role, config: std::sync::Arc<SessionConfig>, now: Instant) -> Session {
+        let mut session = Session {
+            state: match role {
+                Role::Initiator => State::AwaitingAck,
+                Role::Acceptor => State::AwaitingHandshake,
+            },
+            epoch: now,
+            next_send_seq: 0,
+            next_recv_seq: 0,
+            last_received: now,
+            last_sent: now,
+            peer: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            config,
+        };
+        if role == Role::Initiator {
+            let hello = session.own_hello(
+                session.config.min_version,
+                session.config.max_version,
+                session.config.capabilities,
+            );
+            session.transmit.push_back(Message::Handshake(hello));
+        }
+        session
+    }
+
+    fn own_hello(&self, min_version: u8, max_version: u8, capabilities: u32) -> Hello<'static> {
+        Hello {
+            node_id: self.config.node_id,
+            min_version,
+            max_version,
+            capabilities,
+            layer_sizes: Cow::Owned(self.config.layer_sizes.clone()),
+            name: Cow::Owned(self.config.name.clone()),
+        }
+    }
+
+    /// The peer, once the handshake is done.
+    pub fn peer(&self) -> Option<&PeerInfo> {
+        self.peer.as_ref()
+    }
+
+    /// Whether application data can flow.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// Whether the session has ended (its last control frames may still be queued).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Takes in one decoded frame received at `now`.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        sequence: u64,
+        message: &Message<'_>,
+    ) -> Result<Received, ProtocolError> {
+        let msg_type = message.msg_type();
+        if self.state == State::Closed {
+            return Err(ProtocolError::UnexpectedMessage {
+                msg_type,
+                state: self.state.describe(),
+            });
+        }
+        if sequence != self.next_recv_seq {
+            return Err(self.abort(ProtocolError::UnexpectedSequence {
+                expected: self.next_recv_seq,
+                received: sequence,
+            }));
+        }
+        self.next_recv_seq += 1;
+        self.last_received = now;
+        match (self.state, message) {
+            (State::AwaitingHandshake, Message::Handshake(hello)) => self.accept(hello),
+            (State::AwaitingAck, Message::HandshakeAck(hello)) => self.complete(hello),
+            (_, Message::Error { code, message }) => {
+                let error = ProtocolError::Remote {
+                    code: *code,
+                    message: message.to_string(),
+                };
+                log::debug!("peer reported error: {error}");
+                self.close_quietly(DisconnectReason::PROTOCOL_ERROR, Some(error.clone()));
+                Err(error)
+            }
+            (_, Message::Disconnect { reason, message }) => {
+                log::debug!("peer disconnected ({}): {message}", reason.0);
+                self.close_quietly(*reason, None);
+                Ok(Received::Control)
+            }
+            (
+                State::Established,
+                Message::Heartbeat {
+                    timestamp_ns,
+                    reply,
+                },
+            ) => {
+                if *reply {
+                    let sent = self.epoch + Duration::from_nanos(*timestamp_ns);
+                    if let Some(rtt) = now.checked_duration_since(sent) {
+                        self.events.push_back(SessionEvent::RoundTrip(rtt));
+                    }
+                } else {
+                    self.queue(Message::Heartbeat {
+                        timestamp_ns: *timestamp_ns,
+                        reply: true,
+                    });
+                }
+                Ok(Received::Control)
+            }
+            (State::Established, _) if is_data(msg_type) => {
+                self.check_agreed(msg_type).map_err(|e| self.abort(e))?;
+                Ok(Received::Data)
+            }
+            (state, _) => Err(self.abort(ProtocolError::UnexpectedMessage {
+                msg_type,
+                state: state.describe(),
+            })),
+        }
+    }
+
+    fn accept(&mut self, hello: &Hello<'_>) -> Result<Received, ProtocolError> {
+        let (ours, theirs) = (
+            (self.config.min_version, self.config.max_version),
+            (hello.min_version, hello.max_version),
+        );
+        let version = ours.1.min(theirs.1);
+        if version < ours.0.max(theirs.0) {
+            return Err(self.abort(ProtocolError::NoCommonVersion { ours, theirs }));
+        }
+        let capabilities = self.config.capabilities & hello.capabilities;
+        let ack = self.own_hello(version, version, capabilities);
+        self.queue(Message::HandshakeAck(ack));
+        self.establish(hello, version, capabilities);
+        Ok(Received::Control)
+    }
+
+    fn complete(&mut self, hello: &Hello<'_>) -> Result<Received, ProtocolError> {
+        let version = hello.min_version;
+        if hello.max_version != version
+            || version < self.config.min_version
+            || version > self.config.max_version
+        {
+            return Err(self.abort(ProtocolError::NoCommonVersion {
+                ours: (self.config.min_version, self.config.max_version),
+                theirs: (hello.min_version, hello.max_version),
+            }));
+        }
+        if hello.capabilities & !self.config.capabilities != 0 {
+            return Err(self.abort(ProtocolError::MalformedPayload {
+                msg_type: MsgType::HandshakeAck,
+                reason: "agreed capabilities include bits this node did not offer",
+            }));
+        }
+        self.establish(hello, version, hello.capabilities);
+        Ok(Received::Control)
+    }
+
+    fn establish(&mut self, hello: &Hello<'_>, version: u8, capabilities: u32) {
+        let peer = PeerInfo {
+            node_id: hello.node_id,
+            name: hello.name.to_string(),
+            layer_sizes: hello.layer_sizes.to_vec(),
+            capabilities,
+            version,
+        };
+        log::debug!(
+            "session established with {:?} (id {:#x}), capabilities {:#x}",
+            peer.name,
+            peer.node_id,
+            capabilities
+        );
+        self.state = State::Established;
+        self.peer = Some(peer.clone());
+        self.events.push_back(SessionEvent::Established(peer));
+    }
+
+    fn check_agreed(&self, msg_type: MsgType) -> Result<(), ProtocolError> {
+        let agreed = self.peer.as_ref().map_or(0, |p| p.capabilities);
+        match msg_type.required_capability() {
+            Some(capability) if agreed & capability == 0 => {
+                Err(ProtocolError::CapabilityNotAgreed {
+                    msg_type,
+                    capability,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The sequence number for an application data frame about to be sent, or why it may not
+    /// be sent. Data frames and control frames share one sequence per direction, so call this
+    /// only when the frame is actually encoded into the outgoing stream.
+    pub fn next_send_sequence(&mut self, msg_type: MsgType) -> Result<u64, ProtocolError> {
+        if self.state != State::Established || !is_data(msg_type) {
+            return Err(ProtocolError::UnexpectedMessage {
+                msg_type,
+                state: self.state.describe(),
+            });
+        }
+        self.check_agreed(msg_type)?;
+        Ok(self.take_send_seq())
+    }
+
+    /// Checks, without taking a sequence number, that a data frame of this type may be sent.
+    pub fn check_send(&self, msg_type: MsgType) -> Result<(), ProtocolError> {
+        if self.state != State::Established || !is_data(msg_type) {
+            return Err(ProtocolError::UnexpectedMessage {
+                msg_type,
+                state: self.state.describe(),
+            });
+        }
+        self.check_agreed(msg_type)
+    }
+
+    fn take_send_seq(&mut self) -> u64 {
+        let seq = self.next_send_seq;
+        self.next_send_seq += 1;
+        seq
+    }
+
+    /// Records that bytes left at `now` (heartbeats are only sent on a quiet connection).
+    pub fn on_sent(&mut self, now: Instant) {
+        self.last_sent = now;
+    }
+
+    /// Fails the session on `error`: queues an Error frame for the peer (unless the error came
+    /// from the peer) and closes. Returns the error, for `Err(session.abort(e))`.
+    pub fn abort(&mut self, error: ProtocolError) -> ProtocolError {
+        if self.state == State::Closed {
+            return error;
+        }
+        log::debug!("session aborted: {error}");
+        if !matches!(error, ProtocolError::Remote { .. }) {
+            self.queue(Message::Error {
+                code: error.code(),
+                message: Cow::Owned(error.to_string()),
+            });
+        }
+        self.close_quietly(DisconnectReason::PROTOCOL_ERROR, Some(error.clone()));
+        error
+    }
+
+    /// Closes gracefully: queues a Disconnect with `reason` and `message`.
+    pub fn close(&mut self, reason: DisconnectReason, message: &str) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.queue(Message::Disconnect {
+            reason,
+            message: Cow::Owned(message.to_owned()),
+        });
+        self.close_quietly(reason, None);
+    }
+
+    fn close_quietly(&mut self, reason: DisconnectReason, error: Option<ProtocolError>) {
+        self.state = State::Closed;
+        self.events
+            .push_back(SessionEvent::Closed { reason, error });
+    }
+
+    fn queue(&mut self, message: Message<'static>) {
+        self.transmit.push_back(message);
+    }
+
+    /// Advances the clock: sends a heartbeat on a quiet connection, closes a silent or
+    /// never-established one.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => {}
+            State::AwaitingAck | State::AwaitingHandshake => {
+                if now.saturating_duration_since(self.epoch) >= self.config.handshake_timeout {
+                    let after_ms = self.config.handshake_timeout.as_millis() as u64;
+                    self.abort(ProtocolError::IdleTimeout { after_ms });
+                }
+            }
+            State::Established => {
+                if now.saturating_duration_since(self.last_received) >= self.config.idle_timeout {
+                    let after_ms = self.config.idle_timeout.as_millis() as u64;
+                    self.close(
+                        DisconnectReason::IDLE_TIMEOUT,
+                        &format!("no frame received for {after_ms} ms"),
+                    );
+                    if let Some(SessionEvent::Closed { error, .. }) = self.events.back_mut() {
+                        *error = Some(ProtocolError::IdleTimeout { after_ms });
+                    }
+                } else if now.saturating_duration_since(self.last_sent)
+                    >= self.config.heartbeat_interval
+                    && !self
+                        .transmit
+                        .iter()
+                        .any(|m| matches!(m, Message::Heartbeat { reply: false, .. }))
+                {
+                    let timestamp_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+                    self.queue(Message::Heartbeat {
+                        timestamp_ns,
+                        reply: false,
+                    });
+                    self.last_sent = now;
+                }
+            }
+        }
+    }
+
+    /// Queues a heartbeat now, whatever the interval (for round-trip measurement on demand).
+    pub fn send_heartbeat(&mut self, now: Instant) {
+        if self.state == State::Established {
+            let timestamp_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+            self.queue(Message::Heartbeat {
+                timestamp_ns,
+                reply: false,
+            });
+        }
+    }
+
+    /// The next control frame to send, with its sequence number.
+    pub fn poll_transmit(&mut self) -> Option<(u64, Message<'static>)> {
+        let message = self.transmit.pop_front()?;
+        Some((self.take_send_seq(), message))
+    }
+
+    /// Whether control frames are waiting in [`Session::poll_transmit`].
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            State::AwaitingAck | State::AwaitingHandshake => {
+                Some(self.epoch + self.config.handshake_timeout)
+            }
+            State::Established => Some(
+                (self.last_received + self.config.idle_timeout)
+                    .min(self.last_sent + self.config.heartbeat_interval),
+            ),
+        }
+    }
+}
+
+fn is_data(msg_type: MsgType) -> bool {
+    msg_type.required_capability().is_some()
+}
+
+#[cfg(test)]
+mod tests;
