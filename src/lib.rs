@@ -12,5 +12,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod net;
 pub mod session;
 pub mod wire;

@@ -3,10 +3,15 @@
 //! Nothing here touches a socket or a clock: bytes in, typed messages out, and back.
 
 pub mod capabilities;
+mod codec;
 mod error;
 pub mod header;
 pub mod message;
 
+pub use codec::{
+    check_frame, decode_frame, encode_frame, frame_len, parse_payload, payload_len, Frame,
+    FrameCheck, FrameDecoder, RawFrame,
+};
 pub use error::{DisconnectReason, ErrorCode, ProtocolError};
 pub use header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION};
 pub use message::{F32s, Hello, Message, SyncMode, U32s, WeightSync};

@@ -1,0 +1,142 @@
+//! One-way streaming throughput over loopback: NNP beside a raw TCP stream of the same bytes
+//! written in 64 KiB batches, in the same process.
+//!
+//! `cargo bench --bench throughput` (NNP_BENCH_SECONDS scales the run length).
+
+use std::borrow::Cow;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nnp::net::{Engine, EngineConfig, NetEvent};
+use nnp::wire::{encode_frame, frame_len, Message, SyncMode, WeightSync};
+
+fn seconds() -> f64 {
+    std::env::var("NNP_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0)
+}
+
+struct Rate {
+    msgs_per_s: f64,
+    gb_per_s: f64,
+}
+
+/// Streams `count` pre-encoded frames over a raw socket in 64 KiB writes; the reader only
+/// counts bytes.
+fn raw_stream(frame: &[u8], count: usize) -> Rate {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let total = frame.len() * count;
+    let reader = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        while got < total {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        Instant::now()
+    });
+    let mut batch = Vec::new();
+    let per_batch = (64 * 1024 / frame.len()).max(1);
+    for _ in 0..per_batch {
+        batch.extend_from_slice(frame);
+    }
+    let mut s = TcpStream::connect(addr).unwrap();
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < count {
+        let k = per_batch.min(count - sent);
+        s.write_all(&batch[..k * frame.len()]).unwrap();
+        sent += k;
+    }
+    let end = reader.join().unwrap();
+    let secs = (end - start).as_secs_f64();
+    Rate {
+        msgs_per_s: count as f64 / secs,
+        gb_per_s: total as f64 / secs / 1e9,
+    }
+}
+
+fn nnp_stream(msg: &Message<'_>, count: usize) -> Rate {
+    let config = EngineConfig {
+        event_loops: 1,
+        max_payload: 17 << 20,
+        ..EngineConfig::default()
+    };
+    let (_server, server, mut rx) = Engine::start(config.clone()).unwrap();
+    let addr = server.listen("127.0.0.1:0").unwrap();
+    let counter = thread::spawn(move || {
+        let mut got = 0;
+        let mut bytes = 0;
+        while got < count {
+            match rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("frames keep coming")
+            {
+                NetEvent::Frame(f) => {
+                    bytes += f.bytes().len();
+                    got += 1;
+                }
+                NetEvent::Disconnected { cause, .. } => panic!("closed: {cause}"),
+                NetEvent::Connected { .. } => {}
+            }
+        }
+        (Instant::now(), bytes)
+    });
+    let (_client, client, _crx) = Engine::start(config).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let start = Instant::now();
+    for _ in 0..count {
+        client.send(conn, msg, Duration::from_secs(20)).unwrap();
+    }
+    let (end, bytes) = counter.join().unwrap();
+    let secs = (end - start).as_secs_f64();
+    Rate {
+        msgs_per_s: count as f64 / secs,
+        gb_per_s: bytes as f64 / secs / 1e9,
+    }
+}
+
+fn run(name: &str, msg: &Message<'_>, count: usize) {
+    let len = frame_len(msg).unwrap();
+    let mut frame = Vec::with_capacity(len);
+    encode_frame(msg, 0, &mut frame).unwrap();
+    let raw = raw_stream(&frame, count);
+    let nnp = nnp_stream(msg, count);
+    println!(
+        "{name:<26} {len:>8} B/frame  raw {:>11.0} msg/s {:>6.2} GB/s   NNP {:>11.0} msg/s {:>6.2} GB/s   ratio {:.2}x",
+        raw.msgs_per_s,
+        raw.gb_per_s,
+        nnp.msgs_per_s,
+        nnp.gb_per_s,
+        nnp.msgs_per_s / raw.msgs_per_s
+    );
+}
+
+fn main() {
+    let secs = seconds();
+    let data = vec![0.5f32; 100];
+    let forward = Message::ForwardData {
+        layer_id: 0,
+        data: Cow::Borrowed(&data),
+    };
+    run("ForwardData(100)", &forward, (2_000_000.0 * secs) as usize);
+    let values = vec![0.25f32; (1 << 20) / 4];
+    let ws = Message::WeightSync(WeightSync {
+        layer_id: 0,
+        mode: SyncMode::Replace,
+        rows: 256,
+        cols: 1023,
+        offset: 0,
+        sample_count: 1,
+        values: Cow::Borrowed(&values),
+    });
+    run("WeightSync(1 MiB)", &ws, (2_000.0 * secs) as usize);
+}

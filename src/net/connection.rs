@@ -1,0 +1,380 @@
+//! One connection inside an event loop: its stream, session, read block and write lanes.
+//!
+//! Reading: bytes land in a pooled block; whole frames are checked (header, CRC) and parsed in
+//! place, fed to the session, and data frames are handed on as [`ReceivedFrame`] views that
+//! share the block. The unfinished tail moves to a fresh block, so an idle connection holds no
+//! block at all. A frame larger than a pool block gets a block of its own size, announced by
+//! its header (already checked against the length cap).
+//!
+//! Writing: application frames wait in two lanes, urgent (small data) and bulk (WeightSync and
+//! anything large). Frames move into wire order (and get their sequence number) urgent first,
+//! then one bulk frame at a time, so a large transfer delays a small frame by about one bulk
+//! frame. Everything in wire order leaves in as few `writev` calls as the socket allows.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::frame::{OutFrame, ReceivedFrame, RxBlock};
+use super::metrics::Counters;
+use super::peer::ConnShared;
+use super::pool::{Block, BufferPool, SIZE_CLASSES};
+use super::stream::ByteStream;
+use crate::session::{Received, Session};
+use crate::wire::{
+    check_frame, encode_frame, frame_len, parse_payload, FrameCheck, Header, Message, ProtocolError,
+};
+
+/// Bytes in wire order below which the next frames are scheduled.
+const WIRE_LOW_WATER: usize = 64 * 1024;
+/// Buffers handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+/// Reads per connection per loop turn, so one busy peer cannot starve the others.
+const READS_PER_TURN: usize = 8;
+
+/// Why a connection's reading stopped for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    /// The socket has no more bytes (wait for readiness).
+    Drained,
+    /// More may be there: come back next turn.
+    MoreLater,
+    /// The consumer is behind: frames are parked until the ring has room.
+    Paused,
+    /// The peer closed the stream.
+    Eof,
+}
+
+pub(crate) struct Connection {
+    pub(crate) stream: Box<dyn ByteStream>,
+    pub(crate) session: Session,
+    pub(crate) shared: Arc<ConnShared>,
+    rx: Option<Block>,
+    rx_start: usize,
+    rx_filled: usize,
+    /// Data frames parsed but not yet accepted by the ring.
+    pub(crate) parked: VecDeque<ReceivedFrame>,
+    urgent: VecDeque<OutFrame>,
+    bulk: VecDeque<OutFrame>,
+    wire: VecDeque<OutFrame>,
+    wire_offset: usize,
+    wire_bytes: usize,
+    /// Set once the read side failed or ended: stop reading.
+    pub(crate) read_closed: bool,
+}
+
+/// What the connection needs from its loop while reading.
+pub(crate) struct ReadContext<'a> {
+    pub(crate) pool: &'a BufferPool,
+    pub(crate) rx_budget: &'a Arc<AtomicUsize>,
+    pub(crate) rx_limit: usize,
+    pub(crate) max_payload: u32,
+    pub(crate) now: Instant,
+    pub(crate) traffic: &'a Counters,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        stream: Box<dyn ByteStream>,
+        session: Session,
+        shared: Arc<ConnShared>,
+    ) -> Self {
+        Connection {
+            stream,
+            session,
+            shared,
+            rx: None,
+            rx_start: 0,
+            rx_filled: 0,
+            parked: VecDeque::new(),
+            urgent: VecDeque::new(),
+            bulk: VecDeque::new(),
+            wire: VecDeque::new(),
+            wire_offset: 0,
+            wire_bytes: 0,
+            read_closed: false,
+        }
+    }
+
+    /// Reads and parses until the socket is drained, the turn's share is used, or the
+    /// consumer is behind. Data frames are appended to `parked`, for the loop to push.
+    /// Protocol errors close the session (which queues its Error frame); an I/O error is
+    /// returned.
+    pub(crate) fn read(&mut self, cx: &ReadContext<'_>) -> io::Result<ReadOutcome> {
+        for _ in 0..READS_PER_TURN {
+            if !self.parked.is_empty() || cx.rx_budget.load(Ordering::Relaxed) > cx.rx_limit {
+                return Ok(ReadOutcome::Paused);
+            }
+            let block = self
+                .rx
+                .get_or_insert_with(|| cx.pool.take(SIZE_CLASSES[SIZE_CLASSES.len() - 1]));
+            let room = &mut block.bytes_mut()[self.rx_filled..];
+            let n = match self.stream.read(room) {
+                Ok(0) => return Ok(ReadOutcome::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.release_empty_rx();
+                    return Ok(ReadOutcome::Drained);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.read_closed = true;
+                    return Err(e);
+                }
+            };
+            self.rx_filled += n;
+            self.shared.counters.add_in(0, n as u64);
+            cx.traffic.add_in(0, n as u64);
+            self.parse(cx);
+            if self.read_closed {
+                return Ok(ReadOutcome::Drained);
+            }
+        }
+        Ok(ReadOutcome::MoreLater)
+    }
+
+    fn release_empty_rx(&mut self) {
+        if self.rx_filled == self.rx_start {
+            self.rx = None;
+            self.rx_start = 0;
+            self.rx_filled = 0;
+        }
+    }
+
+    /// Parses the whole frames in the read block.
+    fn parse(&mut self, cx: &ReadContext<'_>) {
+        let Some(block) = self.rx.as_ref() else {
+            return;
+        };
+        let mut data_frames: Vec<(usize, usize, crate::wire::MsgType)> = Vec::new();
+        let mut pos = self.rx_start;
+        let mut needed = 0;
+        let mut frames = 0u64;
+        let outcome = loop {
+            let buf = &block.bytes()[pos..self.rx_filled];
+            match check_frame(buf, cx.max_payload) {
+                Ok(FrameCheck::Complete { len, msg_type }) => {
+                    let frame = &buf[..len];
+                    let header = Header::ref_from_buf(frame).expect("checked frame");
+                    let result = parse_payload(msg_type, &frame[crate::wire::HEADER_LEN..])
+                        .and_then(|msg| self.session.handle_frame(cx.now, header.sequence(), &msg));
+                    match result {
+                        Ok(Received::Data) => data_frames.push((pos, len, msg_type)),
+                        Ok(Received::Control) => {}
+                        Err(e) => break Err(e),
+                    }
+                    frames += 1;
+                    pos += len;
+                    if self.session.is_closed() {
+                        break Ok(());
+                    }
+                }
+                Ok(FrameCheck::Incomplete { needed: n }) => {
+                    needed = n;
+                    break Ok(());
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.shared.counters.add_in(frames, 0);
+        cx.traffic.add_in(frames, 0);
+        if let Err(e) = outcome {
+            self.read_closed = true;
+            if !self.session.is_closed() {
+                self.session.abort(e);
+            }
+        }
+        if self.session.is_closed() {
+            self.read_closed = true;
+        }
+        self.rx_start = pos;
+        let tail = self.rx_filled - pos;
+        if !data_frames.is_empty() {
+            // Share the block with the frames; carry the unfinished tail to a fresh block.
+            let block = self.rx.take().expect("block present");
+            let fresh = (tail > 0).then(|| {
+                let mut b = cx
+                    .pool
+                    .take(needed.max(SIZE_CLASSES[SIZE_CLASSES.len() - 1]));
+                b.bytes_mut()[..tail].copy_from_slice(&block.bytes()[pos..self.rx_filled]);
+                b
+            });
+            let shared = Arc::new(RxBlock::new(block, Arc::clone(cx.rx_budget)));
+            for (start, len, msg_type) in data_frames {
+                self.parked.push_back(ReceivedFrame::new(
+                    Arc::clone(&shared),
+                    start,
+                    len,
+                    msg_type,
+                    self.shared.id,
+                ));
+            }
+            self.rx = fresh;
+            self.rx_start = 0;
+            self.rx_filled = tail;
+        } else if tail == 0 {
+            self.rx = None;
+            self.rx_start = 0;
+            self.rx_filled = 0;
+        } else if let Some(block) = self.rx.as_mut() {
+            if pos + needed > block.capacity() {
+                // The unfinished frame does not fit where it is: move it to the front of a
+                // block big enough for all of it.
+                if needed <= block.capacity() {
+                    block.bytes_mut().copy_within(pos..self.rx_filled, 0);
+                } else {
+                    let mut bigger = cx.pool.take(needed);
+                    bigger.bytes_mut()[..tail].copy_from_slice(&block.bytes()[pos..self.rx_filled]);
+                    *block = bigger;
+                }
+                self.rx_start = 0;
+                self.rx_filled = tail;
+            }
+        }
+    }
+
+    /// Queues an application frame (already counted in the shared queued bytes).
+    pub(crate) fn enqueue(&mut self, frame: OutFrame) {
+        if frame.is_bulk() {
+            self.bulk.push_back(frame);
+        } else {
+            self.urgent.push_back(frame);
+        }
+    }
+
+    /// Encodes the session's control frames straight into wire order.
+    pub(crate) fn take_control_frames(&mut self, pool: &BufferPool) {
+        while let Some((sequence, message)) = self.session.poll_transmit() {
+            if let Err(e) = self.push_control(pool, sequence, &message) {
+                log::warn!("could not encode a control frame: {e}");
+            }
+        }
+    }
+
+    fn push_control(
+        &mut self,
+        pool: &BufferPool,
+        sequence: u64,
+        message: &Message<'_>,
+    ) -> Result<(), ProtocolError> {
+        let len = frame_len(message)?;
+        let mut block = pool.take(len);
+        let mut dst = &mut block.bytes_mut()[..len];
+        encode_frame(message, sequence, &mut dst)?;
+        self.wire_bytes += len;
+        self.wire.push_back(OutFrame {
+            block,
+            len,
+            msg_type: message.msg_type(),
+        });
+        Ok(())
+    }
+
+    /// Moves queued frames into wire order while the wire is short: urgent first, then one
+    /// bulk frame.
+    fn schedule(&mut self) {
+        while self.wire_bytes < WIRE_LOW_WATER {
+            let next = match self.urgent.pop_front() {
+                Some(f) => f,
+                None => match self.bulk.pop_front() {
+                    Some(f) => f,
+                    None => return,
+                },
+            };
+            let mut frame = next;
+            match self.session.next_send_sequence(frame.msg_type) {
+                Ok(seq) => {
+                    frame.set_sequence(seq);
+                    self.wire_bytes += frame.len;
+                    self.wire.push_back(frame);
+                }
+                Err(e) => {
+                    log::debug!("dropping a queued {:?} frame: {e}", frame.msg_type);
+                    self.shared.release_queued(frame.len);
+                }
+            }
+        }
+    }
+
+    /// Whether anything waits to be written.
+    pub(crate) fn wants_write(&self) -> bool {
+        !self.wire.is_empty() || !self.urgent.is_empty() || !self.bulk.is_empty()
+    }
+
+    /// Writes as much as the socket takes. Returns `Ok(true)` when everything queued left.
+    pub(crate) fn flush(&mut self, now: Instant, traffic: &Counters) -> io::Result<bool> {
+        loop {
+            self.schedule();
+            if self.wire.is_empty() {
+                self.shrink_idle();
+                return Ok(true);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, frame) in self.wire.iter().take(MAX_IOVECS).enumerate() {
+                let skip = if i == 0 { self.wire_offset } else { 0 };
+                slices[i] = IoSlice::new(&frame.bytes()[skip..]);
+                count += 1;
+            }
+            let written = match self.stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.session.on_sent(now);
+            self.consume_written(written, traffic);
+        }
+    }
+
+    fn consume_written(&mut self, mut written: usize, traffic: &Counters) {
+        let mut frames = 0;
+        let mut bytes = 0;
+        while written > 0 {
+            let front = self
+                .wire
+                .front()
+                .expect("written bytes belong to queued frames");
+            let left = front.len - self.wire_offset;
+            if written < left {
+                self.wire_offset += written;
+                bytes += written;
+                break;
+            }
+            written -= left;
+            bytes += left;
+            self.wire_offset = 0;
+            let frame = self.wire.pop_front().expect("front exists");
+            self.wire_bytes -= frame.len;
+            frames += 1;
+            if frame.msg_type.required_capability().is_some() {
+                self.shared.release_queued(frame.len);
+            }
+        }
+        self.shared.counters.add_out(frames, bytes as u64);
+        traffic.add_out(frames, bytes as u64);
+    }
+
+    /// Drops queue capacity an idle connection no longer needs.
+    fn shrink_idle(&mut self) {
+        for q in [&mut self.urgent, &mut self.bulk, &mut self.wire] {
+            if q.capacity() > 64 {
+                q.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Releases every queued application frame (the connection is going away).
+    pub(crate) fn discard_queues(&mut self) {
+        let queued: usize = self
+            .urgent
+            .drain(..)
+            .chain(self.bulk.drain(..))
+            .map(|f| f.len)
+            .sum();
+        self.shared.release_queued(queued);
+    }
+}

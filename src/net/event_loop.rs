@@ -1,0 +1,558 @@
+//! One event-loop thread: a mio `Poll`, its connections, its command queue and its ring.
+//!
+//! Each turn: drain the commands (frames to send, connections to adopt or close), read the
+//! connections that are readable, hand the data frames to the consumer's ring, let the
+//! sessions tick, write everything queued, then sleep in `epoll_wait` until a socket, a
+//! command or a timer wakes the loop. The loop never blocks on anything but the poll.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use super::connection::{Connection, ReadContext, ReadOutcome};
+use super::engine::{EngineShared, NetEvent};
+use super::frame::OutFrame;
+use super::peer::{CloseCause, ConnId, ConnShared};
+use super::stream::{ByteStream, PlainTcp};
+use crate::session::{Role, Session, SessionEvent};
+use crate::wire::{DisconnectReason, ProtocolError};
+
+pub(crate) const WAKER: Token = Token(usize::MAX);
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+/// How often every session's timers are checked, at the most.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Work handed to a loop by the application or by another loop.
+pub(crate) enum Command {
+    /// Take over a connected socket.
+    Adopt {
+        stream: Box<dyn ByteStream>,
+        role: Role,
+        shared: Arc<ConnShared>,
+    },
+    /// Send an encoded frame (its bytes are already counted in the queue).
+    Send { conn: ConnId, frame: OutFrame },
+    /// Close gracefully.
+    Close {
+        conn: ConnId,
+        reason: DisconnectReason,
+        message: String,
+    },
+    /// Measure the round trip now.
+    Heartbeat { conn: ConnId },
+    /// Accept connections from this listener.
+    Listen(TcpListener),
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// The application's side of a loop: where to put commands and how to wake it.
+pub(crate) struct LoopHandle {
+    pub(crate) commands: ArrayQueue<Command>,
+    pub(crate) waker: Waker,
+    /// Set while the loop sleeps in the poll, so senders wake it only then.
+    pub(crate) sleeping: AtomicBool,
+}
+
+impl LoopHandle {
+    /// Queues a command and wakes the loop if it sleeps. Gives the command back if full.
+    pub(crate) fn submit(&self, command: Command) -> Result<(), Command> {
+        self.commands.push(command)?;
+        fence(Ordering::SeqCst);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("could not wake an event loop: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct EventLoop {
+    index: usize,
+    poll: Poll,
+    handle: Arc<LoopHandle>,
+    shared: Arc<EngineShared>,
+    events_out: rtrb::Producer<NetEvent>,
+    /// Events that did not fit in the ring.
+    backlog: VecDeque<NetEvent>,
+    conns: Slab<Connection>,
+    by_id: HashMap<ConnId, usize>,
+    listeners: Vec<TcpListener>,
+    /// Connections that may have more to read.
+    read_again: Vec<usize>,
+    /// Connections with frames parked for the ring.
+    paused: Vec<usize>,
+    /// Connections with something to write.
+    dirty: Vec<usize>,
+    rx_budget: Arc<AtomicUsize>,
+    pushed: bool,
+    last_tick: Instant,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        index: usize,
+        poll: Poll,
+        handle: Arc<LoopHandle>,
+        shared: Arc<EngineShared>,
+        events_out: rtrb::Producer<NetEvent>,
+    ) -> Self {
+        EventLoop {
+            index,
+            poll,
+            handle,
+            shared,
+            events_out,
+            backlog: VecDeque::new(),
+            conns: Slab::new(),
+            by_id: HashMap::new(),
+            listeners: Vec::new(),
+            read_again: Vec::new(),
+            paused: Vec::new(),
+            dirty: Vec::new(),
+            rx_budget: Arc::new(AtomicUsize::new(0)),
+            pushed: false,
+            last_tick: Instant::now(),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let busy = self.shared.config.busy_poll;
+        loop {
+            if !self.drain_commands() {
+                break;
+            }
+            let now = Instant::now();
+            self.service_reads(now);
+            if now.duration_since(self.last_tick) >= TICK {
+                self.tick(now);
+            }
+            self.flush_dirty(now);
+            self.wake_consumer();
+
+            let timeout = if busy || !self.read_again.is_empty() {
+                Some(Duration::ZERO)
+            } else if !self.paused.is_empty() || !self.backlog.is_empty() {
+                Some(Duration::from_micros(200))
+            } else {
+                Some(TICK)
+            };
+            if timeout != Some(Duration::ZERO) {
+                self.handle.sleeping.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if !self.handle.commands.is_empty() {
+                    self.handle.sleeping.store(false, Ordering::SeqCst);
+                    continue;
+                }
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            self.handle.sleeping.store(false, Ordering::SeqCst);
+            if let Err(e) = polled {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("event loop {} poll failed: {e}", self.index);
+                    break;
+                }
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    LISTENER => self.accept_all(),
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_again.push(key);
+                        }
+                        if event.is_writable() {
+                            self.dirty.push(key);
+                        }
+                    }
+                }
+            }
+        }
+        self.shutdown();
+    }
+
+    /// Returns false when the loop must stop.
+    fn drain_commands(&mut self) -> bool {
+        while let Some(command) = self.handle.commands.pop() {
+            match command {
+                Command::Adopt {
+                    stream,
+                    role,
+                    shared,
+                } => self.adopt(stream, role, shared),
+                Command::Send { conn, frame } => match self.by_id.get(&conn) {
+                    Some(&key) => {
+                        self.conns[key].enqueue(frame);
+                        self.dirty.push(key);
+                    }
+                    None => log::debug!("frame for closed connection {conn} dropped"),
+                },
+                Command::Close {
+                    conn,
+                    reason,
+                    message,
+                } => {
+                    if let Some(&key) = self.by_id.get(&conn) {
+                        self.conns[key].session.close(reason, &message);
+                        self.after_session(key);
+                    }
+                }
+                Command::Heartbeat { conn } => {
+                    if let Some(&key) = self.by_id.get(&conn) {
+                        self.conns[key].session.send_heartbeat(Instant::now());
+                        self.after_session(key);
+                    }
+                }
+                Command::Listen(mut listener) => {
+                    match self
+                        .poll
+                        .registry()
+                        .register(&mut listener, LISTENER, Interest::READABLE)
+                    {
+                        Ok(()) => self.listeners.push(listener),
+                        Err(e) => log::error!("could not register a listener: {e}"),
+                    }
+                }
+                Command::Shutdown => return false,
+            }
+        }
+        true
+    }
+
+    fn adopt(&mut self, mut stream: Box<dyn ByteStream>, role: Role, shared: Arc<ConnShared>) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            stream.socket(),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("could not register connection {}: {e}", shared.id);
+            shared.set_closed(CloseCause::Io(e.kind()));
+            return;
+        }
+        let session = Session::new(
+            role,
+            Arc::clone(&self.shared.session_config),
+            Instant::now(),
+        );
+        log::debug!(
+            "loop {}: connection {} from {} adopted",
+            self.index,
+            shared.id,
+            shared.addr
+        );
+        self.by_id.insert(shared.id, key);
+        entry.insert(Connection::new(stream, session, shared));
+        self.shared
+            .metrics
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        self.after_session(key);
+        // Bytes may have arrived before registration.
+        self.read_again.push(key);
+    }
+
+    fn accept_all(&mut self) {
+        for i in 0..self.listeners.len() {
+            loop {
+                match self.listeners[i].accept() {
+                    Ok((socket, addr)) => {
+                        if let Err(e) = socket.set_nodelay(true) {
+                            log::warn!("TCP_NODELAY failed for {addr}: {e}");
+                        }
+                        let shared = Arc::clone(&self.shared);
+                        shared.dispatch_accepted(Box::new(PlainTcp(socket)), addr, self);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // Out of file descriptors and the like: try again on the next event.
+                        log::warn!("accept failed: {e}");
+                        self.shared.metrics.count_io_error();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adopts a connection accepted by this loop's listener.
+    pub(crate) fn adopt_local(&mut self, stream: Box<dyn ByteStream>, shared: Arc<ConnShared>) {
+        self.adopt(stream, Role::Acceptor, shared);
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    fn service_reads(&mut self, now: Instant) {
+        self.retry_paused();
+        let keys = std::mem::take(&mut self.read_again);
+        let engine = Arc::clone(&self.shared);
+        let rx_budget = Arc::clone(&self.rx_budget);
+        let cx = ReadContext {
+            pool: &engine.pool,
+            rx_budget: &rx_budget,
+            rx_limit: engine.config.rx_in_flight_limit,
+            max_payload: engine.config.max_payload,
+            now,
+            traffic: &engine.metrics.traffic,
+        };
+        let mut again = Vec::new();
+        let mut closing = Vec::new();
+        for key in keys {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.read_closed {
+                continue;
+            }
+            let outcome = conn.read(&cx);
+            let parked = std::mem::take(&mut conn.parked);
+            let mut parked = parked;
+            while let Some(frame) = parked.pop_front() {
+                if !self.backlog.is_empty() {
+                    parked.push_front(frame);
+                    break;
+                }
+                if let Err(rtrb::PushError::Full(NetEvent::Frame(frame))) =
+                    self.events_out.push(NetEvent::Frame(frame))
+                {
+                    parked.push_front(frame);
+                    break;
+                }
+                self.pushed = true;
+            }
+            let conn = &mut self.conns[key];
+            let is_paused = !parked.is_empty();
+            conn.parked = parked;
+            match outcome {
+                Ok(ReadOutcome::MoreLater) if !is_paused => again.push(key),
+                Ok(ReadOutcome::Paused) | Ok(ReadOutcome::MoreLater) => self.paused.push(key),
+                Ok(ReadOutcome::Drained) => {
+                    if is_paused {
+                        self.paused.push(key);
+                    }
+                }
+                Ok(ReadOutcome::Eof) => closing.push((key, CloseCause::Eof)),
+                Err(e) => {
+                    self.shared.metrics.count_io_error();
+                    closing.push((key, CloseCause::Io(e.kind())));
+                }
+            }
+            self.after_session(key);
+        }
+        self.read_again.extend(again);
+        for (key, cause) in closing {
+            self.finish(key, cause);
+        }
+    }
+
+    fn retry_paused(&mut self) {
+        while let Some(event) = self.backlog.pop_front() {
+            if let Err(rtrb::PushError::Full(event)) = self.events_out.push(event) {
+                self.backlog.push_front(event);
+                break;
+            }
+            self.pushed = true;
+        }
+        if self.paused.is_empty() {
+            return;
+        }
+        // Parked frames go first; a connection with nothing parked left reads again.
+        for key in std::mem::take(&mut self.paused) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            while let Some(frame) = conn.parked.pop_front() {
+                if !self.backlog.is_empty() {
+                    conn.parked.push_front(frame);
+                    break;
+                }
+                if let Err(rtrb::PushError::Full(NetEvent::Frame(frame))) =
+                    self.events_out.push(NetEvent::Frame(frame))
+                {
+                    conn.parked.push_front(frame);
+                    break;
+                }
+                self.pushed = true;
+            }
+            if conn.parked.is_empty() && !conn.read_closed {
+                self.read_again.push(key);
+            } else if !conn.parked.is_empty() {
+                self.paused.push(key);
+            }
+        }
+        self.paused.sort_unstable();
+        self.paused.dedup();
+    }
+
+    /// Moves a connection's session output along: events to the consumer, control frames to
+    /// the wire, and the connection to its end if the session closed.
+    fn after_session(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.take_control_frames(&self.shared.pool);
+        if conn.wants_write() {
+            self.dirty.push(key);
+        }
+        while let Some(event) = conn.session.poll_event() {
+            match event {
+                SessionEvent::Established(info) => {
+                    conn.shared.set_established(info.clone());
+                    let event = NetEvent::Connected {
+                        conn: conn.shared.id,
+                        addr: conn.shared.addr,
+                        peer: Box::new(info),
+                    };
+                    push_event(&mut self.events_out, &mut self.backlog, event);
+                    self.pushed = true;
+                }
+                SessionEvent::RoundTrip(rtt) => {
+                    conn.shared.set_rtt(rtt);
+                    self.shared.metrics.record_rtt(rtt);
+                }
+                SessionEvent::Closed { reason, error } => {
+                    if let Some(e) = &error {
+                        if !matches!(e, ProtocolError::Remote { .. }) {
+                            self.shared.metrics.count_error(e);
+                        }
+                    }
+                    let cause = match error {
+                        Some(e) => CloseCause::Protocol(e),
+                        None => CloseCause::Disconnect(reason),
+                    };
+                    conn.shared.set_closed(cause);
+                    self.dirty.push(key);
+                }
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self, now: Instant) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.dirty);
+        keys.sort_unstable();
+        keys.dedup();
+        let mut finished = Vec::new();
+        for key in keys {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match conn.flush(now, &self.shared.metrics.traffic) {
+                Ok(true) => {
+                    if conn.session.is_closed() {
+                        let cause = conn.shared.close_cause().unwrap_or(CloseCause::Eof);
+                        finished.push((key, cause));
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.shared.metrics.count_io_error();
+                    finished.push((key, CloseCause::Io(e.kind())));
+                }
+            }
+        }
+        for (key, cause) in finished {
+            self.finish(key, cause);
+        }
+    }
+
+    /// Removes a connection and tells the consumer.
+    fn finish(&mut self, key: usize, cause: CloseCause) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(conn.stream.socket());
+        conn.discard_queues();
+        // Frames already accepted still reach the consumer, before the close.
+        for frame in conn.parked.drain(..) {
+            push_event(
+                &mut self.events_out,
+                &mut self.backlog,
+                NetEvent::Frame(frame),
+            );
+        }
+        conn.shared.set_closed(cause.clone());
+        let cause = conn.shared.close_cause().unwrap_or(cause);
+        log::debug!("connection {} closed: {cause}", conn.shared.id);
+        self.by_id.remove(&conn.shared.id);
+        self.shared.forget(conn.shared.id);
+        self.shared
+            .metrics
+            .connections_closed
+            .fetch_add(1, Ordering::Relaxed);
+        let event = NetEvent::Disconnected {
+            conn: conn.shared.id,
+            cause,
+        };
+        push_event(&mut self.events_out, &mut self.backlog, event);
+        self.pushed = true;
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.last_tick = now;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            if conn.session.poll_timeout().is_some_and(|t| t <= now) {
+                conn.session.handle_timeout(now);
+                self.after_session(key);
+            }
+        }
+    }
+
+    fn wake_consumer(&mut self) {
+        if std::mem::take(&mut self.pushed) {
+            self.shared.wake_consumer();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.conns[key]
+                .session
+                .close(DisconnectReason::SHUTDOWN, "node shutting down");
+            self.after_session(key);
+        }
+        self.flush_dirty(Instant::now());
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.finish(key, CloseCause::Shutdown);
+        }
+        while let Some(event) = self.backlog.pop_front() {
+            if self.events_out.push(event).is_err() {
+                break;
+            }
+        }
+        self.shared.wake_consumer();
+    }
+}
+
+/// Pushes to the ring, or to the backlog when the ring is full (events other than frames are
+/// rare and must not be lost).
+fn push_event(ring: &mut rtrb::Producer<NetEvent>, backlog: &mut VecDeque<NetEvent>, e: NetEvent) {
+    if !backlog.is_empty() {
+        backlog.push_back(e);
+        return;
+    }
+    if let Err(rtrb::PushError::Full(e)) = ring.push(e) {
+        backlog.push_back(e);
+    }
+}

@@ -1,0 +1,32 @@
+//! The transport engine: mio event loops, pooled buffers, and the lock-free hand-off.
+//!
+//! ```text
+//!   application threads ──try_send/send──► command queue ──► event loop k ──writev──► socket
+//!        (encode into pooled blocks)        (ArrayQueue + Waker)   (mio Poll, sessions)
+//!   Receiver ◄── rtrb ring per loop ◄── ReceivedFrame views into pooled read blocks ◄── socket
+//! ```
+//!
+//! This is the only layer that does I/O. Each event loop is one thread with one mio `Poll`;
+//! accepted connections are spread over the loops. Frames are checked and parsed in place in
+//! the block they were read into and handed on as views; the block goes back to the pool when
+//! the last view is dropped. Nothing grows without bound: send queues are capped in bytes
+//! (`try_send` refuses, `send` waits), the rings are bounded, and a loop whose consumer is
+//! behind stops reading.
+
+mod connection;
+mod engine;
+mod event_loop;
+mod frame;
+mod metrics;
+mod peer;
+pub mod pool;
+pub mod stream;
+
+pub use engine::{Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver};
+pub use frame::ReceivedFrame;
+pub use metrics::{new_rtt_histogram, CounterSnapshot, MetricsSnapshot};
+pub use peer::{CloseCause, ConnId, PeerStatus};
+pub use pool::BufferPool;
+
+/// Frames longer than this go in the bulk lane.
+pub(crate) const BULK_THRESHOLD: usize = 64 * 1024;

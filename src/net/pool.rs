@@ -1,0 +1,179 @@
+//! Reusable, 64-byte aligned byte blocks in a few size classes.
+//!
+//! Every frame the engine reads or writes lives in a [`Block`]. Blocks come from a
+//! [`BufferPool`] and go back to it when dropped, so a steady stream of frames allocates
+//! nothing. The alignment is what lets the codec reinterpret f32 payloads in place: NNP frames
+//! are multiples of 4 bytes, so frames read back to back into an aligned block stay aligned.
+//! A frame larger than the largest class gets a dedicated block, freed when it is released.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+use crossbeam_queue::ArrayQueue;
+
+/// The unit of block storage; its alignment is the block's alignment.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+struct Align64([u8; 64]);
+
+/// Block sizes of the pool's classes, smallest first.
+pub const SIZE_CLASSES: [usize; 3] = [512, 4096, 64 * 1024];
+
+/// How many free blocks each class keeps at most (about 2 + 4 + 16 MiB).
+const FREE_LIMITS: [usize; 3] = [4096, 1024, 256];
+
+struct PoolInner {
+    free: [ArrayQueue<Box<[Align64]>>; 3],
+    /// Bytes in blocks currently handed out (pooled or dedicated).
+    in_use: AtomicUsize,
+}
+
+/// A thread-safe pool of aligned blocks. Cloning shares the pool.
+#[derive(Clone)]
+pub struct BufferPool {
+    inner: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("bytes_in_use", &self.bytes_in_use())
+            .finish()
+    }
+}
+
+impl Default for BufferPool {
+    fn default() -> Self {
+        BufferPool::new()
+    }
+}
+
+impl BufferPool {
+    /// An empty pool; blocks are allocated on first use.
+    pub fn new() -> BufferPool {
+        BufferPool {
+            inner: Arc::new(PoolInner {
+                free: FREE_LIMITS.map(ArrayQueue::new),
+                in_use: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// A block of at least `len` bytes: pooled if a class fits, dedicated otherwise.
+    pub fn take(&self, len: usize) -> Block {
+        let class = SIZE_CLASSES.iter().position(|&size| size >= len);
+        let data = match class {
+            Some(c) => self.inner.free[c]
+                .pop()
+                .unwrap_or_else(|| zeroed_units(SIZE_CLASSES[c])),
+            None => zeroed_units(len),
+        };
+        self.inner
+            .in_use
+            .fetch_add(data.len() * 64, Ordering::Relaxed);
+        Block {
+            data,
+            class,
+            pool: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Bytes in blocks handed out and not yet dropped.
+    pub fn bytes_in_use(&self) -> usize {
+        self.inner.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Free blocks held for reuse, per class.
+    pub fn free_blocks(&self) -> [usize; 3] {
+        [0, 1, 2].map(|c| self.inner.free[c].len())
+    }
+}
+
+fn zeroed_units(bytes: usize) -> Box<[Align64]> {
+    bytemuck::zeroed_slice_box(bytes.div_ceil(64).max(1))
+}
+
+/// An aligned byte block from a [`BufferPool`]; returns to the pool when dropped.
+pub struct Block {
+    data: Box<[Align64]>,
+    class: Option<usize>,
+    pool: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block")
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+impl Block {
+    /// The whole block.
+    pub fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.data)
+    }
+
+    /// The whole block, writable.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.data)
+    }
+
+    /// Size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.data.len() * 64
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        self.pool
+            .in_use
+            .fetch_sub(data.len() * 64, Ordering::Relaxed);
+        if let Some(c) = self.class {
+            // A full free list means the pool already holds its share: let this one go.
+            let _ = self.pool.free[c].push(data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_aligned_and_sized_by_class() {
+        let pool = BufferPool::new();
+        for (len, cap) in [
+            (1, 512),
+            (512, 512),
+            (513, 4096),
+            (65536, 65536),
+            (70000, 70016),
+        ] {
+            let b = pool.take(len);
+            assert_eq!(b.capacity(), cap, "len {len}");
+            assert_eq!(b.bytes().as_ptr() as usize % 64, 0);
+        }
+    }
+
+    #[test]
+    fn dropped_blocks_are_reused_and_accounted() {
+        let pool = BufferPool::new();
+        let mut b = pool.take(100);
+        b.bytes_mut()[0] = 7;
+        let addr = b.bytes().as_ptr();
+        assert_eq!(pool.bytes_in_use(), 512);
+        drop(b);
+        assert_eq!(pool.bytes_in_use(), 0);
+        assert_eq!(pool.free_blocks(), [1, 0, 0]);
+        let b = pool.take(200);
+        assert_eq!(b.bytes().as_ptr(), addr, "the same block comes back");
+        let big = pool.take(1 << 20);
+        assert_eq!(pool.bytes_in_use(), 512 + (1 << 20));
+        drop(big);
+        assert_eq!(pool.free_blocks(), [0, 0, 0], "dedicated blocks are freed");
+    }
+}

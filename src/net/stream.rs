@@ -1,0 +1,36 @@
+//! The byte-stream seam between a socket and the codec.
+//!
+//! A connection reads and writes through [`ByteStream`], never through the socket directly, so
+//! that a TLS session can later sit between the two without the codec or the session knowing.
+
+use std::io::{self, IoSlice, Read, Write};
+
+use mio::net::TcpStream;
+
+/// A bidirectional, non-blocking byte stream over a registered TCP socket.
+pub trait ByteStream: Send {
+    /// Reads plaintext bytes; `Ok(0)` means the peer closed, `WouldBlock` means wait.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes plaintext bytes from several buffers at once.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// The socket to register with the event loop.
+    fn socket(&mut self) -> &mut TcpStream;
+}
+
+/// Plain TCP: the stream is the socket.
+#[derive(Debug)]
+pub struct PlainTcp(pub TcpStream);
+
+impl ByteStream for PlainTcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+
+    fn socket(&mut self) -> &mut TcpStream {
+        &mut self.0
+    }
+}

@@ -1,0 +1,533 @@
+//! The transport engine over loopback: many clients, hostile peers, large frames, backpressure.
+
+use std::borrow::Cow;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nnp::net::{
+    CloseCause, ConnId, Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver,
+};
+use nnp::session::SessionConfig;
+use nnp::wire::{
+    capabilities, decode_frame, encode_frame, frame_len, ErrorCode, Hello, Message, MsgType,
+    SyncMode, WeightSync,
+};
+
+fn config(name: &str) -> EngineConfig {
+    EngineConfig {
+        event_loops: 2,
+        session: SessionConfig {
+            node_id: 7,
+            name: name.into(),
+            layer_sizes: vec![8, 4],
+            ..SessionConfig::default()
+        },
+        connect_timeout: Duration::from_secs(5),
+        ..EngineConfig::default()
+    }
+}
+
+fn start(cfg: EngineConfig) -> (Engine, EngineHandle, Receiver, SocketAddr) {
+    let (engine, handle, receiver) = Engine::start(cfg).unwrap();
+    let addr = handle.listen("127.0.0.1:0").unwrap();
+    (engine, handle, receiver, addr)
+}
+
+/// Echoes every data frame back to its sender until `stop` frames were echoed or the engine
+/// ends; returns the connections that closed and why.
+fn echo_server(
+    handle: EngineHandle,
+    mut receiver: Receiver,
+    stop: usize,
+) -> thread::JoinHandle<Vec<(ConnId, CloseCause)>> {
+    thread::spawn(move || {
+        let mut echoed = 0;
+        let mut closed = Vec::new();
+        while echoed < stop {
+            match receiver.recv_timeout(Duration::from_secs(20)) {
+                Some(NetEvent::Frame(frame)) => {
+                    let msg = frame.message().unwrap();
+                    match handle.send(frame.conn(), &msg, Duration::from_secs(10)) {
+                        // A hostile peer may be gone before its valid frames are echoed.
+                        Ok(()) | Err(NetError::UnknownConnection(_) | NetError::Closed(_)) => {}
+                        Err(e) => panic!("echo failed: {e}"),
+                    }
+                    echoed += 1;
+                }
+                Some(NetEvent::Disconnected { conn, cause }) => closed.push((conn, cause)),
+                Some(NetEvent::Connected { .. }) => {}
+                None => break,
+            }
+        }
+        closed
+    })
+}
+
+fn values(client: usize, i: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|k| (client * 1_000_003 + i * 131 + k) as f32 * 0.5)
+        .collect()
+}
+
+#[test]
+fn hundred_clients_exchange_thousands_of_frames_each() {
+    const CLIENTS: usize = 100;
+    const FRAMES: usize = 1000;
+    let (_server, server_handle, server_rx, addr) = start(config("server"));
+    let echo = echo_server(server_handle.clone(), server_rx, CLIENTS * FRAMES);
+
+    let (_client, handle, mut rx) = Engine::start(config("clients")).unwrap();
+    let conns: Vec<ConnId> = (0..CLIENTS)
+        .map(|_| handle.connect(addr).unwrap())
+        .collect();
+    assert_eq!(server_handle.peers().len(), CLIENTS);
+
+    let sender = {
+        let handle = handle.clone();
+        let conns = conns.clone();
+        thread::spawn(move || {
+            for i in 0..FRAMES {
+                for (c, conn) in conns.iter().enumerate() {
+                    let data = values(c, i, 1 + (i + c) % 40);
+                    let msg = Message::ForwardData {
+                        layer_id: c as u16,
+                        data: Cow::Borrowed(&data),
+                    };
+                    handle.send(*conn, &msg, Duration::from_secs(10)).unwrap();
+                }
+            }
+        })
+    };
+    let mut next = vec![0usize; CLIENTS];
+    let mut received = 0;
+    while received < CLIENTS * FRAMES {
+        match rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("echo arrives")
+        {
+            NetEvent::Frame(frame) => {
+                let c = conns.iter().position(|&x| x == frame.conn()).unwrap();
+                let i = next[c];
+                match frame.message().unwrap() {
+                    Message::ForwardData { layer_id, data } => {
+                        assert_eq!(layer_id as usize, c);
+                        assert_eq!(
+                            &*data,
+                            &values(c, i, 1 + (i + c) % 40)[..],
+                            "client {c} frame {i}"
+                        );
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+                next[c] += 1;
+                received += 1;
+            }
+            NetEvent::Connected { .. } => {}
+            NetEvent::Disconnected { conn, cause } => panic!("{conn} closed: {cause}"),
+        }
+    }
+    sender.join().unwrap();
+    assert!(next.iter().all(|&n| n == FRAMES));
+    let closed = echo.join().unwrap();
+    assert!(closed.is_empty(), "no connection failed: {closed:?}");
+    let m = handle.metrics();
+    assert_eq!(m.total_errors(), 0);
+    assert!(m.traffic.frames_out >= (CLIENTS * FRAMES) as u64);
+}
+
+/// A hand-driven client speaking NNP over a blocking socket.
+struct RawPeer {
+    stream: TcpStream,
+    seq: u64,
+    buf: Vec<u8>,
+}
+
+impl RawPeer {
+    fn connect(addr: SocketAddr) -> RawPeer {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawPeer {
+            stream,
+            seq: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    fn frame(&mut self, msg: &Message<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(frame_len(msg).unwrap());
+        encode_frame(msg, self.seq, &mut out).unwrap();
+        self.seq += 1;
+        out
+    }
+
+    fn send(&mut self, msg: &Message<'_>) {
+        let bytes = self.frame(msg);
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    fn hello() -> Message<'static> {
+        Message::Handshake(Hello {
+            node_id: 99,
+            min_version: 1,
+            max_version: 1,
+            capabilities: capabilities::ALL,
+            layer_sizes: Cow::Owned(vec![8]),
+            name: Cow::Borrowed("raw"),
+        })
+    }
+
+    /// Reads until one whole frame is there; returns its type and sequence and the message's
+    /// debug text, or None when the stream ends.
+    fn read_frame(&mut self) -> Option<(MsgType, Message<'static>)> {
+        loop {
+            if let Some((frame, used)) = decode_frame(&self.buf, u32::MAX).unwrap() {
+                let msg = owned(frame.message);
+                self.buf.drain(..used);
+                if msg.msg_type() == MsgType::Heartbeat {
+                    continue;
+                }
+                return Some((msg.msg_type(), msg));
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn handshake(addr: SocketAddr) -> RawPeer {
+        let mut peer = RawPeer::connect(addr);
+        peer.send(&RawPeer::hello());
+        let (t, _) = peer.read_frame().unwrap();
+        assert_eq!(t, MsgType::HandshakeAck);
+        peer
+    }
+
+    /// Reads until the server closes; returns the Error frame's code if one came.
+    fn error_then_close(&mut self) -> Option<ErrorCode> {
+        let mut code = None;
+        while let Some((_, msg)) = self.read_frame() {
+            if let Message::Error { code: c, .. } = msg {
+                code = Some(c);
+            }
+        }
+        code
+    }
+}
+
+fn owned(msg: Message<'_>) -> Message<'static> {
+    match msg {
+        Message::Error { code, message } => Message::Error {
+            code,
+            message: Cow::Owned(message.into_owned()),
+        },
+        Message::Disconnect { reason, message } => Message::Disconnect {
+            reason,
+            message: Cow::Owned(message.into_owned()),
+        },
+        Message::ForwardData { layer_id, data } => Message::ForwardData {
+            layer_id,
+            data: Cow::Owned(data.into_owned()),
+        },
+        Message::Heartbeat {
+            timestamp_ns,
+            reply,
+        } => Message::Heartbeat {
+            timestamp_ns,
+            reply,
+        },
+        Message::HandshakeAck(h) | Message::Handshake(h) => Message::HandshakeAck(Hello {
+            node_id: h.node_id,
+            min_version: h.min_version,
+            max_version: h.max_version,
+            capabilities: h.capabilities,
+            layer_sizes: Cow::Owned(h.layer_sizes.into_owned()),
+            name: Cow::Owned(h.name.into_owned()),
+        }),
+        other => panic!("not expected here: {:?}", other.msg_type()),
+    }
+}
+
+/// Runs a healthy echo exchange on its own connection while `hostile` runs.
+fn healthy_while(addr: SocketAddr, hostile: impl FnOnce()) {
+    let mut good = RawPeer::handshake(addr);
+    let data = [1.5f32, -2.0, 3.25];
+    good.send(&Message::ForwardData {
+        layer_id: 1,
+        data: Cow::Borrowed(&data),
+    });
+    hostile();
+    good.send(&Message::ForwardData {
+        layer_id: 2,
+        data: Cow::Borrowed(&data),
+    });
+    for layer in [1, 2] {
+        let (_, msg) = good.read_frame().expect("the healthy peer is still served");
+        assert_eq!(
+            msg,
+            Message::ForwardData {
+                layer_id: layer,
+                data: Cow::Borrowed(&data)
+            }
+        );
+    }
+}
+
+#[test]
+fn a_peer_writing_one_byte_at_a_time_is_served() {
+    let (_server, handle, rx, addr) = start(config("server"));
+    let echo = echo_server(handle, rx, 20);
+    let mut peer = RawPeer::connect(addr);
+    peer.stream.set_nodelay(true).unwrap();
+    let mut bytes = peer.frame(&RawPeer::hello());
+    let data: Vec<f32> = (0..100).map(|i| i as f32).collect();
+    for i in 0..20 {
+        bytes.extend(peer.frame(&Message::ForwardData {
+            layer_id: i,
+            data: Cow::Borrowed(&data),
+        }));
+    }
+    for b in bytes {
+        peer.stream.write_all(&[b]).unwrap();
+    }
+    assert_eq!(peer.read_frame().unwrap().0, MsgType::HandshakeAck);
+    for i in 0..20 {
+        let (_, msg) = peer.read_frame().unwrap();
+        assert_eq!(
+            msg,
+            Message::ForwardData {
+                layer_id: i,
+                data: Cow::Borrowed(&data)
+            }
+        );
+    }
+    assert!(echo.join().unwrap().is_empty());
+}
+
+fn weight_sync(values: &[f32]) -> Message<'_> {
+    let cols = 1023u32;
+    let rows = (values.len() as u32) / (cols + 1);
+    Message::WeightSync(WeightSync {
+        layer_id: 3,
+        mode: SyncMode::Replace,
+        rows,
+        cols,
+        offset: 0,
+        sample_count: 1,
+        values: Cow::Borrowed(values),
+    })
+}
+
+#[test]
+fn sixteen_mib_frames_cross_intact() {
+    let mut cfg = config("big");
+    cfg.max_payload = 17 << 20;
+    let (_server, handle, rx, addr) = start(cfg.clone());
+    let echo = echo_server(handle, rx, 3);
+    let (_client, client, mut crx) = Engine::start(cfg).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let n = (16 << 20) / 4;
+    let values: Vec<f32> = (0..n).map(|i| (i as f32).sin()).collect();
+    for _ in 0..3 {
+        client
+            .send(conn, &weight_sync(&values), Duration::from_secs(20))
+            .unwrap();
+    }
+    let mut got = 0;
+    while got < 3 {
+        if let NetEvent::Frame(frame) = crx.recv_timeout(Duration::from_secs(30)).expect("echo") {
+            let Message::WeightSync(ws) = frame.message().unwrap() else {
+                panic!()
+            };
+            assert!(matches!(ws.values, Cow::Borrowed(_)), "decoded in place");
+            assert_eq!(ws.values.len(), n);
+            assert!(ws
+                .values
+                .iter()
+                .zip(&values)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            got += 1;
+        }
+    }
+    assert!(echo.join().unwrap().is_empty());
+}
+
+#[test]
+fn a_peer_killed_mid_frame_is_closed_and_others_carry_on() {
+    let (_server, handle, mut rx, addr) = start(config("server"));
+    let h = handle.clone();
+    let server = thread::spawn(move || {
+        let mut causes = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while causes.is_empty() && Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Some(NetEvent::Frame(f)) => h
+                    .send(f.conn(), &f.message().unwrap(), Duration::from_secs(5))
+                    .unwrap(),
+                Some(NetEvent::Disconnected { cause, .. }) => causes.push(cause),
+                _ => {}
+            }
+        }
+        // Keep echoing for the healthy peer's second frame.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Some(NetEvent::Frame(f)) = rx.recv_timeout(Duration::from_millis(50)) {
+                h.send(f.conn(), &f.message().unwrap(), Duration::from_secs(5))
+                    .unwrap();
+            }
+        }
+        causes
+    });
+    healthy_while(addr, || {
+        let mut victim = RawPeer::handshake(addr);
+        let data = vec![0.25f32; 1000];
+        let frame = victim.frame(&Message::ForwardData {
+            layer_id: 0,
+            data: Cow::Borrowed(&data),
+        });
+        victim.stream.write_all(&frame[..frame.len() / 2]).unwrap();
+        drop(victim);
+    });
+    let causes = server.join().unwrap();
+    assert_eq!(causes, vec![CloseCause::Eof]);
+}
+
+/// Sends the healthy peer's two frames and the hostile bytes; `accepted` is how many of the
+/// hostile frames are valid and get echoed before the bad one.
+fn hostile_case(
+    bytes_after_handshake: impl FnOnce(&mut RawPeer) -> Vec<u8>,
+    expected: ErrorCode,
+    accepted: usize,
+) {
+    let (_server, handle, rx, addr) = start(config("server"));
+    let echo = echo_server(handle.clone(), rx, 2 + accepted);
+    healthy_while(addr, || {
+        let mut bad = RawPeer::handshake(addr);
+        let bytes = bytes_after_handshake(&mut bad);
+        bad.stream.write_all(&bytes).unwrap();
+        assert_eq!(bad.error_then_close(), Some(expected));
+    });
+    let closed = echo.join().unwrap();
+    assert!(closed.len() <= 1);
+    assert!(handle.metrics().errors_by_code[expected.0 as usize] >= 1);
+}
+
+#[test]
+fn garbage_gets_an_error_frame_and_a_close() {
+    hostile_case(
+        |_| b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ErrorCode::BAD_MAGIC,
+        0,
+    );
+}
+
+#[test]
+fn a_bad_checksum_gets_an_error_frame_and_a_close() {
+    hostile_case(
+        |p| {
+            let mut f = p.frame(&Message::ForwardData {
+                layer_id: 0,
+                data: Cow::Borrowed(&[1.0, 2.0]),
+            });
+            let last = f.len() - 1;
+            f[last] ^= 0xff;
+            f
+        },
+        ErrorCode::CHECKSUM_MISMATCH,
+        0,
+    );
+}
+
+#[test]
+fn an_oversized_length_is_refused_before_reading_it() {
+    hostile_case(
+        |p| {
+            let mut f = p.frame(&Message::ForwardData {
+                layer_id: 0,
+                data: Cow::Borrowed(&[1.0]),
+            });
+            f[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
+            f
+        },
+        ErrorCode::FRAME_TOO_LARGE,
+        0,
+    );
+}
+
+#[test]
+fn a_sequence_replay_is_refused() {
+    hostile_case(
+        |p| {
+            let f = p.frame(&Message::ForwardData {
+                layer_id: 0,
+                data: Cow::Borrowed(&[1.0]),
+            });
+            [f.clone(), f].concat()
+        },
+        ErrorCode::SEQUENCE_ERROR,
+        1,
+    );
+}
+
+#[test]
+fn a_slow_reader_gives_backpressure_and_bounded_memory() {
+    let mut cfg = config("slow");
+    cfg.rx_in_flight_limit = 1 << 20;
+    cfg.event_ring_capacity = 64;
+    let (_server, _server_handle, mut server_rx, addr) = start(cfg.clone());
+    let mut ccfg = config("fast");
+    ccfg.send_queue_limit = 1 << 20;
+    let (_client, client, _crx) = Engine::start(ccfg).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let data = vec![1.0f32; 16 * 1024];
+    let msg = Message::ForwardData {
+        layer_id: 0,
+        data: Cow::Borrowed(&data),
+    };
+    let mut sent = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        match client.try_send(conn, &msg) {
+            Ok(()) => sent += 1,
+            Err(NetError::WouldBlock { queued, limit }) => {
+                // The queue is full only once the kernel buffers are, so it must stay full.
+                thread::sleep(Duration::from_millis(200));
+                match client.try_send(conn, &msg) {
+                    Err(NetError::WouldBlock { .. }) => break (queued, limit),
+                    Ok(()) => sent += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backpressure never came after {sent} frames"
+        );
+    };
+    assert!(
+        refused.0 + 65 * 1024 > refused.1,
+        "refused only when near the limit: {refused:?}"
+    );
+    // The server holds at most its in-flight budget plus one block per connection.
+    assert!(
+        _server_handle.pool().bytes_in_use() < (3 << 20),
+        "server memory bounded: {} bytes in use",
+        _server_handle.pool().bytes_in_use()
+    );
+    // Draining the server lets every frame through: nothing was dropped.
+    let mut got = 0;
+    while got < sent {
+        match server_rx.recv_timeout(Duration::from_secs(10)) {
+            Some(NetEvent::Frame(_)) => got += 1,
+            Some(_) => {}
+            None => panic!("only {got} of {sent} frames arrived"),
+        }
+    }
+    assert_eq!(got, sent);
+}

@@ -1,0 +1,135 @@
+//! 9,000 idle connections held by one server, the clients in another process.
+//!
+//! Ignored by default (it takes a few seconds and 18,000 file descriptors); `.ci/run` runs it
+//! with `cargo test --release -- --ignored`. It prints the server's user-space memory per idle
+//! connection, which must stay at or under 1 KiB: an idle connection holds no pooled buffer.
+
+use std::borrow::Cow;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nnp::net::{Engine, EngineConfig};
+use nnp::session::SessionConfig;
+use nnp::wire::{capabilities, encode_frame, Hello, Message, HEADER_LEN};
+
+const CONNECTIONS: usize = 9_000;
+const CHILD_ENV: &str = "NNP_SCALE_CLIENT_OF";
+
+/// Resident memory of this process in bytes, from /proc (Linux only).
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// The client process: opens the connections, handshakes each, then waits for stdin to close.
+fn run_client(addr: &str) {
+    let hello = Message::Handshake(Hello {
+        node_id: 1,
+        min_version: 1,
+        max_version: 1,
+        capabilities: capabilities::ALL,
+        layer_sizes: Cow::Borrowed(&[]),
+        name: Cow::Borrowed("idle"),
+    });
+    let mut frame = Vec::new();
+    encode_frame(&hello, 0, &mut frame).unwrap();
+    let mut conns = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&frame).unwrap();
+        conns.push(s);
+    }
+    for s in &mut conns {
+        let mut header = [0u8; HEADER_LEN];
+        s.read_exact(&mut header).unwrap();
+        assert_eq!(header[5], 0x02, "a HandshakeAck comes back");
+        let len = u32::from_be_bytes(header[6..10].try_into().unwrap()) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+    }
+    println!("ready");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+#[test]
+#[ignore = "scale test: run with --ignored (CI does)"]
+fn nine_thousand_idle_connections_cost_under_a_kib_each() {
+    if let Ok(addr) = std::env::var(CHILD_ENV) {
+        run_client(&addr);
+        return;
+    }
+    let config = EngineConfig {
+        event_loops: 2,
+        session: SessionConfig {
+            name: "scale".into(),
+            heartbeat_interval: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            ..SessionConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let (_engine, handle, _rx) = Engine::start(config).unwrap();
+    let addr = handle.listen("127.0.0.1:0").unwrap();
+    // Warm up: one connection's worth of lazily built structures before the baseline.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = resident_bytes();
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "nine_thousand_idle_connections_cost_under_a_kib_each",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut buf = [0u8; 256];
+    while !seen.contains("ready") {
+        assert!(
+            Instant::now() < deadline,
+            "the client process never got ready"
+        );
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "the client process ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let wait = Instant::now() + Duration::from_secs(30);
+    while handle.peers().len() < CONNECTIONS && Instant::now() < wait {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let established = handle.peers().iter().filter(|p| p.info.is_some()).count();
+    let after = resident_bytes();
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let per_conn = after.saturating_sub(before) as f64 / CONNECTIONS as f64;
+    println!(
+        "scale: {established} idle connections established; resident {} -> {} KiB; {per_conn:.0} bytes per connection; pool blocks in use: {} bytes",
+        before / 1024,
+        after / 1024,
+        handle.pool().bytes_in_use()
+    );
+    assert_eq!(established, CONNECTIONS);
+    assert_eq!(
+        handle.pool().bytes_in_use(),
+        0,
+        "idle connections hold no pooled block"
+    );
+    assert!(
+        per_conn <= 1024.0,
+        "{per_conn:.0} bytes per idle connection"
+    );
+}
