@@ -47,6 +47,24 @@ pub(crate) enum ReadOutcome {
     Eof,
 }
 
+/// Outgoing frames: two lanes waiting, and the frames in wire order.
+#[derive(Default)]
+struct Lanes {
+    urgent: VecDeque<OutFrame>,
+    bulk: VecDeque<OutFrame>,
+    wire: VecDeque<OutFrame>,
+    /// Bytes of the first wire frame already written.
+    wire_offset: usize,
+    /// Bytes in wire order, not yet written.
+    wire_bytes: usize,
+}
+
+impl Lanes {
+    fn is_empty(&self) -> bool {
+        self.wire.is_empty() && self.urgent.is_empty() && self.bulk.is_empty()
+    }
+}
+
 pub(crate) struct Connection {
     pub(crate) stream: Box<dyn ByteStream>,
     pub(crate) session: Session,
@@ -56,11 +74,8 @@ pub(crate) struct Connection {
     rx_filled: usize,
     /// Data frames parsed but not yet accepted by the ring.
     pub(crate) parked: VecDeque<ReceivedFrame>,
-    urgent: VecDeque<OutFrame>,
-    bulk: VecDeque<OutFrame>,
-    wire: VecDeque<OutFrame>,
-    wire_offset: usize,
-    wire_bytes: usize,
+    /// The write lanes, boxed and freed when idle: most connections are idle most of the time.
+    out: Option<Box<Lanes>>,
     /// Set once the read side failed or ended: stop reading.
     pub(crate) read_closed: bool,
 }
@@ -89,11 +104,7 @@ impl Connection {
             rx_start: 0,
             rx_filled: 0,
             parked: VecDeque::new(),
-            urgent: VecDeque::new(),
-            bulk: VecDeque::new(),
-            wire: VecDeque::new(),
-            wire_offset: 0,
-            wire_bytes: 0,
+            out: None,
             read_closed: false,
         }
     }
@@ -235,12 +246,17 @@ impl Connection {
         }
     }
 
+    fn lanes(&mut self) -> &mut Lanes {
+        self.out.get_or_insert_with(Box::default)
+    }
+
     /// Queues an application frame (already counted in the shared queued bytes).
     pub(crate) fn enqueue(&mut self, frame: OutFrame) {
+        let lanes = self.lanes();
         if frame.is_bulk() {
-            self.bulk.push_back(frame);
+            lanes.bulk.push_back(frame);
         } else {
-            self.urgent.push_back(frame);
+            lanes.urgent.push_back(frame);
         }
     }
 
@@ -263,8 +279,9 @@ impl Connection {
         let mut block = pool.take(len);
         let mut dst = &mut block.bytes_mut()[..len];
         encode_frame(message, sequence, &mut dst)?;
-        self.wire_bytes += len;
-        self.wire.push_back(OutFrame {
+        let lanes = self.lanes();
+        lanes.wire_bytes += len;
+        lanes.wire.push_back(OutFrame {
             block,
             len,
             msg_type: message.msg_type(),
@@ -274,25 +291,21 @@ impl Connection {
 
     /// Moves queued frames into wire order while the wire is short: urgent first, then one
     /// bulk frame.
-    fn schedule(&mut self) {
-        while self.wire_bytes < WIRE_LOW_WATER {
-            let next = match self.urgent.pop_front() {
-                Some(f) => f,
-                None => match self.bulk.pop_front() {
-                    Some(f) => f,
-                    None => return,
-                },
+    fn schedule(lanes: &mut Lanes, session: &mut Session, shared: &ConnShared) {
+        while lanes.wire_bytes < WIRE_LOW_WATER {
+            let Some(mut frame) = lanes.urgent.pop_front().or_else(|| lanes.bulk.pop_front())
+            else {
+                return;
             };
-            let mut frame = next;
-            match self.session.next_send_sequence(frame.msg_type) {
+            match session.next_send_sequence(frame.msg_type) {
                 Ok(seq) => {
                     frame.set_sequence(seq);
-                    self.wire_bytes += frame.len;
-                    self.wire.push_back(frame);
+                    lanes.wire_bytes += frame.len;
+                    lanes.wire.push_back(frame);
                 }
                 Err(e) => {
                     log::debug!("dropping a queued {:?} frame: {e}", frame.msg_type);
-                    self.shared.release_queued(frame.len);
+                    shared.release_queued(frame.len);
                 }
             }
         }
@@ -300,21 +313,23 @@ impl Connection {
 
     /// Whether anything waits to be written.
     pub(crate) fn wants_write(&self) -> bool {
-        !self.wire.is_empty() || !self.urgent.is_empty() || !self.bulk.is_empty()
+        self.out.as_ref().is_some_and(|l| !l.is_empty())
     }
 
     /// Writes as much as the socket takes. Returns `Ok(true)` when everything queued left.
     pub(crate) fn flush(&mut self, now: Instant, traffic: &Counters) -> io::Result<bool> {
+        let Some(lanes) = self.out.as_deref_mut() else {
+            return Ok(true);
+        };
         loop {
-            self.schedule();
-            if self.wire.is_empty() {
-                self.shrink_idle();
+            Self::schedule(lanes, &mut self.session, &self.shared);
+            if lanes.wire.is_empty() {
                 return Ok(true);
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for (i, frame) in self.wire.iter().take(MAX_IOVECS).enumerate() {
-                let skip = if i == 0 { self.wire_offset } else { 0 };
+            for (i, frame) in lanes.wire.iter().take(MAX_IOVECS).enumerate() {
+                let skip = if i == 0 { lanes.wire_offset } else { 0 };
                 slices[i] = IoSlice::new(&frame.bytes()[skip..]);
                 count += 1;
             }
@@ -326,55 +341,59 @@ impl Connection {
                 Err(e) => return Err(e),
             };
             self.session.on_sent(now);
-            self.consume_written(written, traffic);
+            let (frames, bytes) = Self::consume_written(lanes, &self.shared, written);
+            self.shared.counters.add_out(frames, bytes);
+            traffic.add_out(frames, bytes);
         }
     }
 
-    fn consume_written(&mut self, mut written: usize, traffic: &Counters) {
+    fn consume_written(lanes: &mut Lanes, shared: &ConnShared, mut written: usize) -> (u64, u64) {
         let mut frames = 0;
-        let mut bytes = 0;
+        let bytes = written as u64;
         while written > 0 {
-            let front = self
+            let front = lanes
                 .wire
                 .front()
                 .expect("written bytes belong to queued frames");
-            let left = front.len - self.wire_offset;
+            let left = front.len - lanes.wire_offset;
             if written < left {
-                self.wire_offset += written;
-                bytes += written;
+                lanes.wire_offset += written;
                 break;
             }
             written -= left;
-            bytes += left;
-            self.wire_offset = 0;
-            let frame = self.wire.pop_front().expect("front exists");
-            self.wire_bytes -= frame.len;
+            lanes.wire_offset = 0;
+            let frame = lanes.wire.pop_front().expect("front exists");
+            lanes.wire_bytes -= frame.len;
             frames += 1;
             if frame.msg_type.required_capability().is_some() {
-                self.shared.release_queued(frame.len);
+                shared.release_queued(frame.len);
             }
         }
-        self.shared.counters.add_out(frames, bytes as u64);
-        traffic.add_out(frames, bytes as u64);
+        (frames, bytes)
     }
 
-    /// Drops queue capacity an idle connection no longer needs.
-    fn shrink_idle(&mut self) {
-        for q in [&mut self.urgent, &mut self.bulk, &mut self.wire] {
-            if q.capacity() > 64 {
-                q.shrink_to_fit();
-            }
+    /// Frees every buffer of a connection with nothing in flight, so that an idle
+    /// connection costs only its bookkeeping.
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.out.as_ref().is_some_and(|l| l.is_empty()) {
+            self.out = None;
         }
+        if self.parked.is_empty() {
+            self.parked = VecDeque::new();
+        }
+        self.session.release_idle_memory();
     }
 
     /// Releases every queued application frame (the connection is going away).
     pub(crate) fn discard_queues(&mut self) {
-        let queued: usize = self
-            .urgent
-            .drain(..)
-            .chain(self.bulk.drain(..))
-            .map(|f| f.len)
-            .sum();
-        self.shared.release_queued(queued);
+        if let Some(mut lanes) = self.out.take() {
+            let queued: usize = lanes
+                .urgent
+                .drain(..)
+                .chain(lanes.bulk.drain(..))
+                .map(|f| f.len)
+                .sum();
+            self.shared.release_queued(queued);
+        }
     }
 }

@@ -510,6 +510,7 @@ impl EventLoop {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
+            conn.release_idle_memory();
             if conn.session.poll_timeout().is_some_and(|t| t <= now) {
                 conn.session.handle_timeout(now);
                 self.after_session(key);

@@ -145,7 +145,9 @@ pub struct Session {
     next_recv_seq: u64,
     last_received: Instant,
     last_sent: Instant,
-    peer: Option<PeerInfo>,
+    /// The agreed capabilities, once established (the rest of [`PeerInfo`] goes out in the
+    /// Established event; an idle session keeps no copy).
+    agreed_capabilities: u32,
     transmit: VecDeque<Message<'static>>,
     events: VecDeque<SessionEvent>,
 }
@@ -163,7 +165,7 @@ impl Session {
             next_recv_seq: 0,
             last_received: now,
             last_sent: now,
-            peer: None,
+            agreed_capabilities: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             config,
@@ -190,9 +192,9 @@ impl Session {
         }
     }
 
-    /// The peer, once the handshake is done.
-    pub fn peer(&self) -> Option<&PeerInfo> {
-        self.peer.as_ref()
+    /// The agreed capabilities (0 before the handshake completes).
+    pub fn agreed_capabilities(&self) -> u32 {
+        self.agreed_capabilities
     }
 
     /// Whether application data can flow.
@@ -327,12 +329,12 @@ impl Session {
             capabilities
         );
         self.state = State::Established;
-        self.peer = Some(peer.clone());
+        self.agreed_capabilities = capabilities;
         self.events.push_back(SessionEvent::Established(peer));
     }
 
     fn check_agreed(&self, msg_type: MsgType) -> Result<(), ProtocolError> {
-        let agreed = self.peer.as_ref().map_or(0, |p| p.capabilities);
+        let agreed = self.agreed_capabilities;
         match msg_type.required_capability() {
             Some(capability) if agreed & capability == 0 => {
                 Err(ProtocolError::CapabilityNotAgreed {
@@ -478,6 +480,16 @@ impl Session {
     /// Whether control frames are waiting in [`Session::poll_transmit`].
     pub fn has_transmit(&self) -> bool {
         !self.transmit.is_empty()
+    }
+
+    /// Frees the queues' capacity if they are empty (for connections that went idle).
+    pub fn release_idle_memory(&mut self) {
+        if self.transmit.is_empty() {
+            self.transmit = VecDeque::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
     }
 
     /// The next event.

@@ -74,20 +74,20 @@ fn handshake_agrees_on_the_intersection() {
     p.handshake();
     assert!(p.client.is_established() && p.server.is_established());
     let agreed = FORWARD_PROPAGATION | HEBBIAN_LEARNING;
-    let client_peer = p.client.peer().unwrap();
+    assert_eq!(p.client.agreed_capabilities(), agreed);
+    assert_eq!(p.server.agreed_capabilities(), agreed);
+    let Some(SessionEvent::Established(client_peer)) = p.client.poll_event() else {
+        panic!("the client reports the session established");
+    };
     assert_eq!(client_peer.name, "server-node");
     assert_eq!(client_peer.capabilities, agreed);
     assert_eq!(client_peer.layer_sizes, vec![4, 3, 2]);
-    assert_eq!(p.server.peer().unwrap().name, "client");
-    assert_eq!(p.server.peer().unwrap().capabilities, agreed);
-    assert!(matches!(
-        p.client.poll_event(),
-        Some(SessionEvent::Established(PeerInfo { version: 1, .. }))
-    ));
-    assert!(matches!(
-        p.server.poll_event(),
-        Some(SessionEvent::Established(_))
-    ));
+    assert_eq!(client_peer.version, 1);
+    let Some(SessionEvent::Established(server_peer)) = p.server.poll_event() else {
+        panic!("the server reports the session established");
+    };
+    assert_eq!(server_peer.name, "client");
+    assert_eq!(server_peer.capabilities, agreed);
 }
 
 #[test]
