@@ -648,7 +648,9 @@ impl Receiver {
                 return None;
             }
             if self.shared.config.busy_poll {
-                std::hint::spin_loop();
+                // Yield rather than spin: on a machine with fewer cores than spinning threads
+                // a pure spin starves the thread that would produce the event.
+                std::thread::yield_now();
                 continue;
             }
             self.shared.consumer_sleeping.store(true, Ordering::SeqCst);

@@ -155,6 +155,9 @@ impl EventLoop {
                 }
             }
             let polled = self.poll.poll(&mut events, timeout);
+            if busy && events.is_empty() {
+                std::thread::yield_now();
+            }
             self.handle.sleeping.store(false, Ordering::SeqCst);
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
