@@ -12,6 +12,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod cli;
 pub mod net;
+pub mod node;
 pub mod session;
 pub mod wire;

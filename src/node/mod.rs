@@ -1,0 +1,547 @@
+//! `DistributedNetwork`: a neural network that exchanges its data with peers over NNP.
+//!
+//! This is the API of the original design, joining the transport engine ([`crate::net`]) and
+//! a [`Model`] (by default the crate's dense network). Sending is plain method calls from any
+//! thread; receiving is a [`NodeReceiver`] that yields [`NetworkMessage`]s, whose f32 data is
+//! still in the pooled receive buffer; [`DistributedNetwork::handle_message`] then does the
+//! learning work a message asks for, reading the data in place.
+
+mod message;
+mod model;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub use message::{F32View, MessagePayload, NetworkMessage, PeerId};
+pub use model::{Model, ModelError};
+
+use crate::net::{
+    Engine, EngineConfig, EngineHandle, MetricsSnapshot, NetError, NetEvent, PeerStatus, Receiver,
+};
+use crate::session::SessionConfig;
+use crate::wire::{
+    capabilities, DisconnectReason, Message, MsgType, ProtocolError, SyncMode, WeightSync,
+};
+
+/// Parameters per WeightSync frame: a layer of any size leaves in frames of at most 64 KiB,
+/// so small frames can pass between them.
+pub const WEIGHT_SYNC_CHUNK: usize = 16 * 1024 - 8;
+
+/// Why a node operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The transport refused or failed.
+    Net(NetError),
+    /// The message broke the protocol.
+    Protocol(ProtocolError),
+    /// The message does not fit the local network.
+    Model(ModelError),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Net(e) => write!(f, "{e}"),
+            NodeError::Protocol(e) => write!(f, "{e}"),
+            NodeError::Model(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl From<NetError> for NodeError {
+    fn from(e: NetError) -> Self {
+        NodeError::Net(e)
+    }
+}
+
+impl From<ProtocolError> for NodeError {
+    fn from(e: ProtocolError) -> Self {
+        NodeError::Protocol(e)
+    }
+}
+
+impl From<ModelError> for NodeError {
+    fn from(e: ModelError) -> Self {
+        NodeError::Model(e)
+    }
+}
+
+/// How a node runs, beyond its name and address.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Capabilities offered to peers.
+    pub capabilities: u32,
+    /// The engine's settings (its session name, id and layer sizes are filled by the node).
+    pub engine: EngineConfig,
+    /// How long a blocking send waits for room in a full queue.
+    pub send_timeout: Duration,
+    /// Samples the local network has learnt from, for weighted averaging of WeightSyncs.
+    pub local_samples: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            capabilities: capabilities::ALL,
+            engine: EngineConfig {
+                event_loops: 1,
+                ..EngineConfig::default()
+            },
+            send_timeout: Duration::from_secs(10),
+            local_samples: 1,
+        }
+    }
+}
+
+/// What [`DistributedNetwork::handle_message`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HandleOutcome {
+    /// ForwardData ran through the local network; here is its output (send it on, or back).
+    Output(Vec<f32>),
+    /// BackwardData's gradients were applied to a layer.
+    GradientApplied {
+        /// The layer.
+        layer: usize,
+    },
+    /// HebbianData was integrated into a layer.
+    CorrelationsIntegrated {
+        /// The layer.
+        layer: usize,
+    },
+    /// WeightSync replaced or averaged parameters of a layer.
+    WeightsUpdated {
+        /// The layer.
+        layer: usize,
+        /// First parameter written.
+        offset: usize,
+        /// How many.
+        count: usize,
+    },
+    /// A connection event: nothing to do for the network.
+    Nothing,
+}
+
+/// A node: a network, a transport engine, and its peers.
+pub struct DistributedNetwork<M: Model> {
+    name: String,
+    listen_on: String,
+    engine: Mutex<Option<Engine>>,
+    handle: EngineHandle,
+    network: Arc<Mutex<M>>,
+    config: NodeConfig,
+}
+
+impl<M: Model> std::fmt::Debug for DistributedNetwork<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedNetwork")
+            .field("name", &self.name)
+            .field("listen_on", &self.listen_on)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Model> DistributedNetwork<M> {
+    /// A node named `name` that will listen on `host:port` (port 0: any free port) and hosts
+    /// `network`. Returns the node and the receiver of its messages.
+    pub fn new(
+        name: &str,
+        host: &str,
+        port: u16,
+        network: M,
+    ) -> Result<(Self, NodeReceiver), NodeError> {
+        Self::with_config(name, host, port, network, NodeConfig::default())
+    }
+
+    /// [`DistributedNetwork::new`] with explicit settings.
+    pub fn with_config(
+        name: &str,
+        host: &str,
+        port: u16,
+        network: M,
+        config: NodeConfig,
+    ) -> Result<(Self, NodeReceiver), NodeError> {
+        let mut engine_config = config.engine.clone();
+        engine_config.session = SessionConfig {
+            node_id: random_node_id(name),
+            name: name.to_owned(),
+            capabilities: config.capabilities,
+            layer_sizes: network.layer_sizes().iter().map(|&s| s as u32).collect(),
+            ..engine_config.session
+        };
+        let (engine, handle, receiver) =
+            Engine::start(engine_config).map_err(|e| NodeError::Net(NetError::Io(e)))?;
+        let node = DistributedNetwork {
+            name: name.to_owned(),
+            listen_on: format!("{host}:{port}"),
+            engine: Mutex::new(Some(engine)),
+            handle,
+            network: Arc::new(Mutex::new(network)),
+            config,
+        };
+        Ok((node, NodeReceiver { inner: receiver }))
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts listening; returns the bound address (useful with port 0).
+    pub fn start_server(&self) -> Result<SocketAddr, NodeError> {
+        let addr = self.handle.listen(self.listen_on.as_str())?;
+        log::info!("node {:?} listening on {addr}", self.name);
+        Ok(addr)
+    }
+
+    /// Connects to a node and completes the handshake; returns the peer's id.
+    pub fn connect_to(&self, host: &str, port: u16) -> Result<PeerId, NodeError> {
+        let peer = self.handle.connect((host, port))?;
+        log::info!(
+            "node {:?} connected to {host}:{port} as peer {peer}",
+            self.name
+        );
+        Ok(peer)
+    }
+
+    fn send(&self, peer: PeerId, message: &Message<'_>) -> Result<(), NodeError> {
+        log::debug!("{} -> {peer}: {:?}", self.name, message.msg_type());
+        Ok(self.handle.send(peer, message, self.config.send_timeout)?)
+    }
+
+    /// Sends activations for `layer_id` (0: the peer's input).
+    pub fn send_forward_data(
+        &self,
+        peer: PeerId,
+        layer_id: u16,
+        data: &[f32],
+    ) -> Result<(), NodeError> {
+        self.send(
+            peer,
+            &Message::ForwardData {
+                layer_id,
+                data: Cow::Borrowed(data),
+            },
+        )
+    }
+
+    /// Sends gradients for `layer_id`.
+    pub fn send_backward_data(
+        &self,
+        peer: PeerId,
+        layer_id: u16,
+        data: &[f32],
+    ) -> Result<(), NodeError> {
+        self.send(
+            peer,
+            &Message::BackwardData {
+                layer_id,
+                data: Cow::Borrowed(data),
+            },
+        )
+    }
+
+    /// Sends a layer's Hebbian correlations (`rows x cols` of the local layer `layer_id`).
+    pub fn send_hebbian_data(
+        &self,
+        peer: PeerId,
+        layer_id: u16,
+        correlations: &[f32],
+        learning_rate: f32,
+    ) -> Result<(), NodeError> {
+        let (rows, cols) = self.network().layer_shape(layer_id as usize)?;
+        self.send(
+            peer,
+            &Message::HebbianData {
+                layer_id,
+                learning_rate,
+                rows: rows as u32,
+                cols: cols as u32,
+                correlations: Cow::Borrowed(correlations),
+            },
+        )
+    }
+
+    /// Sends the local layer's parameters in frames of at most [`WEIGHT_SYNC_CHUNK`] values.
+    pub fn send_weight_sync(
+        &self,
+        peer: PeerId,
+        layer_id: u16,
+        mode: SyncMode,
+    ) -> Result<(), NodeError> {
+        let (rows, cols, params) = {
+            let network = self.network();
+            let (rows, cols) = network.layer_shape(layer_id as usize)?;
+            (rows, cols, network.params(layer_id as usize)?)
+        };
+        for (i, chunk) in params.chunks(WEIGHT_SYNC_CHUNK).enumerate() {
+            let message = Message::WeightSync(WeightSync {
+                layer_id,
+                mode,
+                rows: rows as u32,
+                cols: cols as u32,
+                offset: (i * WEIGHT_SYNC_CHUNK) as u32,
+                sample_count: self.config.local_samples,
+                values: Cow::Borrowed(chunk),
+            });
+            self.send(peer, &message)?;
+        }
+        Ok(())
+    }
+
+    fn broadcast(
+        &self,
+        each: impl Fn(PeerId) -> Result<(), NodeError>,
+    ) -> Result<usize, NodeError> {
+        let mut sent = 0;
+        for peer in self.handle.peers().into_iter().filter(|p| p.info.is_some()) {
+            each(peer.conn)?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// [`DistributedNetwork::send_forward_data`] to every established peer; returns how many.
+    pub fn broadcast_forward_data(&self, layer_id: u16, data: &[f32]) -> Result<usize, NodeError> {
+        self.broadcast(|p| self.send_forward_data(p, layer_id, data))
+    }
+
+    /// [`DistributedNetwork::send_backward_data`] to every established peer.
+    pub fn broadcast_backward_data(&self, layer_id: u16, data: &[f32]) -> Result<usize, NodeError> {
+        self.broadcast(|p| self.send_backward_data(p, layer_id, data))
+    }
+
+    /// [`DistributedNetwork::send_hebbian_data`] to every established peer.
+    pub fn broadcast_hebbian_data(
+        &self,
+        layer_id: u16,
+        correlations: &[f32],
+        learning_rate: f32,
+    ) -> Result<usize, NodeError> {
+        self.broadcast(|p| self.send_hebbian_data(p, layer_id, correlations, learning_rate))
+    }
+
+    /// [`DistributedNetwork::send_weight_sync`] to every established peer.
+    pub fn broadcast_weight_sync(&self, layer_id: u16, mode: SyncMode) -> Result<usize, NodeError> {
+        self.broadcast(|p| self.send_weight_sync(p, layer_id, mode))
+    }
+
+    /// Closes the connection to `peer` with a Disconnect frame.
+    pub fn disconnect(&self, peer: PeerId) {
+        self.handle
+            .close(peer, DisconnectReason::NORMAL, "disconnect requested");
+    }
+
+    /// The connected peers: name, address, agreed capabilities, round-trip time, traffic.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.handle.peers()
+    }
+
+    /// Measures the round trip to `peer` now (the result shows in [`DistributedNetwork::peers`]).
+    pub fn ping(&self, peer: PeerId) -> Result<(), NodeError> {
+        Ok(self.handle.ping(peer)?)
+    }
+
+    /// The transport's counters and round-trip histogram.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.handle.metrics()
+    }
+
+    /// The hosted network, locked.
+    pub fn network(&self) -> MutexGuard<'_, M> {
+        self.network.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The transport handle, for what the node API does not cover.
+    pub fn engine(&self) -> &EngineHandle {
+        &self.handle
+    }
+
+    /// Does what a received message asks of the local network, reading its data in place.
+    pub fn handle_message(&self, message: &NetworkMessage) -> Result<HandleOutcome, NodeError> {
+        let mut network = self.network();
+        let outcome = match &message.payload {
+            MessagePayload::ForwardData { layer_id, data } => {
+                HandleOutcome::Output(network.forward_from(*layer_id as usize, data)?)
+            }
+            MessagePayload::BackwardData { layer_id, data } => {
+                let layer = *layer_id as usize;
+                network.apply_gradient(layer, data)?;
+                HandleOutcome::GradientApplied { layer }
+            }
+            MessagePayload::HebbianData {
+                layer_id,
+                learning_rate,
+                rows,
+                cols,
+                correlations,
+            } => {
+                let layer = *layer_id as usize;
+                let shape = network.layer_shape(layer)?;
+                if shape != (*rows as usize, *cols as usize) {
+                    return Err(ModelError::ShapeMismatch {
+                        layer,
+                        expected: format!("{}x{} correlations", shape.0, shape.1),
+                        got: correlations.len(),
+                    }
+                    .into());
+                }
+                network.integrate_correlations(layer, correlations, *learning_rate)?;
+                HandleOutcome::CorrelationsIntegrated { layer }
+            }
+            MessagePayload::WeightSync {
+                layer_id,
+                mode,
+                rows,
+                cols,
+                offset,
+                sample_count,
+                values,
+            } => {
+                let layer = *layer_id as usize;
+                let shape = network.layer_shape(layer)?;
+                if shape != (*rows as usize, *cols as usize) {
+                    return Err(ModelError::ShapeMismatch {
+                        layer,
+                        expected: format!("a {}x{} layer", shape.0, shape.1),
+                        got: (*rows as usize) * (*cols as usize),
+                    }
+                    .into());
+                }
+                let offset = *offset as usize;
+                match mode {
+                    SyncMode::Replace => network.write_params(layer, offset, values)?,
+                    SyncMode::Average => {
+                        let remote = *sample_count as f32;
+                        let total = remote + self.config.local_samples as f32;
+                        let share = if total > 0.0 { remote / total } else { 0.5 };
+                        network.average_params(layer, offset, values, share)?
+                    }
+                }
+                HandleOutcome::WeightsUpdated {
+                    layer,
+                    offset,
+                    count: values.len(),
+                }
+            }
+            MessagePayload::PeerConnected(_) | MessagePayload::PeerDisconnected(_) => {
+                HandleOutcome::Nothing
+            }
+        };
+        log::debug!(
+            "{} handled {:?} from {}",
+            self.name,
+            message.msg_type,
+            message.peer
+        );
+        Ok(outcome)
+    }
+
+    /// Closes every connection with a Disconnect and stops the engine.
+    pub fn shutdown(&self) {
+        if let Some(engine) = self.engine.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            engine.shutdown();
+        }
+    }
+}
+
+impl<M: Model> Drop for DistributedNetwork<M> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A node id that differs between processes and nodes (no randomness source needed).
+fn random_node_id(name: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(name.as_bytes());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Where a node's messages arrive: data messages and peer arrivals and departures.
+pub struct NodeReceiver {
+    inner: Receiver,
+}
+
+impl std::fmt::Debug for NodeReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeReceiver").finish_non_exhaustive()
+    }
+}
+
+impl NodeReceiver {
+    fn convert(event: NetEvent) -> Option<NetworkMessage> {
+        match event {
+            NetEvent::Frame(frame) => match NetworkMessage::from_frame(&frame) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    log::warn!("dropping an undecodable frame from {}: {e}", frame.conn());
+                    None
+                }
+            },
+            NetEvent::Connected { conn, peer, .. } => Some(NetworkMessage {
+                peer: conn,
+                msg_type: MsgType::Handshake,
+                sequence: 0,
+                payload: MessagePayload::PeerConnected(peer),
+            }),
+            NetEvent::Disconnected { conn, cause } => Some(NetworkMessage {
+                peer: conn,
+                msg_type: MsgType::Disconnect,
+                sequence: 0,
+                payload: MessagePayload::PeerDisconnected(cause),
+            }),
+        }
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<NetworkMessage> {
+        while let Some(event) = self.inner.try_recv() {
+            if let Some(m) = Self::convert(event) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    /// The next message, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<NetworkMessage> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let event = self.inner.recv_timeout(left)?;
+            if let Some(m) = Self::convert(event) {
+                return Some(m);
+            }
+        }
+    }
+
+    /// The next message; `None` once the node has shut down.
+    pub fn recv(&mut self) -> Option<NetworkMessage> {
+        loop {
+            let event = self.inner.recv()?;
+            if let Some(m) = Self::convert(event) {
+                return Some(m);
+            }
+        }
+    }
+}
+
+impl Iterator for NodeReceiver {
+    type Item = NetworkMessage;
+
+    fn next(&mut self) -> Option<NetworkMessage> {
+        self.recv()
+    }
+}

@@ -1,0 +1,132 @@
+//! The `nnp` binary: encode, decode, and the two together.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn nnp(args: &[&str], stdin: &[u8]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut full = vec!["encode"];
+    full.extend_from_slice(args);
+    let (ok, hex) = nnp(&full, b"");
+    assert!(ok, "encode {args:?} failed");
+    nnp::cli::inspect::from_hex(hex.trim()).unwrap()
+}
+
+fn decode_json(bytes: &[u8]) -> Vec<serde_json::Value> {
+    let (ok, out) = nnp(&["decode", "--json"], bytes);
+    assert!(ok);
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn encode_output_decodes_to_the_same_fields() {
+    let cases: Vec<(Vec<&str>, serde_json::Value)> = vec![
+        (
+            vec!["--type", "forward", "--layer", "3", "--data", "1,-2.5,3"],
+            serde_json::json!({"type": "ForwardData", "layer_id": 3, "data": [1.0, -2.5, 3.0]}),
+        ),
+        (
+            vec![
+                "--type",
+                "hebbian",
+                "--layer",
+                "1",
+                "--rows",
+                "2",
+                "--cols",
+                "2",
+                "--learning-rate",
+                "0.5",
+                "--data",
+                "1,2,3,4",
+            ],
+            serde_json::json!({"type": "HebbianData", "layer_id": 1, "learning_rate": 0.5, "rows": 2, "cols": 2, "correlations": [1.0, 2.0, 3.0, 4.0]}),
+        ),
+        (
+            vec![
+                "--type",
+                "weight-sync",
+                "--layer",
+                "2",
+                "--rows",
+                "1",
+                "--cols",
+                "2",
+                "--offset",
+                "1",
+                "--average",
+                "--samples",
+                "7",
+                "--data",
+                "0.5,0.25",
+            ],
+            serde_json::json!({"type": "WeightSync", "layer_id": 2, "mode": "Average", "rows": 1, "cols": 2, "offset": 1, "sample_count": 7, "values": [0.5, 0.25]}),
+        ),
+        (
+            vec!["--type", "error", "--code", "6", "--text", "bad layer"],
+            serde_json::json!({"type": "Error", "code": 6, "message": "bad layer"}),
+        ),
+        (
+            vec!["--type", "heartbeat", "--timestamp", "123456789"],
+            serde_json::json!({"type": "Heartbeat", "timestamp_ns": 123456789, "reply": false}),
+        ),
+    ];
+    for (args, expected) in cases {
+        let bytes = encode(&args);
+        assert_eq!(bytes.len() % 4, 0, "frames are padded to 4 bytes");
+        let decoded = decode_json(&bytes);
+        assert_eq!(decoded.len(), 1, "{args:?}");
+        assert_eq!(decoded[0]["message"], expected, "{args:?}");
+    }
+}
+
+#[test]
+fn decode_reports_garbage_and_finds_every_frame() {
+    let a = encode(&["--type", "forward", "--layer", "1", "--data", "1,2"]);
+    let b = encode(&["--type", "backward", "--layer", "2", "--data", "3"]);
+    let mut corrupt = encode(&["--type", "forward", "--layer", "9", "--data", "5"]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let c = encode(&["--type", "disconnect", "--code", "1", "--text", "bye"]);
+    let stream = [&b"junk!"[..], &a, b"NN", &b, &corrupt, &c, &a[..10]].concat();
+    let items = decode_json(&stream);
+    let frames: Vec<&serde_json::Value> = items
+        .iter()
+        .filter(|i| i.get("message").is_some())
+        .collect();
+    let types: Vec<&str> = frames
+        .iter()
+        .map(|f| f["message"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["ForwardData", "BackwardData", "Disconnect"]);
+    let garbage: Vec<u64> = items
+        .iter()
+        .filter_map(|i| i["offset"].as_u64().filter(|_| i.get("garbage").is_some()))
+        .collect();
+    assert_eq!(
+        garbage.len(),
+        3,
+        "junk, stray bytes, the corrupt frame: {items:?}"
+    );
+    assert_eq!(garbage[0], 0);
+    assert!(items.last().unwrap().get("truncated").is_some());
+    let (_, text) = nnp(&["decode"], &stream);
+    assert!(text.contains("checksum mismatch"), "{text}");
+}
