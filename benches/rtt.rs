@@ -320,7 +320,7 @@ fn main() {
         })
     };
     thread::sleep(Duration::from_millis(50));
-    let busy = nnp_ping_pong(&mut p, &forward, n);
+    let busy = nnp_ping_pong(&mut p, &forward, n / 10);
     stop.store(true, Ordering::Relaxed);
     let streamed = streamer.join().unwrap();
     report(

@@ -30,7 +30,7 @@ use crate::wire::{
 /// Bytes in wire order below which the next frames are scheduled.
 const WIRE_LOW_WATER: usize = 64 * 1024;
 /// Buffers handed to one `writev`.
-const MAX_IOVECS: usize = 64;
+const MAX_IOVECS: usize = 128;
 /// Reads per connection per loop turn, so one busy peer cannot starve the others.
 const READS_PER_TURN: usize = 8;
 
