@@ -39,5 +39,7 @@ pub fn names(caps: u32) -> impl Iterator<Item = &'static str> {
         "REAL_TIME",
         "COMPRESSION",
     ];
-    (0..8).filter(move |i| caps & (1 << i) != 0).map(|i| NAMES[i])
+    (0..8)
+        .filter(move |i| caps & (1 << i) != 0)
+        .map(|i| NAMES[i])
 }

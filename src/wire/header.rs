@@ -88,9 +88,10 @@ impl Header {
                 version: self.version,
             });
         }
-        let msg_type = MsgType::from_u8(self.msg_type).ok_or(ProtocolError::UnknownMessageType {
-            msg_type: self.msg_type,
-        })?;
+        let msg_type =
+            MsgType::from_u8(self.msg_type).ok_or(ProtocolError::UnknownMessageType {
+                msg_type: self.msg_type,
+            })?;
         let length = self.payload_len();
         if length > max_payload {
             return Err(ProtocolError::FrameTooLarge {
@@ -207,7 +208,10 @@ mod test {
         let mut b = HEARTBEAT_HEADER;
         b[0] = b'X';
         let h = Header::ref_from_buf(&b).unwrap();
-        assert!(matches!(h.validate(1 << 20), Err(ProtocolError::BadMagic { .. })));
+        assert!(matches!(
+            h.validate(1 << 20),
+            Err(ProtocolError::BadMagic { .. })
+        ));
         let mut b = HEARTBEAT_HEADER;
         b[4] = 2;
         let h = Header::ref_from_buf(&b).unwrap();
@@ -227,7 +231,10 @@ mod test {
         let h = Header::ref_from_buf(&b).unwrap();
         assert!(matches!(
             h.validate(DEFAULT_MAX_PAYLOAD),
-            Err(ProtocolError::FrameTooLarge { length: u32::MAX, .. })
+            Err(ProtocolError::FrameTooLarge {
+                length: u32::MAX,
+                ..
+            })
         ));
         let mut b = HEARTBEAT_HEADER;
         b[9] = 11;

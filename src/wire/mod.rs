@@ -3,10 +3,17 @@
 //! Nothing here touches a socket or a clock: bytes in, typed messages out, and back.
 
 pub mod capabilities;
+mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod message;
 
+pub use codec::{
+    check_frame, decode_frame, encode_frame, frame_len, parse_payload, payload_len, Frame,
+    FrameCheck, FrameDecoder, RawFrame, MAX_ERROR_TEXT,
+};
 pub use error::{DisconnectReason, ErrorCode, ProtocolError};
 pub use header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION};
 pub use message::{F32s, Hello, Message, SyncMode, U32s, WeightSync};
