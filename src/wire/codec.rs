@@ -1,10 +1,22 @@
-//! Frames in and out: checking a frame at the front of a buffer, parsing payloads in place,
-//! encoding into any `BufMut`, and a streaming decoder.
+//! Whole frames to typed messages and back, and a streaming decoder.
 //!
-//! Decoding never allocates on the fast path: f32 arrays are reinterpreted in the caller's
-//! bytes ([`F32s`] is `Cow::Borrowed`) when they are 4-byte aligned and the host is
-//! little-endian; otherwise they are copied once. LENGTH is checked against the caller's cap
-//! as soon as the 22 header bytes are there, before anything is reserved.
+//! ```text
+//!  bytes ──check_frame──▶ FrameCheck::Complete ──parse_payload──▶ Message<'_> (borrowed)
+//!        └──────────────────────── decode_frame ──────────────────────────┘
+//!  BytesMut ──FrameDecoder::decode──▶ RawFrame (owns Bytes) ──message()──▶ Message<'_>
+//!  Message ──encode_frame──▶ BufMut (header with CRC, payload, padding; no allocation)
+//! ```
+//!
+//! Decoding is strict: the header is validated ([`Header::validate`], including the length
+//! cap) as soon as its 22 bytes are there and before any buffer grows; the CRC is checked
+//! before a payload is parsed; reserved fields and padding must be zero and every length must
+//! match exactly. A frame that decodes therefore re-encodes to the same bytes.
+//!
+//! f32 and u32 arrays are borrowed in place ([`Cow::Borrowed`], no copy, no allocation) when
+//! the host is little-endian and the array is 4-byte aligned in memory, which it is whenever
+//! the frame starts 4-byte aligned (layouts are aligned by construction, see docs/PROTOCOL.md).
+//! Otherwise they are copied ([`Cow::Owned`]); that allocation is bounded by the frame, whose
+//! length the cap already bounds.
 
 use std::borrow::Cow;
 
@@ -16,52 +28,145 @@ use super::error::{DisconnectReason, ErrorCode, ProtocolError};
 use super::header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use super::message::{F32s, Hello, Message, SyncMode, U32s, WeightSync};
 
-/// A decoded frame: its sequence number and its message.
+/// One decoded frame: its sequence number and its message, borrowed from the input buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame<'a> {
-    /// The sender's sequence number.
+    /// The header's per-direction sequence number.
     pub sequence: u64,
-    /// The message, borrowing from the decoded bytes.
+    /// The payload, parsed.
     pub message: Message<'a>,
 }
 
-/// What is at the front of a buffer.
+/// What [`check_frame`] found at the front of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameCheck {
-    /// Not a whole frame yet: `needed` bytes in all are needed so far (22 until the header is
-    /// there, then the whole frame's length).
+    /// More bytes are needed: `needed` is the total the buffer must hold so far (22 until the
+    /// header is there, then the whole frame's length).
     Incomplete {
-        /// Total bytes needed, counted from the frame's first byte.
+        /// Total bytes needed from the front of the buffer.
         needed: usize,
     },
-    /// A whole frame of `len` bytes whose header is valid and whose checksum matched.
+    /// A whole frame of `len` bytes is there, its header valid and its CRC matching.
     Complete {
-        /// Frame length, header included.
+        /// The frame's length, header included.
         len: usize,
-        /// Its type.
+        /// Its message type.
         msg_type: MsgType,
     },
 }
 
-/// Looks at the frame at the front of `buf`: validates the header as soon as it is there,
-/// and the checksum once the whole frame is.
+/// Most bytes of text [`Message::error_from`] puts in an Error frame.
+pub const MAX_ERROR_TEXT: usize = 1024;
+
+/// The fixed parts of each payload, exactly as on the wire (little-endian, unaligned).
+mod layout {
+    use super::*;
+
+    /// Handshake and HandshakeAck, followed by `u32[layer_count]`, the name and padding.
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub(super) struct HelloFixed {
+        pub(super) name_len: U16,
+        pub(super) node_id: U64,
+        pub(super) capabilities: U32,
+        pub(super) min_version: u8,
+        pub(super) max_version: u8,
+        pub(super) reserved: U16,
+        pub(super) layer_count: U32,
+    }
+    const _: () = assert!(core::mem::size_of::<HelloFixed>() == 22);
+
+    /// ForwardData and BackwardData, followed by `f32[n]`.
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub(super) struct LayerFixed {
+        pub(super) layer_id: U16,
+    }
+    const _: () = assert!(core::mem::size_of::<LayerFixed>() == 2);
+
+    /// HebbianData, followed by `f32[rows * cols]`.
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub(super) struct HebbianFixed {
+        pub(super) layer_id: U16,
+        /// f32 bits.
+        pub(super) learning_rate: U32,
+        pub(super) rows: U32,
+        pub(super) cols: U32,
+    }
+    const _: () = assert!(core::mem::size_of::<HebbianFixed>() == 14);
+
+    /// WeightSync, followed by `f32[n]`.
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub(super) struct WeightSyncFixed {
+        pub(super) layer_id: U16,
+        pub(super) encoding: u8,
+        pub(super) mode: u8,
+        pub(super) reserved: U16,
+        pub(super) rows: U32,
+        pub(super) cols: U32,
+        pub(super) offset: U32,
+        pub(super) sample_count: U32,
+    }
+    const _: () = assert!(core::mem::size_of::<WeightSyncFixed>() == 22);
+
+    /// Heartbeat, the whole payload.
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub(super) struct HeartbeatFixed {
+        pub(super) flags: U16,
+        pub(super) timestamp_ns: U64,
+    }
+    const _: () = assert!(core::mem::size_of::<HeartbeatFixed>() == 10);
+
+    /// Disconnect and Error, followed by the text and padding.
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub(super) struct TextFixed {
+        pub(super) code: U16,
+        pub(super) text_len: U32,
+    }
+    const _: () = assert!(core::mem::size_of::<TextFixed>() == 6);
+
+    /// The only value encoding of protocol version 1: f32 little-endian.
+    pub(super) const ENCODING_F32_LE: u8 = 0;
+    /// Heartbeat flag: this heartbeat answers one.
+    pub(super) const HEARTBEAT_REPLY: u16 = 1;
+}
+
+use layout::*;
+
+/// The payload length, padding included, that makes a frame with `unpadded` payload bytes a
+/// multiple of 4 long.
+fn padded(unpadded: u64) -> u64 {
+    (HEADER_LEN as u64 + unpadded).next_multiple_of(4) - HEADER_LEN as u64
+}
+
+fn malformed(msg_type: MsgType, reason: &'static str) -> ProtocolError {
+    ProtocolError::MalformedPayload { msg_type, reason }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------------
+
+/// Looks at the front of `buf` for one whole frame.
+///
+/// Returns [`FrameCheck::Incomplete`] with the total number of bytes needed so far (22 until
+/// the header is there, then 22 + LENGTH). The header is validated, length cap included, as
+/// soon as its 22 bytes are present, so a caller may reserve `needed` bytes safely. Returns
+/// [`FrameCheck::Complete`] once the whole frame is there and its CRC matches.
 pub fn check_frame(buf: &[u8], max_payload: u32) -> Result<FrameCheck, ProtocolError> {
     let Some(header) = Header::ref_from_buf(buf) else {
-        // Refuse garbage early: the magic is checkable before the header is whole.
-        let n = buf.len().min(4);
-        if buf[..n] != super::header::MAGIC[..n] {
-            let mut found = [0u8; 4];
-            found[..n].copy_from_slice(&buf[..n]);
-            return Err(ProtocolError::BadMagic { found });
-        }
         return Ok(FrameCheck::Incomplete { needed: HEADER_LEN });
     };
     let msg_type = header.validate(max_payload)?;
     let len = HEADER_LEN + header.payload_len() as usize;
-    if buf.len() < len {
+    let Some(payload) = buf.get(HEADER_LEN..len) else {
         return Ok(FrameCheck::Incomplete { needed: len });
-    }
-    let computed = crc32fast::hash(&buf[HEADER_LEN..len]);
+    };
+    let computed = crc32fast::hash(payload);
     if computed != header.checksum() {
         return Err(ProtocolError::ChecksumMismatch {
             expected: header.checksum(),
@@ -71,7 +176,8 @@ pub fn check_frame(buf: &[u8], max_payload: u32) -> Result<FrameCheck, ProtocolE
     Ok(FrameCheck::Complete { len, msg_type })
 }
 
-/// [`check_frame`] then [`parse_payload`]: `Ok(None)` means more bytes are needed.
+/// Decodes the frame at the front of `buf`: `Ok(None)` if more bytes are needed, otherwise the
+/// frame (borrowing from `buf`) and the number of bytes it took.
 pub fn decode_frame(
     buf: &[u8],
     max_payload: u32,
@@ -79,95 +185,60 @@ pub fn decode_frame(
     match check_frame(buf, max_payload)? {
         FrameCheck::Incomplete { .. } => Ok(None),
         FrameCheck::Complete { len, msg_type } => {
-            let header = Header::ref_from_buf(buf).expect("checked");
+            let sequence = Header::ref_from_buf(buf).map_or(0, Header::sequence);
             let message = parse_payload(msg_type, &buf[HEADER_LEN..len])?;
-            Ok(Some((
-                Frame {
-                    sequence: header.sequence(),
-                    message,
-                },
-                len,
-            )))
+            Ok(Some((Frame { sequence, message }, len)))
         }
     }
 }
 
-// Fixed parts of the payloads (little-endian, unaligned views).
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct HelloHead {
-    name_len: U16,
-    node_id: U64,
-    capabilities: U32,
-    min_version: u8,
-    max_version: u8,
-    reserved: U16,
-    layer_count: U32,
-}
-const _: () = assert!(core::mem::size_of::<HelloHead>() == 22);
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct HebbianHead {
-    layer_id: U16,
-    learning_rate: [u8; 4],
-    rows: U32,
-    cols: U32,
-}
-const _: () = assert!(core::mem::size_of::<HebbianHead>() == 14);
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct WeightSyncHead {
-    layer_id: U16,
-    encoding: u8,
-    mode: u8,
-    reserved: U16,
-    rows: U32,
-    cols: U32,
-    offset: U32,
-    sample_count: U32,
-}
-const _: () = assert!(core::mem::size_of::<WeightSyncHead>() == 22);
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct HeartbeatBody {
-    flags: U16,
-    timestamp_ns: U64,
-}
-const _: () = assert!(core::mem::size_of::<HeartbeatBody>() == 10);
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct TextHead {
-    code: U16,
-    text_len: U32,
-}
-const _: () = assert!(core::mem::size_of::<TextHead>() == 6);
-
-const HEARTBEAT_REPLY: u16 = 1;
-const ENCODING_F32_LE: u8 = 0;
-
-/// Zero bytes that bring a payload of `unpadded` bytes to a 4-byte frame boundary.
-fn padding(unpadded: usize) -> usize {
-    (4 - (HEADER_LEN + unpadded) % 4) % 4
+/// Parses the payload of a message of type `msg_type` (no header, no CRC check).
+///
+/// `payload` is the whole payload, padding included. Arrays are borrowed from it when it is
+/// suitably aligned (see the module docs).
+pub fn parse_payload(msg_type: MsgType, payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
+    match msg_type {
+        MsgType::Handshake => parse_hello(msg_type, payload).map(Message::Handshake),
+        MsgType::HandshakeAck => parse_hello(msg_type, payload).map(Message::HandshakeAck),
+        MsgType::ForwardData => {
+            let (layer_id, data) = parse_layer_data(msg_type, payload)?;
+            Ok(Message::ForwardData { layer_id, data })
+        }
+        MsgType::BackwardData => {
+            let (layer_id, data) = parse_layer_data(msg_type, payload)?;
+            Ok(Message::BackwardData { layer_id, data })
+        }
+        MsgType::HebbianData => parse_hebbian(payload),
+        MsgType::WeightSync => parse_weight_sync(payload).map(Message::WeightSync),
+        MsgType::Heartbeat => parse_heartbeat(payload),
+        MsgType::Disconnect => {
+            let (code, message) = parse_text(msg_type, payload)?;
+            Ok(Message::Disconnect {
+                reason: DisconnectReason(code),
+                message,
+            })
+        }
+        MsgType::Error => {
+            let (code, message) = parse_text(msg_type, payload)?;
+            Ok(Message::Error {
+                code: ErrorCode(code),
+                message,
+            })
+        }
+    }
 }
 
-fn malformed(msg_type: MsgType, reason: &'static str) -> ProtocolError {
-    ProtocolError::MalformedPayload { msg_type, reason }
-}
-
-fn head<T: FromBytes + KnownLayout + Immutable + Unaligned>(
-    msg_type: MsgType,
-    payload: &[u8],
-) -> Result<(&T, &[u8]), ProtocolError> {
+/// The fixed part at the front of a payload, and what follows it.
+fn fixed<T>(msg_type: MsgType, payload: &[u8]) -> Result<(&T, &[u8]), ProtocolError>
+where
+    T: FromBytes + KnownLayout + Immutable + Unaligned,
+{
     T::ref_from_prefix(payload)
         .map_err(|_| malformed(msg_type, "payload shorter than its fixed fields"))
 }
 
-/// f32 values from little-endian bytes: in place when possible, else copied.
+/// f32 values from little-endian bytes (`bytes.len()` a multiple of 4): borrowed when the
+/// host is little-endian and `bytes` 4-byte aligned, copied otherwise.
 fn f32s(bytes: &[u8]) -> F32s<'_> {
     if cfg!(target_endian = "little") {
         if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
@@ -182,6 +253,7 @@ fn f32s(bytes: &[u8]) -> F32s<'_> {
     )
 }
 
+/// u32 values from little-endian bytes, like [`f32s`].
 fn u32s(bytes: &[u8]) -> U32s<'_> {
     if cfg!(target_endian = "little") {
         if let Ok(values) = bytemuck::try_cast_slice::<u8, u32>(bytes) {
@@ -196,214 +268,181 @@ fn u32s(bytes: &[u8]) -> U32s<'_> {
     )
 }
 
-/// Checks that `rest` is `len` bytes of content followed by exactly the zero padding.
-fn content_then_padding(
-    msg_type: MsgType,
-    rest: &[u8],
-    fixed: usize,
-    len: usize,
-) -> Result<&[u8], ProtocolError> {
-    let pad = padding(fixed + len);
-    if rest.len() != len + pad {
+fn check_zero_padding(msg_type: MsgType, padding: &[u8]) -> Result<(), ProtocolError> {
+    if padding.iter().any(|&b| b != 0) {
+        return Err(malformed(msg_type, "nonzero padding"));
+    }
+    Ok(())
+}
+
+fn check_f32_array(msg_type: MsgType, bytes: &[u8]) -> Result<(), ProtocolError> {
+    if bytes.len() % 4 != 0 {
         return Err(malformed(
             msg_type,
-            "payload length does not match its declared contents",
+            "f32 array length is not a multiple of 4 bytes",
         ));
     }
-    if rest[len..].iter().any(|&b| b != 0) {
-        return Err(malformed(msg_type, "padding bytes are not zero"));
+    Ok(())
+}
+
+fn parse_hello(msg_type: MsgType, payload: &[u8]) -> Result<Hello<'_>, ProtocolError> {
+    let (f, rest) = fixed::<HelloFixed>(msg_type, payload)?;
+    if f.reserved.get() != 0 {
+        return Err(malformed(msg_type, "nonzero reserved field"));
     }
-    Ok(&rest[..len])
-}
-
-fn text(msg_type: MsgType, bytes: &[u8]) -> Result<Cow<'_, str>, ProtocolError> {
-    std::str::from_utf8(bytes)
-        .map(Cow::Borrowed)
-        .map_err(|_| ProtocolError::InvalidUtf8 { msg_type })
-}
-
-fn data_array(msg_type: MsgType, payload: &[u8]) -> Result<(u16, F32s<'_>), ProtocolError> {
-    let (layer_id, rest) = head::<U16>(msg_type, payload)?;
-    if rest.len() % 4 != 0 {
+    let sizes_len = u64::from(f.layer_count.get()) * 4;
+    let name_len = u64::from(f.name_len.get());
+    let expected = padded(HelloFixed::SIZE + sizes_len + name_len);
+    if payload.len() as u64 != expected {
         return Err(malformed(
             msg_type,
-            "data is not a whole number of f32 values",
+            "payload length does not match layer count and name length plus padding",
         ));
     }
-    Ok((layer_id.get(), f32s(rest)))
-}
-
-/// Parses a payload of type `msg_type` (no header, no checksum check).
-pub fn parse_payload(msg_type: MsgType, payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
-    match msg_type {
-        MsgType::Handshake | MsgType::HandshakeAck => {
-            let (h, rest) = head::<HelloHead>(msg_type, payload)?;
-            if h.reserved.get() != 0 {
-                return Err(malformed(msg_type, "reserved field is not zero"));
-            }
-            let layers_len = h.layer_count.get() as usize * 4;
-            let name_len = h.name_len.get() as usize;
-            let fixed = core::mem::size_of::<HelloHead>();
-            if rest.len() < layers_len {
-                return Err(malformed(msg_type, "layer count runs past the payload"));
-            }
-            let (layers, rest) = rest.split_at(layers_len);
-            let name = content_then_padding(msg_type, rest, fixed + layers_len, name_len)?;
-            let hello = Hello {
-                node_id: h.node_id.get(),
-                min_version: h.min_version,
-                max_version: h.max_version,
-                capabilities: h.capabilities.get(),
-                layer_sizes: u32s(layers),
-                name: text(msg_type, name)?,
-            };
-            if hello.min_version > hello.max_version {
-                return Err(malformed(msg_type, "min_version is above max_version"));
-            }
-            Ok(if msg_type == MsgType::Handshake {
-                Message::Handshake(hello)
-            } else {
-                Message::HandshakeAck(hello)
-            })
-        }
-        MsgType::ForwardData => {
-            let (layer_id, data) = data_array(msg_type, payload)?;
-            Ok(Message::ForwardData { layer_id, data })
-        }
-        MsgType::BackwardData => {
-            let (layer_id, data) = data_array(msg_type, payload)?;
-            Ok(Message::BackwardData { layer_id, data })
-        }
-        MsgType::HebbianData => {
-            let (h, rest) = head::<HebbianHead>(msg_type, payload)?;
-            let (rows, cols) = (h.rows.get(), h.cols.get());
-            let expected = u64::from(rows) * u64::from(cols);
-            if rest.len() % 4 != 0 || rest.len() as u64 / 4 != expected {
-                return Err(ProtocolError::F32CountMismatch {
-                    msg_type,
-                    expected,
-                    actual: rest.len() as u64 / 4,
-                });
-            }
-            Ok(Message::HebbianData {
-                layer_id: h.layer_id.get(),
-                learning_rate: f32::from_le_bytes(h.learning_rate),
-                rows,
-                cols,
-                correlations: f32s(rest),
-            })
-        }
-        MsgType::WeightSync => {
-            let (h, rest) = head::<WeightSyncHead>(msg_type, payload)?;
-            if h.encoding != ENCODING_F32_LE {
-                return Err(malformed(
-                    msg_type,
-                    "unknown value encoding (v1 knows only f32 LE = 0)",
-                ));
-            }
-            let mode = match h.mode {
-                0 => SyncMode::Replace,
-                1 => SyncMode::Average,
-                _ => return Err(malformed(msg_type, "unknown sync mode")),
-            };
-            if h.reserved.get() != 0 {
-                return Err(malformed(msg_type, "reserved field is not zero"));
-            }
-            if rest.len() % 4 != 0 {
-                return Err(malformed(msg_type, "values are not a whole number of f32"));
-            }
-            let (rows, cols, offset) = (h.rows.get(), h.cols.get(), h.offset.get());
-            let params = u64::from(rows) * u64::from(cols) + u64::from(rows);
-            let count = rest.len() as u64 / 4;
-            if u64::from(offset) + count > params {
-                return Err(ProtocolError::F32CountMismatch {
-                    msg_type,
-                    expected: params.saturating_sub(u64::from(offset)),
-                    actual: count,
-                });
-            }
-            Ok(Message::WeightSync(WeightSync {
-                layer_id: h.layer_id.get(),
-                mode,
-                rows,
-                cols,
-                offset,
-                sample_count: h.sample_count.get(),
-                values: f32s(rest),
-            }))
-        }
-        MsgType::Heartbeat => {
-            let body = HeartbeatBody::ref_from_bytes(payload)
-                .map_err(|_| malformed(msg_type, "a heartbeat payload is exactly 10 bytes"))?;
-            let flags = body.flags.get();
-            if flags & !HEARTBEAT_REPLY != 0 {
-                return Err(malformed(msg_type, "unknown heartbeat flags"));
-            }
-            Ok(Message::Heartbeat {
-                timestamp_ns: body.timestamp_ns.get(),
-                reply: flags & HEARTBEAT_REPLY != 0,
-            })
-        }
-        MsgType::Disconnect | MsgType::Error => {
-            let (h, rest) = head::<TextHead>(msg_type, payload)?;
-            let len = h.text_len.get() as usize;
-            let body = content_then_padding(msg_type, rest, core::mem::size_of::<TextHead>(), len)?;
-            let message = text(msg_type, body)?;
-            let code = h.code.get();
-            Ok(if msg_type == MsgType::Error {
-                Message::Error {
-                    code: ErrorCode(code),
-                    message,
-                }
-            } else {
-                Message::Disconnect {
-                    reason: DisconnectReason(code),
-                    message,
-                }
-            })
-        }
-    }
-}
-
-/// The payload length of `msg`, padding included.
-pub fn payload_len(msg: &Message<'_>) -> Result<u32, ProtocolError> {
-    let len: u64 = match msg {
-        Message::Handshake(h) | Message::HandshakeAck(h) => {
-            let unpadded = 22 + 4 * h.layer_sizes.len() as u64 + h.name.len() as u64;
-            if h.name.len() > u16::MAX as usize {
-                return Err(ProtocolError::PayloadTooLarge {
-                    msg_type: msg.msg_type(),
-                    length: unpadded,
-                });
-            }
-            unpadded + padding(unpadded as usize) as u64
-        }
-        Message::ForwardData { data, .. } | Message::BackwardData { data, .. } => {
-            2 + 4 * data.len() as u64
-        }
-        Message::HebbianData { correlations, .. } => 14 + 4 * correlations.len() as u64,
-        Message::WeightSync(ws) => 22 + 4 * ws.values.len() as u64,
-        Message::Heartbeat { .. } => 10,
-        Message::Disconnect { message, .. } | Message::Error { message, .. } => {
-            let unpadded = 6 + message.len() as u64;
-            unpadded + padding(unpadded as usize) as u64
-        }
-    };
-    u32::try_from(len).map_err(|_| ProtocolError::PayloadTooLarge {
-        msg_type: msg.msg_type(),
-        length: len,
+    // Both fit: together with the padding they are exactly `rest`.
+    let (sizes, rest) = rest.split_at(sizes_len as usize);
+    let (name, padding) = rest.split_at(name_len as usize);
+    check_zero_padding(msg_type, padding)?;
+    let name = core::str::from_utf8(name).map_err(|_| ProtocolError::InvalidUtf8 { msg_type })?;
+    Ok(Hello {
+        node_id: f.node_id.get(),
+        min_version: f.min_version,
+        max_version: f.max_version,
+        capabilities: f.capabilities.get(),
+        layer_sizes: u32s(sizes),
+        name: Cow::Borrowed(name),
     })
 }
 
-/// The whole frame length of `msg`, header included.
-pub fn frame_len(msg: &Message<'_>) -> Result<usize, ProtocolError> {
-    Ok(HEADER_LEN + payload_len(msg)? as usize)
+fn parse_layer_data(msg_type: MsgType, payload: &[u8]) -> Result<(u16, F32s<'_>), ProtocolError> {
+    let (f, data) = fixed::<LayerFixed>(msg_type, payload)?;
+    check_f32_array(msg_type, data)?;
+    Ok((f.layer_id.get(), f32s(data)))
 }
 
-/// Checks what the encoder cannot express or the decoder would refuse.
-fn check_encodable(msg: &Message<'_>) -> Result<(), ProtocolError> {
+fn parse_hebbian(payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
+    let msg_type = MsgType::HebbianData;
+    let (f, data) = fixed::<HebbianFixed>(msg_type, payload)?;
+    check_f32_array(msg_type, data)?;
+    let (rows, cols) = (f.rows.get(), f.cols.get());
+    let expected = u64::from(rows) * u64::from(cols);
+    let actual = data.len() as u64 / 4;
+    if expected != actual {
+        return Err(ProtocolError::F32CountMismatch {
+            msg_type,
+            expected,
+            actual,
+        });
+    }
+    Ok(Message::HebbianData {
+        layer_id: f.layer_id.get(),
+        learning_rate: f32::from_bits(f.learning_rate.get()),
+        rows,
+        cols,
+        correlations: f32s(data),
+    })
+}
+
+/// Parameters in a layer of `rows` outputs and `cols` inputs: weights plus biases.
+/// At most (2^32 - 1) * 2^32, so never overflows u64.
+fn layer_params(rows: u32, cols: u32) -> u64 {
+    u64::from(rows) * u64::from(cols) + u64::from(rows)
+}
+
+fn parse_weight_sync(payload: &[u8]) -> Result<WeightSync<'_>, ProtocolError> {
+    let msg_type = MsgType::WeightSync;
+    let (f, data) = fixed::<WeightSyncFixed>(msg_type, payload)?;
+    if f.encoding != ENCODING_F32_LE {
+        return Err(malformed(
+            msg_type,
+            "unknown value encoding (version 1 defines only 0, f32 little-endian)",
+        ));
+    }
+    let mode = match f.mode {
+        0 => SyncMode::Replace,
+        1 => SyncMode::Average,
+        _ => return Err(malformed(msg_type, "unknown sync mode")),
+    };
+    if f.reserved.get() != 0 {
+        return Err(malformed(msg_type, "nonzero reserved field"));
+    }
+    check_f32_array(msg_type, data)?;
+    let (rows, cols, offset) = (f.rows.get(), f.cols.get(), f.offset.get());
+    if u64::from(offset) + data.len() as u64 / 4 > layer_params(rows, cols) {
+        return Err(malformed(
+            msg_type,
+            "offset + value count is past the layer's rows * cols + rows parameters",
+        ));
+    }
+    Ok(WeightSync {
+        layer_id: f.layer_id.get(),
+        mode,
+        rows,
+        cols,
+        offset,
+        sample_count: f.sample_count.get(),
+        values: f32s(data),
+    })
+}
+
+fn parse_heartbeat(payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
+    let msg_type = MsgType::Heartbeat;
+    let f = HeartbeatFixed::ref_from_bytes(payload)
+        .map_err(|_| malformed(msg_type, "payload is not exactly 10 bytes"))?;
+    let flags = f.flags.get();
+    if flags & !HEARTBEAT_REPLY != 0 {
+        return Err(malformed(msg_type, "reserved flag bits set"));
+    }
+    Ok(Message::Heartbeat {
+        timestamp_ns: f.timestamp_ns.get(),
+        reply: flags & HEARTBEAT_REPLY != 0,
+    })
+}
+
+fn parse_text(msg_type: MsgType, payload: &[u8]) -> Result<(u16, Cow<'_, str>), ProtocolError> {
+    let (f, rest) = fixed::<TextFixed>(msg_type, payload)?;
+    let text_len = u64::from(f.text_len.get());
+    if payload.len() as u64 != padded(TextFixed::SIZE + text_len) {
+        return Err(malformed(
+            msg_type,
+            "payload length does not match text length plus padding",
+        ));
+    }
+    let (text, padding) = rest.split_at(text_len as usize);
+    check_zero_padding(msg_type, padding)?;
+    let text = core::str::from_utf8(text).map_err(|_| ProtocolError::InvalidUtf8 { msg_type })?;
+    Ok((f.code.get(), Cow::Borrowed(text)))
+}
+
+/// Byte size of a fixed part, as u64 for length arithmetic.
+trait FixedSize {
+    const SIZE: u64;
+}
+impl<T: Sized> FixedSize for T {
+    const SIZE: u64 = core::mem::size_of::<T>() as u64;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------------
+
+/// The payload length of `msg` before padding, after checking that it can be encoded into a
+/// frame that decodes (every check [`parse_payload`] makes that a value could fail).
+fn unpadded_len(msg: &Message<'_>) -> Result<u64, ProtocolError> {
     let msg_type = msg.msg_type();
-    match msg {
+    let too_large = |length: u64| ProtocolError::PayloadTooLarge { msg_type, length };
+    let len = match msg {
+        Message::Handshake(h) | Message::HandshakeAck(h) => {
+            let len = HelloFixed::SIZE + h.layer_sizes.len() as u64 * 4 + h.name.len() as u64;
+            if h.name.len() > usize::from(u16::MAX) || h.layer_sizes.len() as u64 > u32::MAX.into()
+            {
+                return Err(too_large(len));
+            }
+            len
+        }
+        Message::ForwardData { data, .. } | Message::BackwardData { data, .. } => {
+            LayerFixed::SIZE + data.len() as u64 * 4
+        }
         Message::HebbianData {
             rows,
             cols,
@@ -411,54 +450,115 @@ fn check_encodable(msg: &Message<'_>) -> Result<(), ProtocolError> {
             ..
         } => {
             let expected = u64::from(*rows) * u64::from(*cols);
-            if correlations.len() as u64 != expected {
+            if expected != correlations.len() as u64 {
                 return Err(ProtocolError::F32CountMismatch {
                     msg_type,
                     expected,
                     actual: correlations.len() as u64,
                 });
             }
+            HebbianFixed::SIZE + correlations.len() as u64 * 4
         }
-        Message::WeightSync(ws) => {
-            let params = u64::from(ws.rows) * u64::from(ws.cols) + u64::from(ws.rows);
-            if u64::from(ws.offset) + ws.values.len() as u64 > params {
-                return Err(ProtocolError::F32CountMismatch {
+        Message::WeightSync(w) => {
+            if u64::from(w.offset) + w.values.len() as u64 > layer_params(w.rows, w.cols) {
+                return Err(malformed(
                     msg_type,
-                    expected: params.saturating_sub(u64::from(ws.offset)),
-                    actual: ws.values.len() as u64,
-                });
+                    "offset + value count is past the layer's rows * cols + rows parameters",
+                ));
             }
+            WeightSyncFixed::SIZE + w.values.len() as u64 * 4
         }
-        Message::Handshake(h) | Message::HandshakeAck(h) if h.min_version > h.max_version => {
-            return Err(malformed(msg_type, "min_version is above max_version"));
+        Message::Heartbeat { .. } => HeartbeatFixed::SIZE,
+        Message::Disconnect { message, .. } | Message::Error { message, .. } => {
+            TextFixed::SIZE + message.len() as u64
         }
-        _ => {}
-    }
-    Ok(())
+    };
+    Ok(len)
 }
 
-/// Feeds the payload's bytes, in order, to `sink`; the f32/u32 arrays go as whole slices.
-fn for_each_payload_piece(msg: &Message<'_>, sink: &mut dyn FnMut(&[u8])) {
+/// The exact payload length of `msg`, padding included.
+///
+/// Fails if `msg` cannot be encoded: [`ProtocolError::PayloadTooLarge`] over `u32::MAX` bytes
+/// (or a name over 65535 bytes), [`ProtocolError::F32CountMismatch`] for a HebbianData whose
+/// data is not `rows * cols`, [`ProtocolError::MalformedPayload`] for a WeightSync past its
+/// layer's end.
+pub fn payload_len(msg: &Message<'_>) -> Result<u32, ProtocolError> {
+    let len = padded(unpadded_len(msg)?);
+    u32::try_from(len).map_err(|_| ProtocolError::PayloadTooLarge {
+        msg_type: msg.msg_type(),
+        length: len,
+    })
+}
+
+/// The whole frame length of `msg`: header, payload and padding.
+pub fn frame_len(msg: &Message<'_>) -> Result<usize, ProtocolError> {
+    let payload = payload_len(msg)?;
+    usize::try_from(payload)
+        .ok()
+        .and_then(|p| p.checked_add(HEADER_LEN))
+        .ok_or(ProtocolError::PayloadTooLarge {
+            msg_type: msg.msg_type(),
+            length: payload.into(),
+        })
+}
+
+/// Writes one whole frame (header with CRC, payload, padding) for `msg` into `dst`, and
+/// returns the number of bytes written.
+///
+/// Nothing is allocated: the CRC is computed over the payload's pieces in place, then the
+/// header and the pieces are put into `dst`. Fails, writing nothing, if `msg` cannot be
+/// encoded ([`payload_len`]) or `dst` has less room than the frame
+/// ([`ProtocolError::BufferTooSmall`]).
+pub fn encode_frame<B: BufMut>(
+    msg: &Message<'_>,
+    sequence: u64,
+    dst: &mut B,
+) -> Result<usize, ProtocolError> {
+    let payload_len = payload_len(msg)?;
+    let total = frame_len(msg)?;
+    if dst.remaining_mut() < total {
+        return Err(ProtocolError::BufferTooSmall {
+            needed: total,
+            available: dst.remaining_mut(),
+        });
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    emit_payload(msg, payload_len, &mut |piece| hasher.update(piece));
+    let header = Header::new(msg.msg_type(), payload_len, sequence, hasher.finalize());
+    dst.put_slice(header.as_bytes());
+    emit_payload(msg, payload_len, &mut |piece| dst.put_slice(piece));
+    Ok(total)
+}
+
+/// Hands the payload of `msg` to `out` piece by piece, in wire order, padding it to
+/// `payload_len` bytes. `msg` must have passed [`payload_len`].
+fn emit_payload(msg: &Message<'_>, payload_len: u32, out: &mut dyn FnMut(&[u8])) {
+    let mut written = 0usize;
+    let mut put = |piece: &[u8]| {
+        written += piece.len();
+        out(piece);
+    };
     match msg {
         Message::Handshake(h) | Message::HandshakeAck(h) => {
-            let head = HelloHead {
+            let f = HelloFixed {
                 name_len: U16::new(h.name.len() as u16),
                 node_id: U64::new(h.node_id),
                 capabilities: U32::new(h.capabilities),
                 min_version: h.min_version,
                 max_version: h.max_version,
-                reserved: U16::new(0),
+                reserved: U16::ZERO,
                 layer_count: U32::new(h.layer_sizes.len() as u32),
             };
-            sink(head.as_bytes());
-            le_words(&h.layer_sizes, sink);
-            sink(h.name.as_bytes());
-            let unpadded = 22 + 4 * h.layer_sizes.len() + h.name.len();
-            sink(&[0u8; 3][..padding(unpadded)]);
+            put(f.as_bytes());
+            emit_u32s(&h.layer_sizes, &mut put);
+            put(h.name.as_bytes());
         }
         Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data } => {
-            sink(&layer_id.to_le_bytes());
-            le_floats(data, sink);
+            put(LayerFixed {
+                layer_id: U16::new(*layer_id),
+            }
+            .as_bytes());
+            emit_f32s(data, &mut put);
         }
         Message::HebbianData {
             layer_id,
@@ -467,38 +567,38 @@ fn for_each_payload_piece(msg: &Message<'_>, sink: &mut dyn FnMut(&[u8])) {
             cols,
             correlations,
         } => {
-            let head = HebbianHead {
+            let f = HebbianFixed {
                 layer_id: U16::new(*layer_id),
-                learning_rate: learning_rate.to_le_bytes(),
+                learning_rate: U32::new(learning_rate.to_bits()),
                 rows: U32::new(*rows),
                 cols: U32::new(*cols),
             };
-            sink(head.as_bytes());
-            le_floats(correlations, sink);
+            put(f.as_bytes());
+            emit_f32s(correlations, &mut put);
         }
-        Message::WeightSync(ws) => {
-            let head = WeightSyncHead {
-                layer_id: U16::new(ws.layer_id),
+        Message::WeightSync(w) => {
+            let f = WeightSyncFixed {
+                layer_id: U16::new(w.layer_id),
                 encoding: ENCODING_F32_LE,
-                mode: ws.mode as u8,
-                reserved: U16::new(0),
-                rows: U32::new(ws.rows),
-                cols: U32::new(ws.cols),
-                offset: U32::new(ws.offset),
-                sample_count: U32::new(ws.sample_count),
+                mode: w.mode as u8,
+                reserved: U16::ZERO,
+                rows: U32::new(w.rows),
+                cols: U32::new(w.cols),
+                offset: U32::new(w.offset),
+                sample_count: U32::new(w.sample_count),
             };
-            sink(head.as_bytes());
-            le_floats(&ws.values, sink);
+            put(f.as_bytes());
+            emit_f32s(&w.values, &mut put);
         }
         Message::Heartbeat {
             timestamp_ns,
             reply,
         } => {
-            let body = HeartbeatBody {
+            let f = HeartbeatFixed {
                 flags: U16::new(if *reply { HEARTBEAT_REPLY } else { 0 }),
                 timestamp_ns: U64::new(*timestamp_ns),
             };
-            sink(body.as_bytes());
+            put(f.as_bytes());
         }
         Message::Disconnect {
             reason: DisconnectReason(code),
@@ -508,91 +608,214 @@ fn for_each_payload_piece(msg: &Message<'_>, sink: &mut dyn FnMut(&[u8])) {
             code: ErrorCode(code),
             message,
         } => {
-            let head = TextHead {
+            let f = TextFixed {
                 code: U16::new(*code),
                 text_len: U32::new(message.len() as u32),
             };
-            sink(head.as_bytes());
-            sink(message.as_bytes());
-            sink(&[0u8; 3][..padding(6 + message.len())]);
+            put(f.as_bytes());
+            put(message.as_bytes());
         }
     }
+    let padding = payload_len as usize - written;
+    out(&[0u8; 3][..padding]);
 }
 
-/// f32 values as little-endian bytes: the values' own memory on a little-endian host.
-fn le_floats(values: &[f32], sink: &mut dyn FnMut(&[u8])) {
+/// f32 values as their little-endian bytes: the values' own memory on a little-endian host,
+/// a small stack buffer of swapped bytes at a time otherwise.
+fn emit_f32s(values: &[f32], put: &mut dyn FnMut(&[u8])) {
     if cfg!(target_endian = "little") {
-        sink(bytemuck::cast_slice(values));
+        put(bytemuck::cast_slice(values));
     } else {
         let mut buf = [0u8; 256];
-        for chunk in values.chunks(64) {
-            for (i, v) in chunk.iter().enumerate() {
-                buf[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        for chunk in values.chunks(buf.len() / 4) {
+            for (dst, v) in buf.chunks_exact_mut(4).zip(chunk) {
+                dst.copy_from_slice(&v.to_le_bytes());
             }
-            sink(&buf[..chunk.len() * 4]);
+            put(&buf[..chunk.len() * 4]);
         }
     }
 }
 
-fn le_words(values: &[u32], sink: &mut dyn FnMut(&[u8])) {
+/// u32 values as their little-endian bytes, like [`emit_f32s`].
+fn emit_u32s(values: &[u32], put: &mut dyn FnMut(&[u8])) {
     if cfg!(target_endian = "little") {
-        sink(bytemuck::cast_slice(values));
+        put(bytemuck::cast_slice(values));
     } else {
-        for v in values {
-            sink(&v.to_le_bytes());
+        let mut buf = [0u8; 256];
+        for chunk in values.chunks(buf.len() / 4) {
+            for (dst, v) in buf.chunks_exact_mut(4).zip(chunk) {
+                dst.copy_from_slice(&v.to_le_bytes());
+            }
+            put(&buf[..chunk.len() * 4]);
         }
     }
 }
 
-/// Writes one whole frame of `msg` with `sequence` into `dst`; returns the bytes written.
-///
-/// Nothing is allocated: the checksum is computed over the payload's pieces, then the header
-/// and the pieces are put into `dst`. Fails before writing anything if `dst` lacks room.
-pub fn encode_frame<B: BufMut>(
-    msg: &Message<'_>,
-    sequence: u64,
-    dst: &mut B,
-) -> Result<usize, ProtocolError> {
-    check_encodable(msg)?;
-    let payload = payload_len(msg)?;
-    let total = HEADER_LEN + payload as usize;
-    if dst.remaining_mut() < total {
-        return Err(ProtocolError::PayloadTooLarge {
-            msg_type: msg.msg_type(),
-            length: payload as u64,
-        });
-    }
-    let mut hasher = crc32fast::Hasher::new();
-    for_each_payload_piece(msg, &mut |piece| hasher.update(piece));
-    let header = Header::new(msg.msg_type(), payload, sequence, hasher.finalize());
-    dst.put_slice(header.as_bytes());
-    for_each_payload_piece(msg, &mut |piece| dst.put_slice(piece));
-    Ok(total)
-}
+// ---------------------------------------------------------------------------------------------
+// Messages built from errors, owned messages
+// ---------------------------------------------------------------------------------------------
 
 impl Message<'static> {
-    /// The Error message that reports `error` to the peer (text capped at 1 KiB).
-    pub fn error_from(error: &ProtocolError) -> Message<'static> {
-        let mut text = error.to_string();
-        if text.len() > 1024 {
-            let mut cut = 1024;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
+    /// The Error message that reports `err` to the peer: its [`ErrorCode`] and its text, cut
+    /// to at most [`MAX_ERROR_TEXT`] bytes on a character boundary.
+    pub fn error_from(err: &ProtocolError) -> Message<'static> {
+        let mut text = err.to_string();
+        if text.len() > MAX_ERROR_TEXT {
+            let mut end = MAX_ERROR_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
             }
-            text.truncate(cut);
+            text.truncate(end);
         }
         Message::Error {
-            code: error.code(),
+            code: err.code(),
             message: Cow::Owned(text),
         }
     }
 }
 
-/// A streaming decoder over a `BytesMut` the caller appends to (tokio-util style): yields
-/// each whole, checksum-verified frame, reserving at most the validated frame's length.
+impl From<&ProtocolError> for Message<'static> {
+    fn from(err: &ProtocolError) -> Self {
+        Message::error_from(err)
+    }
+}
+
+impl Message<'_> {
+    /// This message with everything it borrows copied, free of the buffer it came from.
+    pub fn into_owned(self) -> Message<'static> {
+        fn hello(h: Hello<'_>) -> Hello<'static> {
+            Hello {
+                node_id: h.node_id,
+                min_version: h.min_version,
+                max_version: h.max_version,
+                capabilities: h.capabilities,
+                layer_sizes: Cow::Owned(h.layer_sizes.into_owned()),
+                name: Cow::Owned(h.name.into_owned()),
+            }
+        }
+        let own = |d: F32s<'_>| -> F32s<'static> { Cow::Owned(d.into_owned()) };
+        match self {
+            Message::Handshake(h) => Message::Handshake(hello(h)),
+            Message::HandshakeAck(h) => Message::HandshakeAck(hello(h)),
+            Message::ForwardData { layer_id, data } => Message::ForwardData {
+                layer_id,
+                data: own(data),
+            },
+            Message::BackwardData { layer_id, data } => Message::BackwardData {
+                layer_id,
+                data: own(data),
+            },
+            Message::HebbianData {
+                layer_id,
+                learning_rate,
+                rows,
+                cols,
+                correlations,
+            } => Message::HebbianData {
+                layer_id,
+                learning_rate,
+                rows,
+                cols,
+                correlations: own(correlations),
+            },
+            Message::WeightSync(w) => Message::WeightSync(WeightSync {
+                values: own(w.values),
+                ..w
+            }),
+            Message::Heartbeat {
+                timestamp_ns,
+                reply,
+            } => Message::Heartbeat {
+                timestamp_ns,
+                reply,
+            },
+            Message::Disconnect { reason, message } => Message::Disconnect {
+                reason,
+                message: Cow::Owned(message.into_owned()),
+            },
+            Message::Error { code, message } => Message::Error {
+                code,
+                message: Cow::Owned(message.into_owned()),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming decoder
+// ---------------------------------------------------------------------------------------------
+
+/// A whole, CRC-checked frame that owns its bytes; [`RawFrame::message`] parses it in place.
 #[derive(Debug, Clone)]
+pub struct RawFrame {
+    header: Header,
+    msg_type: MsgType,
+    bytes: Bytes,
+}
+
+impl RawFrame {
+    /// The frame's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The header's sequence number.
+    pub fn sequence(&self) -> u64 {
+        self.header.sequence()
+    }
+
+    /// The (validated) message type.
+    pub fn msg_type(&self) -> MsgType {
+        self.msg_type
+    }
+
+    /// The whole frame, header included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The payload, padding included.
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..]
+    }
+
+    /// Parses the payload; arrays borrow from this frame's bytes.
+    pub fn message(&self) -> Result<Message<'_>, ProtocolError> {
+        parse_payload(self.msg_type, self.payload())
+    }
+
+    /// The frame's bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
+/// Where a [`FrameDecoder`] is in the stream.
+#[derive(Debug, Clone, Copy)]
+enum DecodeState {
+    /// Waiting for a header.
+    Head,
+    /// Header validated; waiting for the rest of a frame of `len` bytes.
+    Data {
+        header: Header,
+        msg_type: MsgType,
+        len: usize,
+    },
+}
+
+/// Splits whole frames off the front of a `BytesMut` the caller appends received bytes to.
+///
+/// Call [`FrameDecoder::decode`] after each read until it returns `Ok(None)`. The header is
+/// validated, length cap included, before the buffer is grown for the frame: a peer announcing
+/// a 4 GiB frame costs nothing but an error. After an `Err` the stream cannot be trusted:
+/// report it ([`Message::error_from`]) and close.
+///
+/// Since every frame is a multiple of 4 bytes long, frames split off a buffer that started
+/// 4-byte aligned stay aligned, and their arrays are borrowed in place.
+#[derive(Debug)]
 pub struct FrameDecoder {
     max_payload: u32,
+    state: DecodeState,
 }
 
 impl Default for FrameDecoder {
@@ -602,58 +825,696 @@ impl Default for FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// A decoder refusing payloads over `max_payload` bytes.
-    pub fn new(max_payload: u32) -> FrameDecoder {
-        FrameDecoder { max_payload }
-    }
-
-    /// The next whole frame, `Ok(None)` if more bytes are needed, `Err` for a corrupt stream
-    /// (after which the stream cannot be resynchronised by this decoder).
-    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, ProtocolError> {
-        match check_frame(src, self.max_payload)? {
-            FrameCheck::Complete { len, msg_type } => {
-                let bytes = src.split_to(len).freeze();
-                Ok(Some(RawFrame { bytes, msg_type }))
-            }
-            FrameCheck::Incomplete { needed } => {
-                // `needed` is bounded by the validated LENGTH.
-                src.reserve(needed.saturating_sub(src.len()));
-                Ok(None)
-            }
+    /// A decoder that refuses payloads over `max_payload` bytes.
+    pub fn new(max_payload: u32) -> Self {
+        FrameDecoder {
+            max_payload,
+            state: DecodeState::Head,
         }
     }
+
+    /// The payload cap.
+    pub fn max_payload(&self) -> u32 {
+        self.max_payload
+    }
+
+    /// The next whole frame at the front of `src`, split off it; `Ok(None)` if more bytes are
+    /// needed (having reserved room for them, at most the validated frame length).
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, ProtocolError> {
+        let (header, msg_type, len) = match self.state {
+            DecodeState::Head => {
+                let Some(header) = Header::ref_from_buf(src) else {
+                    src.reserve(HEADER_LEN - src.len());
+                    return Ok(None);
+                };
+                let msg_type = header.validate(self.max_payload)?;
+                let header = *header;
+                let len = HEADER_LEN + header.payload_len() as usize;
+                self.state = DecodeState::Data {
+                    header,
+                    msg_type,
+                    len,
+                };
+                (header, msg_type, len)
+            }
+            DecodeState::Data {
+                header,
+                msg_type,
+                len,
+            } => (header, msg_type, len),
+        };
+        if src.len() < len {
+            src.reserve(len - src.len());
+            return Ok(None);
+        }
+        self.state = DecodeState::Head;
+        let bytes = src.split_to(len).freeze();
+        let computed = crc32fast::hash(&bytes[HEADER_LEN..]);
+        if computed != header.checksum() {
+            return Err(ProtocolError::ChecksumMismatch {
+                expected: header.checksum(),
+                computed,
+            });
+        }
+        Ok(Some(RawFrame {
+            header,
+            msg_type,
+            bytes,
+        }))
+    }
 }
 
-/// A whole, checksum-verified frame that owns its bytes.
-#[derive(Debug, Clone)]
-pub struct RawFrame {
-    bytes: Bytes,
-    msg_type: MsgType,
-}
+#[cfg(test)]
+mod test {
+    use super::*;
 
-impl RawFrame {
-    /// The header.
-    pub fn header(&self) -> &Header {
-        Header::ref_from_buf(&self.bytes).expect("a raw frame holds a whole header")
+    // Whole frames built by a separate script (Python struct + zlib.crc32), the same as the
+    // test vectors in docs/PROTOCOL.md.
+    static HANDSHAKE: [u8; 64] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x9d, 0x3a, 0x32, 0x2f, 0x06, 0x00, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03,
+        0x02, 0x01, 0x0f, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x10,
+        0x03, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x6e, 0x6f, 0x64, 0x65,
+        0x2d, 0x61, 0x00, 0x00,
+    ];
+    static HANDSHAKE_ACK: [u8; 60] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x26, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x22, 0xc3, 0x1f, 0xb5, 0x07, 0x00, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33,
+        0x22, 0x11, 0x03, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+        0x03, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x6e, 0xc5, 0x93, 0x75, 0x64, 0x2d, 0x62, 0x00,
+    ];
+    static FORWARD_DATA: [u8; 32] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x10, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x01, 0xae, 0x18, 0x2a, 0x4a, 0x03, 0x00, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00,
+        0x00, 0xc0,
+    ];
+    static BACKWARD_DATA: [u8; 28] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x11, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x02, 0xcc, 0xf8, 0x5f, 0x3b, 0x01, 0x00, 0x00, 0x00, 0x00, 0x3f,
+    ];
+    static HEBBIAN_DATA: [u8; 52] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x12, 0x00, 0x00, 0x00, 0x1e, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x03, 0x06, 0x4e, 0x1b, 0x8a, 0x02, 0x00, 0x00, 0x00, 0x00, 0x3f, 0x02, 0x00,
+        0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0x40, 0x00,
+        0x00, 0x40, 0x40, 0x00, 0x00, 0x80, 0x40,
+    ];
+    static WEIGHT_SYNC: [u8; 56] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x13, 0x00, 0x00, 0x00, 0x22, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x04, 0x1e, 0xf6, 0x44, 0xdc, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x02, 0x00,
+        0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x64, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x80, 0x3e, 0x00, 0x00, 0x80, 0xbf, 0x00, 0x00, 0x00, 0x41,
+    ];
+    static HEARTBEAT: [u8; 32] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x20, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x05, 0x41, 0xb0, 0xe6, 0x68, 0x01, 0x00, 0x15, 0xcd, 0x5b, 0x07, 0x00, 0x00,
+        0x00, 0x00,
+    ];
+    static DISCONNECT: [u8; 32] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x21, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x06, 0x50, 0x42, 0xf7, 0x1e, 0x01, 0x00, 0x03, 0x00, 0x00, 0x00, 0x62, 0x79,
+        0x65, 0x00,
+    ];
+    static ERROR: [u8; 32] = [
+        0x4e, 0x4e, 0x50, 0x00, 0x01, 0xff, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x07, 0xb9, 0xb0, 0x2f, 0xee, 0x06, 0x00, 0x03, 0x00, 0x00, 0x00, 0x62, 0x61,
+        0x64, 0x00,
+    ];
+
+    fn expected() -> Vec<(&'static [u8], u64, Message<'static>)> {
+        vec![
+            (
+                &HANDSHAKE[..],
+                0,
+                Message::Handshake(Hello {
+                    node_id: 0x0102_0304_0506_0708,
+                    min_version: 1,
+                    max_version: 1,
+                    capabilities: 0x0f,
+                    layer_sizes: Cow::Owned(vec![784, 128, 10]),
+                    name: Cow::Borrowed("node-a"),
+                }),
+            ),
+            (
+                &HANDSHAKE_ACK[..],
+                0,
+                Message::HandshakeAck(Hello {
+                    node_id: 0x1122_3344_5566_7788,
+                    min_version: 1,
+                    max_version: 1,
+                    capabilities: 0x03,
+                    layer_sizes: Cow::Owned(vec![784, 10]),
+                    name: Cow::Borrowed("nœud-b"),
+                }),
+            ),
+            (
+                &FORWARD_DATA[..],
+                1,
+                Message::ForwardData {
+                    layer_id: 3,
+                    data: Cow::Owned(vec![1.0, -2.0]),
+                },
+            ),
+            (
+                &BACKWARD_DATA[..],
+                2,
+                Message::BackwardData {
+                    layer_id: 1,
+                    data: Cow::Owned(vec![0.5]),
+                },
+            ),
+            (
+                &HEBBIAN_DATA[..],
+                3,
+                Message::HebbianData {
+                    layer_id: 2,
+                    learning_rate: 0.5,
+                    rows: 2,
+                    cols: 2,
+                    correlations: Cow::Owned(vec![1.0, 2.0, 3.0, 4.0]),
+                },
+            ),
+            (
+                &WEIGHT_SYNC[..],
+                4,
+                Message::WeightSync(WeightSync {
+                    layer_id: 1,
+                    mode: SyncMode::Average,
+                    rows: 2,
+                    cols: 3,
+                    offset: 4,
+                    sample_count: 100,
+                    values: Cow::Owned(vec![0.25, -1.0, 8.0]),
+                }),
+            ),
+            (
+                &HEARTBEAT[..],
+                5,
+                Message::Heartbeat {
+                    timestamp_ns: 123_456_789,
+                    reply: true,
+                },
+            ),
+            (
+                &DISCONNECT[..],
+                6,
+                Message::Disconnect {
+                    reason: DisconnectReason::SHUTDOWN,
+                    message: Cow::Borrowed("bye"),
+                },
+            ),
+            (
+                &ERROR[..],
+                7,
+                Message::Error {
+                    code: ErrorCode::MALFORMED_PAYLOAD,
+                    message: Cow::Borrowed("bad"),
+                },
+            ),
+        ]
     }
 
-    /// The sequence number.
-    pub fn sequence(&self) -> u64 {
-        self.header().sequence()
+    /// `bytes` copied into a 4-byte aligned buffer (as u32 words, viewed as bytes).
+    fn aligned(bytes: &[u8]) -> Vec<u32> {
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        words
     }
 
-    /// The message type.
-    pub fn msg_type(&self) -> MsgType {
-        self.msg_type
+    /// `frame` with its CRC recomputed, after a test changed its payload.
+    fn recrc(mut frame: Vec<u8>) -> Vec<u8> {
+        let crc = crc32fast::hash(&frame[HEADER_LEN..]);
+        frame[18..22].copy_from_slice(&crc.to_be_bytes());
+        frame
     }
 
-    /// The frame's bytes, header included.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+    fn payload_err(t: MsgType, frame: &[u8]) -> ProtocolError {
+        parse_payload(t, &frame[HEADER_LEN..]).unwrap_err()
     }
 
-    /// The message, borrowing from the frame's bytes.
-    pub fn message(&self) -> Result<Message<'_>, ProtocolError> {
-        parse_payload(self.msg_type, &self.bytes[HEADER_LEN..])
+    fn malformed_reason(err: ProtocolError) -> &'static str {
+        match err {
+            ProtocolError::MalformedPayload { reason, .. } => reason,
+            other => panic!("expected MalformedPayload, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_deconstruct() {
+        for (bytes, sequence, message) in expected() {
+            let (frame, used) = decode_frame(bytes, DEFAULT_MAX_PAYLOAD).unwrap().unwrap();
+            assert_eq!(used, bytes.len());
+            assert_eq!(frame.sequence, sequence);
+            assert_eq!(frame.message, message);
+            assert_eq!(
+                check_frame(bytes, DEFAULT_MAX_PAYLOAD).unwrap(),
+                FrameCheck::Complete {
+                    len: bytes.len(),
+                    msg_type: message.msg_type()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn test_deconstruct_borrows_when_aligned() {
+        let words = aligned(&WEIGHT_SYNC);
+        let buf: &[u8] = bytemuck::cast_slice(&words);
+        let range = buf.as_ptr_range();
+        let (frame, _) = decode_frame(buf, DEFAULT_MAX_PAYLOAD).unwrap().unwrap();
+        let Message::WeightSync(w) = frame.message else {
+            panic!("not a WeightSync")
+        };
+        let Cow::Borrowed(values) = w.values else {
+            panic!("aligned WeightSync values were copied")
+        };
+        assert!(range.contains(&values.as_ptr().cast()));
+        assert_eq!(values, &[0.25, -1.0, 8.0]);
+
+        // The same frame one byte off: copied, same values.
+        let mut off = vec![0u8; WEIGHT_SYNC.len() + 4];
+        let start = if (off.as_ptr() as usize) % 4 == 0 {
+            1
+        } else {
+            0
+        };
+        off[start..start + WEIGHT_SYNC.len()].copy_from_slice(&WEIGHT_SYNC);
+        let (frame, _) = decode_frame(&off[start..], DEFAULT_MAX_PAYLOAD)
+            .unwrap()
+            .unwrap();
+        let Message::WeightSync(w) = frame.message else {
+            panic!("not a WeightSync")
+        };
+        assert!(matches!(w.values, Cow::Owned(_)));
+        assert_eq!(&*w.values, &[0.25, -1.0, 8.0]);
+    }
+
+    #[test]
+    fn test_construct() {
+        for (bytes, sequence, message) in expected() {
+            let mut out = Vec::new();
+            let n = encode_frame(&message, sequence, &mut out).unwrap();
+            assert_eq!(n, bytes.len());
+            assert_eq!(out, bytes, "{:?}", message.msg_type());
+            assert_eq!(frame_len(&message).unwrap(), bytes.len());
+            assert_eq!(
+                payload_len(&message).unwrap() as usize,
+                bytes.len() - HEADER_LEN
+            );
+        }
+    }
+
+    #[test]
+    fn test_construct_into_slice() {
+        let mut buf = [0u8; 64];
+        let mut dst = &mut buf[..];
+        let message = &expected()[2].2;
+        assert_eq!(encode_frame(message, 1, &mut dst).unwrap(), 32);
+        assert_eq!(&buf[..32], &FORWARD_DATA);
+
+        let mut small = [0u8; 31];
+        let err = encode_frame(message, 1, &mut &mut small[..]).unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolError::BufferTooSmall {
+                needed: 32,
+                available: 31
+            }
+        );
+        assert_eq!(small, [0u8; 31]);
+    }
+
+    #[test]
+    fn test_parse_bad_magic() {
+        let mut b = FORWARD_DATA;
+        b[1] = b'X';
+        assert!(matches!(
+            check_frame(&b, DEFAULT_MAX_PAYLOAD),
+            Err(ProtocolError::BadMagic { found }) if found == *b"NXP\0"
+        ));
+    }
+
+    #[test]
+    fn test_parse_bad_version() {
+        let mut b = FORWARD_DATA;
+        b[4] = 2;
+        assert_eq!(
+            decode_frame(&b, DEFAULT_MAX_PAYLOAD).unwrap_err(),
+            ProtocolError::UnsupportedVersion { version: 2 }
+        );
+    }
+
+    #[test]
+    fn test_parse_bad_type() {
+        let mut b = FORWARD_DATA;
+        b[5] = 0x14;
+        assert_eq!(
+            decode_frame(&b, DEFAULT_MAX_PAYLOAD).unwrap_err(),
+            ProtocolError::UnknownMessageType { msg_type: 0x14 }
+        );
+    }
+
+    #[test]
+    fn test_parse_bad_too_large() {
+        let mut head = [0u8; HEADER_LEN];
+        head.copy_from_slice(&FORWARD_DATA[..HEADER_LEN]);
+        head[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
+        let too_large = ProtocolError::FrameTooLarge {
+            length: u32::MAX,
+            max: DEFAULT_MAX_PAYLOAD,
+        };
+        // With only the 22 header bytes there, refused at once.
+        assert_eq!(
+            check_frame(&head, DEFAULT_MAX_PAYLOAD).unwrap_err(),
+            too_large
+        );
+        assert_eq!(
+            decode_frame(&head, DEFAULT_MAX_PAYLOAD).unwrap_err(),
+            too_large
+        );
+        let mut src = BytesMut::with_capacity(HEADER_LEN);
+        src.extend_from_slice(&head);
+        let mut decoder = FrameDecoder::default();
+        assert_eq!(decoder.decode(&mut src).unwrap_err(), too_large);
+        assert!(src.capacity() <= 64, "capacity grew to {}", src.capacity());
+        // A small cap applies to otherwise valid frames.
+        assert_eq!(
+            check_frame(&FORWARD_DATA, 8).unwrap_err(),
+            ProtocolError::FrameTooLarge { length: 10, max: 8 }
+        );
+    }
+
+    #[test]
+    fn test_parse_bad_checksum() {
+        let mut b = FORWARD_DATA;
+        b[30] ^= 0x01;
+        assert!(matches!(
+            decode_frame(&b, DEFAULT_MAX_PAYLOAD),
+            Err(ProtocolError::ChecksumMismatch {
+                expected: 0xae18_2a4a,
+                ..
+            })
+        ));
+        let mut src = BytesMut::from(&b[..]);
+        assert!(matches!(
+            FrameDecoder::default().decode(&mut src),
+            Err(ProtocolError::ChecksumMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn test_parse_truncated() {
+        for (bytes, _, message) in expected() {
+            for cut in 0..bytes.len() {
+                assert_eq!(decode_frame(&bytes[..cut], DEFAULT_MAX_PAYLOAD), Ok(None));
+                let needed = if cut < HEADER_LEN {
+                    HEADER_LEN
+                } else {
+                    bytes.len()
+                };
+                assert_eq!(
+                    check_frame(&bytes[..cut], DEFAULT_MAX_PAYLOAD),
+                    Ok(FrameCheck::Incomplete { needed })
+                );
+            }
+            // A payload cut short (as a caller of parse_payload might pass) is malformed.
+            let t = message.msg_type();
+            for cut in HEADER_LEN..bytes.len() - 1 {
+                let err = parse_payload(t, &bytes[HEADER_LEN..cut]);
+                // Cutting exactly 4 bytes off an f32 array leaves a shorter valid array.
+                if let Err(err) = err {
+                    assert_eq!(err.code(), ErrorCode::MALFORMED_PAYLOAD, "{t:?} cut {cut}");
+                }
+            }
+        }
+        assert_eq!(
+            malformed_reason(parse_payload(MsgType::WeightSync, &WEIGHT_SYNC[22..40]).unwrap_err()),
+            "payload shorter than its fixed fields"
+        );
+        assert_eq!(
+            malformed_reason(parse_payload(MsgType::Heartbeat, &HEARTBEAT[22..31]).unwrap_err()),
+            "payload is not exactly 10 bytes"
+        );
+    }
+
+    #[test]
+    fn test_parse_bad_reserved() {
+        let mut b = HANDSHAKE.to_vec();
+        b[22 + 16] = 1; // Hello reserved
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::Handshake, &b)),
+            "nonzero reserved field"
+        );
+        let mut b = WEIGHT_SYNC.to_vec();
+        b[22 + 5] = 1; // WeightSync reserved
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::WeightSync, &b)),
+            "nonzero reserved field"
+        );
+        let mut b = HEARTBEAT.to_vec();
+        b[22] = 3; // flag bit 1
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::Heartbeat, &b)),
+            "reserved flag bits set"
+        );
+    }
+
+    #[test]
+    fn test_parse_bad_padding() {
+        let mut b = HANDSHAKE.to_vec();
+        b[63] = 1;
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::Handshake, &b)),
+            "nonzero padding"
+        );
+        let mut b = DISCONNECT.to_vec();
+        b[31] = b' ';
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::Disconnect, &b)),
+            "nonzero padding"
+        );
+        // The whole frame path reports the same once the CRC is right.
+        let b = recrc(b);
+        assert!(matches!(
+            decode_frame(&b, DEFAULT_MAX_PAYLOAD),
+            Err(ProtocolError::MalformedPayload { .. })
+        ));
+        // A length that does not add up to the payload is a mismatch.
+        let mut b = ERROR.to_vec();
+        b[24] = 0; // text length 0: 6 bytes, no padding, but the payload is 10
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::Error, &b)),
+            "payload length does not match text length plus padding"
+        );
+        let mut b = HANDSHAKE.to_vec();
+        b[22] = 3; // name_len 3: the payload would be 38 bytes, it is 42
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::Handshake, &b)),
+            "payload length does not match layer count and name length plus padding"
+        );
+        let mut b = HANDSHAKE.to_vec();
+        b[40..44].copy_from_slice(&u32::MAX.to_le_bytes()); // layer_count
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::Handshake, &b)),
+            "payload length does not match layer count and name length plus padding"
+        );
+    }
+
+    #[test]
+    fn test_parse_bad_encoding_and_mode() {
+        let mut b = WEIGHT_SYNC.to_vec();
+        b[22 + 2] = 1;
+        assert!(malformed_reason(payload_err(MsgType::WeightSync, &b)).contains("encoding"));
+        let mut b = WEIGHT_SYNC.to_vec();
+        b[22 + 3] = 2;
+        assert_eq!(
+            malformed_reason(payload_err(MsgType::WeightSync, &b)),
+            "unknown sync mode"
+        );
+        let mut b = WEIGHT_SYNC.to_vec();
+        b[22 + 3] = 0;
+        assert!(matches!(
+            parse_payload(MsgType::WeightSync, &b[22..]),
+            Ok(Message::WeightSync(WeightSync {
+                mode: SyncMode::Replace,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn test_parse_bad_offset() {
+        // rows 2, cols 3: 8 parameters; 3 values from offset 5 fit, from 6 do not.
+        let mut b = WEIGHT_SYNC.to_vec();
+        b[36..40].copy_from_slice(&5u32.to_le_bytes());
+        assert!(parse_payload(MsgType::WeightSync, &b[22..]).is_ok());
+        b[36..40].copy_from_slice(&6u32.to_le_bytes());
+        assert!(malformed_reason(payload_err(MsgType::WeightSync, &b)).contains("offset"));
+        b[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(malformed_reason(payload_err(MsgType::WeightSync, &b)).contains("offset"));
+        // Huge shapes do not overflow.
+        b[28..36].fill(0xff);
+        assert!(parse_payload(MsgType::WeightSync, &b[22..]).is_ok());
+    }
+
+    #[test]
+    fn test_parse_bad_utf8() {
+        let mut b = HANDSHAKE.to_vec();
+        b[56] = 0xff;
+        assert_eq!(
+            payload_err(MsgType::Handshake, &b),
+            ProtocolError::InvalidUtf8 {
+                msg_type: MsgType::Handshake
+            }
+        );
+        let mut b = DISCONNECT.to_vec();
+        b[29] = 0xc3; // a lead byte with no continuation
+        assert_eq!(
+            payload_err(MsgType::Disconnect, &b),
+            ProtocolError::InvalidUtf8 {
+                msg_type: MsgType::Disconnect
+            }
+        );
+    }
+
+    #[test]
+    fn test_parse_bad_f32_count() {
+        let mut b = HEBBIAN_DATA.to_vec();
+        b[28..32].copy_from_slice(&3u32.to_le_bytes()); // rows 3
+        assert_eq!(
+            payload_err(MsgType::HebbianData, &b),
+            ProtocolError::F32CountMismatch {
+                msg_type: MsgType::HebbianData,
+                expected: 6,
+                actual: 4
+            }
+        );
+        b[28..36].fill(0xff);
+        assert!(matches!(
+            payload_err(MsgType::HebbianData, &b),
+            ProtocolError::F32CountMismatch { .. }
+        ));
+        // ForwardData whose array is not whole f32s.
+        assert!(malformed_reason(
+            parse_payload(MsgType::ForwardData, &FORWARD_DATA[22..31]).unwrap_err()
+        )
+        .contains("multiple of 4"));
+    }
+
+    #[test]
+    fn test_construct_refuses_what_decode_refuses() {
+        let hebbian = Message::HebbianData {
+            layer_id: 0,
+            learning_rate: 0.1,
+            rows: 2,
+            cols: 2,
+            correlations: Cow::Owned(vec![0.0; 3]),
+        };
+        assert!(matches!(
+            encode_frame(&hebbian, 0, &mut Vec::new()),
+            Err(ProtocolError::F32CountMismatch {
+                expected: 4,
+                actual: 3,
+                ..
+            })
+        ));
+        let sync = Message::WeightSync(WeightSync {
+            layer_id: 0,
+            mode: SyncMode::Replace,
+            rows: 1,
+            cols: 1,
+            offset: 1,
+            sample_count: 0,
+            values: Cow::Owned(vec![0.0; 2]),
+        });
+        assert!(matches!(
+            payload_len(&sync),
+            Err(ProtocolError::MalformedPayload { .. })
+        ));
+        let name = "x".repeat(65_536);
+        let hello = Message::Handshake(Hello {
+            node_id: 0,
+            min_version: 1,
+            max_version: 1,
+            capabilities: 0,
+            layer_sizes: Cow::Owned(vec![]),
+            name: Cow::Owned(name),
+        });
+        assert!(matches!(
+            frame_len(&hello),
+            Err(ProtocolError::PayloadTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn test_error_from() {
+        let err = ProtocolError::ChecksumMismatch {
+            expected: 1,
+            computed: 2,
+        };
+        let Message::Error { code, message } = Message::from(&err) else {
+            panic!()
+        };
+        assert_eq!(code, ErrorCode::CHECKSUM_MISMATCH);
+        assert_eq!(message, err.to_string());
+
+        let long = ProtocolError::Remote {
+            code: ErrorCode(99),
+            message: "é".repeat(1000),
+        };
+        let Message::Error { code, message } = Message::error_from(&long) else {
+            panic!()
+        };
+        assert_eq!(code, ErrorCode(99));
+        assert!(message.len() <= MAX_ERROR_TEXT && message.len() > MAX_ERROR_TEXT - 2);
+        let mut out = Vec::new();
+        encode_frame(&Message::error_from(&long), 0, &mut out).unwrap();
+        assert!(decode_frame(&out, DEFAULT_MAX_PAYLOAD).unwrap().is_some());
+    }
+
+    #[test]
+    fn test_decoder_byte_by_byte() {
+        let all = expected();
+        let stream: Vec<u8> = all.iter().flat_map(|(b, _, _)| b.iter().copied()).collect();
+        let mut decoder = FrameDecoder::default();
+        let mut src = BytesMut::new();
+        let mut got = Vec::new();
+        for &byte in &stream {
+            src.extend_from_slice(&[byte]);
+            while let Some(frame) = decoder.decode(&mut src).unwrap() {
+                got.push(frame);
+            }
+        }
+        assert!(src.is_empty());
+        assert_eq!(got.len(), all.len());
+        for (frame, (bytes, sequence, message)) in got.iter().zip(&all) {
+            assert_eq!(frame.as_bytes(), *bytes);
+            assert_eq!(frame.sequence(), *sequence);
+            assert_eq!(frame.msg_type(), message.msg_type());
+            assert_eq!(
+                frame.header().payload_len() as usize,
+                bytes.len() - HEADER_LEN
+            );
+            assert_eq!(&frame.message().unwrap(), message);
+        }
+        // All at once too.
+        let mut src = BytesMut::from(&stream[..]);
+        let mut n = 0;
+        while let Some(frame) = decoder.decode(&mut src).unwrap() {
+            assert_eq!(frame.message().unwrap(), all[n].2);
+            n += 1;
+        }
+        assert_eq!(n, all.len());
+    }
+
+    #[test]
+    fn test_into_owned() {
+        for (bytes, _, message) in expected() {
+            let owned = {
+                let copy = bytes.to_vec();
+                let (frame, _) = decode_frame(&copy, DEFAULT_MAX_PAYLOAD).unwrap().unwrap();
+                frame.message.into_owned()
+            };
+            assert_eq!(owned, message);
+        }
     }
 }

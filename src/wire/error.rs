@@ -106,6 +106,13 @@ pub enum ProtocolError {
         /// The timeout, in milliseconds.
         after_ms: u64,
     },
+    /// The buffer given to the encoder has less room than the frame needs.
+    BufferTooSmall {
+        /// The frame's length in bytes.
+        needed: usize,
+        /// The room the buffer had.
+        available: usize,
+    },
     /// The peer reported an error and closed.
     Remote {
         /// The code it sent.
@@ -136,6 +143,7 @@ impl ProtocolError {
             ProtocolError::UnexpectedMessage { .. } => ErrorCode::UNEXPECTED_MESSAGE,
             ProtocolError::CapabilityNotAgreed { .. } => ErrorCode::CAPABILITY_NOT_AGREED,
             ProtocolError::IdleTimeout { .. } => ErrorCode::TIMEOUT,
+            ProtocolError::BufferTooSmall { .. } => ErrorCode::APPLICATION,
             ProtocolError::Remote { code, .. } => *code,
         }
     }
@@ -207,6 +215,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::IdleTimeout { after_ms } => {
                 write!(f, "peer silent for more than {after_ms} ms")
             }
+            ProtocolError::BufferTooSmall { needed, available } => write!(
+                f,
+                "frame of {needed} bytes does not fit in the {available} bytes left in the buffer"
+            ),
             ProtocolError::Remote { code, message } => {
                 write!(f, "peer reported error {}: {message}", code.0)
             }

@@ -5,12 +5,14 @@
 pub mod capabilities;
 mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod message;
 
 pub use codec::{
     check_frame, decode_frame, encode_frame, frame_len, parse_payload, payload_len, Frame,
-    FrameCheck, FrameDecoder, RawFrame,
+    FrameCheck, FrameDecoder, RawFrame, MAX_ERROR_TEXT,
 };
 pub use error::{DisconnectReason, ErrorCode, ProtocolError};
 pub use header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION};
