@@ -14,6 +14,7 @@
 
 #[doc(hidden)]
 pub mod cli;
+pub mod dataset;
 pub mod net;
 pub mod node;
 pub mod session;
