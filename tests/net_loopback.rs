@@ -531,3 +531,48 @@ fn a_slow_reader_gives_backpressure_and_bounded_memory() {
     }
     assert_eq!(got, sent);
 }
+
+#[test]
+fn small_frames_overtake_bulk_on_receipt_and_close_comes_last() {
+    let (_server, _handle, mut rx, addr) = start(config("server"));
+    let (_client, client, _crx) = Engine::start(config("client")).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let values = vec![0.5f32; 1024 * 1025];
+    for _ in 0..4 {
+        client
+            .send(conn, &weight_sync(&values), Duration::from_secs(10))
+            .unwrap();
+    }
+    client
+        .send(
+            conn,
+            &Message::ForwardData {
+                layer_id: 9,
+                data: Cow::Borrowed(&[1.0]),
+            },
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    // Let everything arrive before the receiver looks.
+    thread::sleep(Duration::from_millis(500));
+    client.close(conn, nnp::wire::DisconnectReason::NORMAL, "done");
+    thread::sleep(Duration::from_millis(200));
+    let mut order = Vec::new();
+    while let Some(event) = rx.recv_timeout(Duration::from_secs(5)) {
+        match event {
+            NetEvent::Frame(f) => order.push(format!("{:?}", f.msg_type())),
+            NetEvent::Disconnected { .. } => {
+                order.push("Disconnected".into());
+                break;
+            }
+            NetEvent::Connected { .. } => order.push("Connected".into()),
+        }
+    }
+    assert_eq!(order[0], "Connected");
+    assert_eq!(
+        order[1], "ForwardData",
+        "the small frame overtakes the bulk ones: {order:?}"
+    );
+    assert_eq!(order[2..6], ["WeightSync"; 4]);
+    assert_eq!(order[6], "Disconnected");
+}

@@ -43,6 +43,10 @@ pub struct EngineConfig {
     pub busy_poll: bool,
     /// How long `connect` waits for the TCP connection and the handshake.
     pub connect_timeout: Duration,
+    /// The kernel send buffer per socket (SO_SNDBUF); `None` leaves the kernel's autotuning.
+    /// A small buffer bounds how long a bulk transfer already handed to the kernel delays a
+    /// small frame queued after it.
+    pub socket_send_buffer: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +61,7 @@ impl Default for EngineConfig {
             command_queue_capacity: 64 * 1024,
             busy_poll: false,
             connect_timeout: Duration::from_secs(10),
+            socket_send_buffer: None,
         }
     }
 }
@@ -262,17 +267,22 @@ impl Engine {
             config,
         });
         let mut rings = Vec::new();
+        let mut bulk_rings = Vec::new();
         let mut threads = Vec::new();
         for (index, poll) in polls.into_iter().enumerate() {
             let (producer, consumer) =
                 rtrb::RingBuffer::new(shared.config.event_ring_capacity.max(16));
+            let (bulk_producer, bulk_consumer) =
+                rtrb::RingBuffer::new(shared.config.event_ring_capacity.max(16));
             rings.push(consumer);
+            bulk_rings.push(bulk_consumer);
             let event_loop = EventLoop::new(
                 index,
                 poll,
                 Arc::clone(&loops[index]),
                 Arc::clone(&shared),
                 producer,
+                bulk_producer,
             );
             threads.push(
                 std::thread::Builder::new()
@@ -283,6 +293,8 @@ impl Engine {
         let handle = EngineHandle { shared };
         let receiver = Receiver {
             rings,
+            bulk_rings,
+            draining_bulk: None,
             next: 0,
             poll: consumer_poll,
             events: Events::with_capacity(8),
@@ -387,6 +399,7 @@ impl EngineHandle {
         timeout: Duration,
     ) -> Result<ConnId, NetError> {
         stream.set_nodelay(true)?;
+        tune_socket(&stream, &self.shared.config);
         stream.set_nonblocking(true)?;
         let stream = mio::net::TcpStream::from_std(stream);
         let shared = self.shared.new_conn(addr);
@@ -591,6 +604,15 @@ impl EngineHandle {
     }
 }
 
+/// Applies the configured socket options (best effort: a refusal is logged, not fatal).
+pub(crate) fn tune_socket(socket: &impl std::os::fd::AsFd, config: &EngineConfig) {
+    if let Some(size) = config.socket_send_buffer {
+        if let Err(e) = socket2::SockRef::from(socket).set_send_buffer_size(size) {
+            log::debug!("SO_SNDBUF {size} refused: {e}");
+        }
+    }
+}
+
 fn status(shared: &ConnShared) -> PeerStatus {
     PeerStatus {
         conn: shared.id,
@@ -604,8 +626,15 @@ fn status(shared: &ConnShared) -> PeerStatus {
 
 /// Where the engine's events arrive: one ring per event loop, drained in turn. Blocks in a
 /// mio poll (woken by the loops' `Waker`) or, in busy-poll mode, spins.
+///
+/// WeightSync frames travel in a bulk ring that is drained only when the main rings are
+/// empty, so small frames overtake a large transfer. Order is kept within each ring, and a
+/// connection's Disconnected event still comes after all of its frames.
 pub struct Receiver {
     rings: Vec<rtrb::Consumer<NetEvent>>,
+    bulk_rings: Vec<rtrb::Consumer<NetEvent>>,
+    /// A Disconnected event held back until its loop's bulk ring is drained.
+    draining_bulk: Option<(usize, NetEvent)>,
     next: usize,
     poll: Poll,
     events: Events,
@@ -621,15 +650,40 @@ impl std::fmt::Debug for Receiver {
 impl Receiver {
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<NetEvent> {
+        if let Some((index, _)) = &self.draining_bulk {
+            if let Ok(event) = self.bulk_rings[*index].pop() {
+                return Some(event);
+            }
+            return self.draining_bulk.take().map(|(_, event)| event);
+        }
         let n = self.rings.len();
         for i in 0..n {
             let index = (self.next + i) % n;
             if let Ok(event) = self.rings[index].pop() {
                 self.next = index;
+                if matches!(event, NetEvent::Disconnected { .. })
+                    && !self.bulk_rings[index].is_empty()
+                {
+                    // Frames pushed before the close come first.
+                    self.draining_bulk = Some((index, event));
+                    return self.try_recv();
+                }
+                return Some(event);
+            }
+        }
+        for i in 0..n {
+            let index = (self.next + i) % n;
+            if let Ok(event) = self.bulk_rings[index].pop() {
                 return Some(event);
             }
         }
         None
+    }
+
+    fn all_empty(&self) -> bool {
+        self.draining_bulk.is_none()
+            && self.rings.iter().all(|r| r.is_empty())
+            && self.bulk_rings.iter().all(|r| r.is_empty())
     }
 
     /// The next event, waiting at most `timeout`. `None` on timeout or once the engine has
@@ -655,7 +709,7 @@ impl Receiver {
             }
             self.shared.consumer_sleeping.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if self.rings.iter().any(|r| !r.is_empty()) {
+            if !self.all_empty() {
                 self.shared.consumer_sleeping.store(false, Ordering::SeqCst);
                 continue;
             }

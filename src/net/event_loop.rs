@@ -18,11 +18,11 @@ use slab::Slab;
 
 use super::connection::{Connection, ReadContext, ReadOutcome};
 use super::engine::{EngineShared, NetEvent};
-use super::frame::OutFrame;
+use super::frame::{OutFrame, ReceivedFrame};
 use super::peer::{CloseCause, ConnId, ConnShared};
 use super::stream::{ByteStream, PlainTcp};
 use crate::session::{Role, Session, SessionEvent};
-use crate::wire::{DisconnectReason, ProtocolError};
+use crate::wire::{DisconnectReason, MsgType, ProtocolError};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -81,6 +81,7 @@ pub(crate) struct EventLoop {
     handle: Arc<LoopHandle>,
     shared: Arc<EngineShared>,
     events_out: rtrb::Producer<NetEvent>,
+    bulk_out: rtrb::Producer<NetEvent>,
     /// Events that did not fit in the ring.
     backlog: VecDeque<NetEvent>,
     conns: Slab<Connection>,
@@ -104,6 +105,7 @@ impl EventLoop {
         handle: Arc<LoopHandle>,
         shared: Arc<EngineShared>,
         events_out: rtrb::Producer<NetEvent>,
+        bulk_out: rtrb::Producer<NetEvent>,
     ) -> Self {
         EventLoop {
             index,
@@ -111,6 +113,7 @@ impl EventLoop {
             handle,
             shared,
             events_out,
+            bulk_out,
             backlog: VecDeque::new(),
             conns: Slab::new(),
             by_id: HashMap::new(),
@@ -271,6 +274,7 @@ impl EventLoop {
             loop {
                 match self.listeners[i].accept() {
                     Ok((socket, addr)) => {
+                        super::engine::tune_socket(&socket, &self.shared.config);
                         if let Err(e) = socket.set_nodelay(true) {
                             log::warn!("TCP_NODELAY failed for {addr}: {e}");
                         }
@@ -322,21 +326,8 @@ impl EventLoop {
                 continue;
             }
             let outcome = conn.read(&cx);
-            let parked = std::mem::take(&mut conn.parked);
-            let mut parked = parked;
-            while let Some(frame) = parked.pop_front() {
-                if !self.backlog.is_empty() {
-                    parked.push_front(frame);
-                    break;
-                }
-                if let Err(rtrb::PushError::Full(NetEvent::Frame(frame))) =
-                    self.events_out.push(NetEvent::Frame(frame))
-                {
-                    parked.push_front(frame);
-                    break;
-                }
-                self.pushed = true;
-            }
+            let mut parked = std::mem::take(&mut conn.parked);
+            self.push_parked(&mut parked);
             let conn = &mut self.conns[key];
             let is_paused = !parked.is_empty();
             conn.parked = parked;
@@ -362,6 +353,31 @@ impl EventLoop {
         }
     }
 
+    /// Hands parked frames to the consumer, in order, until a ring is full: WeightSync frames
+    /// go to the bulk ring, which the receiver drains only when the main ring is empty, so a
+    /// large transfer does not hold up small frames on the receiving side either.
+    fn push_parked(&mut self, parked: &mut VecDeque<ReceivedFrame>) {
+        while let Some(frame) = parked.pop_front() {
+            let bulk = frame.msg_type() == MsgType::WeightSync;
+            if !bulk && !self.backlog.is_empty() {
+                parked.push_front(frame);
+                break;
+            }
+            let ring = if bulk {
+                &mut self.bulk_out
+            } else {
+                &mut self.events_out
+            };
+            if let Err(rtrb::PushError::Full(NetEvent::Frame(frame))) =
+                ring.push(NetEvent::Frame(frame))
+            {
+                parked.push_front(frame);
+                break;
+            }
+            self.pushed = true;
+        }
+    }
+
     fn retry_paused(&mut self) {
         while let Some(event) = self.backlog.pop_front() {
             if let Err(rtrb::PushError::Full(event)) = self.events_out.push(event) {
@@ -378,19 +394,10 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            while let Some(frame) = conn.parked.pop_front() {
-                if !self.backlog.is_empty() {
-                    conn.parked.push_front(frame);
-                    break;
-                }
-                if let Err(rtrb::PushError::Full(NetEvent::Frame(frame))) =
-                    self.events_out.push(NetEvent::Frame(frame))
-                {
-                    conn.parked.push_front(frame);
-                    break;
-                }
-                self.pushed = true;
-            }
+            let mut parked = std::mem::take(&mut conn.parked);
+            self.push_parked(&mut parked);
+            let conn = &mut self.conns[key];
+            conn.parked = parked;
             if conn.parked.is_empty() && !conn.read_closed {
                 self.read_again.push(key);
             } else if !conn.parked.is_empty() {
@@ -484,7 +491,9 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(conn.stream.socket());
         conn.discard_queues();
         // Frames already accepted still reach the consumer, before the close.
-        for frame in conn.parked.drain(..) {
+        let mut parked = std::mem::take(&mut conn.parked);
+        self.push_parked(&mut parked);
+        for frame in parked {
             push_event(
                 &mut self.events_out,
                 &mut self.backlog,
