@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod dataset;
 pub mod net;
+pub mod nn;
 pub mod node;
 pub mod session;
 pub mod wire;

@@ -53,6 +53,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         sequence: u64,
     },
+    /// Three nodes on loopback learn the digits together over NNP, and report the traffic.
+    Demo {
+        /// A short run (CI uses it).
+        #[arg(long)]
+        quick: bool,
+        /// Federated rounds (default 10, or 3 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+    },
     /// Measure round trips or throughput over loopback (against a self-spawned echo node).
     Bench {
         /// What to measure.
@@ -221,6 +230,28 @@ fn run(cli: &Cli) -> CliResult {
             values,
             busy_poll,
         } => bench(cli.json, *what, *count, *values, *busy_poll),
+        Command::Demo { quick, rounds } => {
+            let options = nnp::cli::demo::DemoOptions {
+                rounds: rounds.unwrap_or(if *quick { 3 } else { 10 }),
+                epochs_per_round: if *quick { 1 } else { 2 },
+                progress: !cli.json && !*quick,
+            };
+            let report = nnp::cli::demo::run(options)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "accuracy_per_round": report.accuracy_per_round,
+                        "remote_accuracy": report.remote_accuracy,
+                        "remote_matches_local": report.remote_matches_local,
+                        "frames_out": report.frames_out, "frames_in": report.frames_in,
+                        "bytes_out": report.bytes_out, "bytes_in": report.bytes_in,
+                        "rtt_p50_us": report.rtt_p50_us, "rtt_p99_us": report.rtt_p99_us,
+                    })
+                );
+            }
+            Ok(())
+        }
     }
 }
 

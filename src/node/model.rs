@@ -118,3 +118,100 @@ pub trait Model: Send + 'static {
         Ok((sizes[layer + 1], sizes[layer]))
     }
 }
+
+fn check_layer(network: &crate::nn::NeuralNetwork, layer: usize) -> Result<(), ModelError> {
+    if layer >= network.layer_count() {
+        return Err(ModelError::UnknownLayer {
+            layer,
+            layers: network.layer_count(),
+        });
+    }
+    Ok(())
+}
+
+fn mismatch(layer: usize, expected: String, got: usize) -> ModelError {
+    ModelError::ShapeMismatch {
+        layer,
+        expected,
+        got,
+    }
+}
+
+impl Model for crate::nn::NeuralNetwork {
+    fn layer_sizes(&self) -> Vec<usize> {
+        self.sizes().to_vec()
+    }
+
+    fn forward_from(&mut self, layer: usize, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        check_layer(self, layer)?;
+        let (_, cols) = crate::nn::NeuralNetwork::layer_shape(self, layer);
+        if input.len() != cols {
+            return Err(mismatch(layer, format!("{cols} inputs"), input.len()));
+        }
+        Ok(crate::nn::NeuralNetwork::forward_from(self, layer, input))
+    }
+
+    fn apply_gradient(&mut self, layer: usize, gradient: &[f32]) -> Result<(), ModelError> {
+        check_layer(self, layer)?;
+        let expected = self.params(layer).len();
+        if !self.apply_layer_gradient(layer, gradient) {
+            return Err(mismatch(
+                layer,
+                format!("{expected} parameter gradients"),
+                gradient.len(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn integrate_correlations(
+        &mut self,
+        layer: usize,
+        correlations: &[f32],
+        learning_rate: f32,
+    ) -> Result<(), ModelError> {
+        check_layer(self, layer)?;
+        let (rows, cols) = crate::nn::NeuralNetwork::layer_shape(self, layer);
+        if !crate::nn::NeuralNetwork::integrate_correlations(
+            self,
+            layer,
+            correlations,
+            learning_rate,
+        ) {
+            return Err(mismatch(
+                layer,
+                format!("{rows}x{cols} correlations"),
+                correlations.len(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn correlations(&self, layer: usize) -> Result<Vec<f32>, ModelError> {
+        check_layer(self, layer)?;
+        Ok(crate::nn::NeuralNetwork::correlations(self, layer).to_vec())
+    }
+
+    fn params(&self, layer: usize) -> Result<Vec<f32>, ModelError> {
+        check_layer(self, layer)?;
+        Ok(crate::nn::NeuralNetwork::params(self, layer).to_vec())
+    }
+
+    fn write_params(
+        &mut self,
+        layer: usize,
+        offset: usize,
+        values: &[f32],
+    ) -> Result<(), ModelError> {
+        check_layer(self, layer)?;
+        let len = crate::nn::NeuralNetwork::params(self, layer).len();
+        if !crate::nn::NeuralNetwork::write_params(self, layer, offset, values) {
+            return Err(mismatch(
+                layer,
+                format!("at most {len} parameters"),
+                offset + values.len(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,429 @@
+//! The network: layers, forward pass, backpropagation with SGD and momentum, Hebbian rules.
+
+/// A layer's activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// 1 / (1 + e^-x)
+    Sigmoid,
+    /// tanh(x)
+    Tanh,
+    /// max(0, x)
+    Relu,
+    /// x
+    Linear,
+    /// e^x_i / sum e^x_j (output layer; trained with cross-entropy)
+    Softmax,
+}
+
+/// Which Hebbian rule [`NeuralNetwork::hebbian_update`] applies, with `y = W x` (the layer's
+/// linear response) and learning rate `eta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HebbianLearningMode {
+    /// Hebb's rule with weight decay: `dW = eta (y x^T - lambda W)`, `lambda = 0.1`; the decay
+    /// keeps the weights bounded.
+    Classic,
+    /// Oja's rule: `dW_ij = eta y_i (x_j - y_i W_ij)`; each row converges to a unit-norm
+    /// principal direction of the input.
+    Oja,
+}
+
+/// One weight layer: `rows` outputs, `cols` inputs.
+#[derive(Debug, Clone)]
+struct Layer {
+    rows: usize,
+    cols: usize,
+    /// `rows * cols` weights row-major, then `rows` biases.
+    params: Vec<f32>,
+    velocity: Vec<f32>,
+    activation: Activation,
+    /// Running average of `y x^T` (`rows x cols`), what HebbianData carries.
+    correlations: Vec<f32>,
+}
+
+impl Layer {
+    fn weights(&self) -> &[f32] {
+        &self.params[..self.rows * self.cols]
+    }
+
+    fn biases(&self) -> &[f32] {
+        &self.params[self.rows * self.cols..]
+    }
+
+    /// `out = W x + b`, then the activation.
+    fn forward(&self, x: &[f32], out: &mut [f32]) {
+        let w = self.weights();
+        for (i, o) in out.iter_mut().enumerate() {
+            let row = &w[i * self.cols..(i + 1) * self.cols];
+            *o = dot(row, x) + self.biases()[i];
+        }
+        activate(self.activation, out);
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn activate(activation: Activation, v: &mut [f32]) {
+    match activation {
+        Activation::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
+        Activation::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
+        Activation::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+        Activation::Linear => {}
+        Activation::Softmax => {
+            let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            v.iter_mut().for_each(|x| {
+                *x = (*x - max).exp();
+                sum += *x;
+            });
+            v.iter_mut().for_each(|x| *x /= sum);
+        }
+    }
+}
+
+/// The derivative of the activation at output `y`, for the hidden layers.
+fn derivative(activation: Activation, y: f32) -> f32 {
+    match activation {
+        Activation::Sigmoid => y * (1.0 - y),
+        Activation::Tanh => 1.0 - y * y,
+        Activation::Relu => {
+            if y > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::Linear | Activation::Softmax => 1.0,
+    }
+}
+
+/// A dense feed-forward network.
+#[derive(Debug, Clone)]
+pub struct NeuralNetwork {
+    sizes: Vec<usize>,
+    layers: Vec<Layer>,
+    learning_rate: f32,
+    momentum: f32,
+    mode: HebbianLearningMode,
+}
+
+/// splitmix64: a small, seeded, reproducible source for weight initialisation.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl NeuralNetwork {
+    /// A network with the given neuron counts (input first), learning rate and Hebbian rule:
+    /// tanh hidden layers, a softmax output, seed 0.
+    pub fn with_layers_and_mode(
+        sizes: &[usize],
+        learning_rate: f32,
+        mode: HebbianLearningMode,
+    ) -> Self {
+        Self::with_seed(sizes, learning_rate, mode, 0)
+    }
+
+    /// [`NeuralNetwork::with_layers_and_mode`] with an explicit initialisation seed.
+    pub fn with_seed(
+        sizes: &[usize],
+        learning_rate: f32,
+        mode: HebbianLearningMode,
+        seed: u64,
+    ) -> Self {
+        assert!(
+            sizes.len() >= 2 && sizes.iter().all(|&s| s > 0),
+            "at least two non-empty layers"
+        );
+        let mut state = seed;
+        let count = sizes.len() - 1;
+        let layers = sizes
+            .windows(2)
+            .enumerate()
+            .map(|(l, w)| {
+                let (cols, rows) = (w[0], w[1]);
+                let scale = (6.0 / (rows + cols) as f32).sqrt();
+                let mut params: Vec<f32> = (0..rows * cols)
+                    .map(|_| {
+                        ((splitmix(&mut state) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+                            * scale
+                    })
+                    .collect();
+                params.resize(rows * cols + rows, 0.0);
+                Layer {
+                    rows,
+                    cols,
+                    velocity: vec![0.0; params.len()],
+                    params,
+                    activation: if l + 1 == count {
+                        Activation::Softmax
+                    } else {
+                        Activation::Tanh
+                    },
+                    correlations: vec![0.0; rows * cols],
+                }
+            })
+            .collect();
+        NeuralNetwork {
+            sizes: sizes.to_vec(),
+            layers,
+            learning_rate,
+            momentum: 0.9,
+            mode,
+        }
+    }
+
+    /// Neuron counts, input first.
+    pub fn sizes(&self) -> &[usize] {
+        &self.sizes
+    }
+
+    /// Weight layers.
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// `(rows, cols)` of a weight layer.
+    pub fn layer_shape(&self, layer: usize) -> (usize, usize) {
+        (self.layers[layer].rows, self.layers[layer].cols)
+    }
+
+    /// The learning rate.
+    pub fn learning_rate(&self) -> f32 {
+        self.learning_rate
+    }
+
+    /// Every layer's output and the network's output.
+    pub fn forward(&self, input: &[f32]) -> (Vec<Vec<f32>>, Vec<f32>) {
+        let mut activations = Vec::with_capacity(self.layers.len());
+        let mut x = input.to_vec();
+        for layer in &self.layers {
+            let mut out = vec![0.0; layer.rows];
+            layer.forward(&x, &mut out);
+            activations.push(out.clone());
+            x = out;
+        }
+        (activations, x)
+    }
+
+    /// The output for an input that enters at weight layer `layer`.
+    pub fn forward_from(&self, layer: usize, input: &[f32]) -> Vec<f32> {
+        let mut x = input.to_vec();
+        for l in &self.layers[layer..] {
+            let mut out = vec![0.0; l.rows];
+            l.forward(&x, &mut out);
+            x = out;
+        }
+        x
+    }
+
+    /// The predicted class of an input.
+    pub fn predict(&self, input: &[f32]) -> usize {
+        let (_, out) = self.forward(input);
+        out.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i)
+    }
+
+    /// Fraction of rows (`inputs` row-major) whose predicted class is the label.
+    pub fn accuracy(&self, inputs: &[f32], labels: &[usize]) -> f32 {
+        let n = self.sizes[0];
+        let right = labels
+            .iter()
+            .enumerate()
+            .filter(|(i, &l)| self.predict(&inputs[i * n..(i + 1) * n]) == l)
+            .count();
+        right as f32 / labels.len().max(1) as f32
+    }
+
+    /// Softmax cross-entropy gradients averaged over a batch, per layer in the parameter
+    /// layout (weights row-major, then biases). Returns them and the mean loss.
+    pub fn gradients(&self, inputs: &[f32], labels: &[usize]) -> (Vec<Vec<f32>>, f32) {
+        let n = self.sizes[0];
+        let mut grads: Vec<Vec<f32>> = self
+            .layers
+            .iter()
+            .map(|l| vec![0.0; l.params.len()])
+            .collect();
+        let mut loss = 0.0;
+        for (s, &label) in labels.iter().enumerate() {
+            let x = &inputs[s * n..(s + 1) * n];
+            let (acts, out) = self.forward(x);
+            loss -= out[label].max(1e-12).ln();
+            let mut delta: Vec<f32> = out.clone();
+            delta[label] -= 1.0;
+            for l in (0..self.layers.len()).rev() {
+                let layer = &self.layers[l];
+                let input = if l == 0 { x } else { &acts[l - 1][..] };
+                let g = &mut grads[l];
+                for i in 0..layer.rows {
+                    let row = &mut g[i * layer.cols..(i + 1) * layer.cols];
+                    row.iter_mut()
+                        .zip(input)
+                        .for_each(|(gw, xi)| *gw += delta[i] * xi);
+                    g[layer.rows * layer.cols + i] += delta[i];
+                }
+                if l > 0 {
+                    let prev = &self.layers[l - 1];
+                    let mut next = vec![0.0; layer.cols];
+                    for i in 0..layer.rows {
+                        let row = &layer.weights()[i * layer.cols..(i + 1) * layer.cols];
+                        next.iter_mut()
+                            .zip(row)
+                            .for_each(|(n, w)| *n += w * delta[i]);
+                    }
+                    for (j, d) in next.iter_mut().enumerate() {
+                        *d *= derivative(prev.activation, acts[l - 1][j]);
+                    }
+                    delta = next;
+                }
+            }
+        }
+        let scale = 1.0 / labels.len().max(1) as f32;
+        grads.iter_mut().flatten().for_each(|g| *g *= scale);
+        (grads, loss * scale)
+    }
+
+    /// One SGD-with-momentum step on a layer from a gradient in the parameter layout.
+    /// Returns false (and changes nothing) if the length is wrong.
+    pub fn apply_layer_gradient(&mut self, layer: usize, gradient: &[f32]) -> bool {
+        let (lr, momentum) = (self.learning_rate, self.momentum);
+        let Some(l) = self.layers.get_mut(layer) else {
+            return false;
+        };
+        if gradient.len() != l.params.len() {
+            return false;
+        }
+        for ((p, v), g) in l.params.iter_mut().zip(&mut l.velocity).zip(gradient) {
+            *v = momentum * *v - lr * g;
+            *p += *v;
+        }
+        true
+    }
+
+    /// One mini-batch step; returns the batch's loss.
+    pub fn train_batch(&mut self, inputs: &[f32], labels: &[usize]) -> f32 {
+        let (grads, loss) = self.gradients(inputs, labels);
+        for (l, g) in grads.iter().enumerate() {
+            self.apply_layer_gradient(l, g);
+        }
+        loss
+    }
+
+    /// One epoch of mini-batches over the rows in `order`; returns the mean loss.
+    pub fn train_epoch(
+        &mut self,
+        inputs: &[f32],
+        labels: &[usize],
+        batch: usize,
+        order: &[usize],
+    ) -> f32 {
+        let n = self.sizes[0];
+        let mut total = 0.0;
+        let mut xs = Vec::with_capacity(batch * n);
+        let mut ys = Vec::with_capacity(batch);
+        for chunk in order.chunks(batch.max(1)) {
+            xs.clear();
+            ys.clear();
+            for &i in chunk {
+                xs.extend_from_slice(&inputs[i * n..(i + 1) * n]);
+                ys.push(labels[i]);
+            }
+            total += self.train_batch(&xs, &ys) * chunk.len() as f32;
+        }
+        total / order.len().max(1) as f32
+    }
+
+    /// A layer's parameters: weights row-major, then biases.
+    pub fn params(&self, layer: usize) -> &[f32] {
+        &self.layers[layer].params
+    }
+
+    /// Overwrites parameters `offset..` of a layer; false if they do not fit.
+    pub fn write_params(&mut self, layer: usize, offset: usize, values: &[f32]) -> bool {
+        match self
+            .layers
+            .get_mut(layer)
+            .and_then(|l| l.params.get_mut(offset..offset + values.len()))
+        {
+            Some(window) => {
+                window.copy_from_slice(values);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A layer's running correlations `E[y x^T]` (`rows x cols`), what HebbianData carries.
+    pub fn correlations(&self, layer: usize) -> &[f32] {
+        &self.layers[layer].correlations
+    }
+
+    /// One Hebbian step on every layer for one input (each layer's linear response to the
+    /// previous layer's output); also updates the running correlations.
+    pub fn hebbian_update(&mut self, input: &[f32]) {
+        let mut x = input.to_vec();
+        let (eta, mode) = (self.learning_rate, self.mode);
+        for layer in &mut self.layers {
+            let y: Vec<f32> = (0..layer.rows)
+                .map(|i| dot(&layer.weights()[i * layer.cols..(i + 1) * layer.cols], &x))
+                .collect();
+            for i in 0..layer.rows {
+                for j in 0..layer.cols {
+                    let c = &mut layer.correlations[i * layer.cols + j];
+                    *c = 0.99 * *c + 0.01 * y[i] * x[j];
+                    let w = &mut layer.params[i * layer.cols + j];
+                    *w += match mode {
+                        HebbianLearningMode::Classic => eta * (y[i] * x[j] - 0.1 * *w),
+                        HebbianLearningMode::Oja => eta * y[i] * (x[j] - y[i] * *w),
+                    };
+                }
+            }
+            let mut out = vec![0.0; layer.rows];
+            layer.forward(&x, &mut out);
+            x = out;
+        }
+    }
+
+    /// Blends received correlations into a layer's running matrix and applies the rule's
+    /// weight change from them (`dW = eta C` for Classic, with decay; Oja's rule in
+    /// expectation: `dW = eta (C - diag(W C^T) W)`). False if the length is wrong.
+    pub fn integrate_correlations(
+        &mut self,
+        layer: usize,
+        correlations: &[f32],
+        learning_rate: f32,
+    ) -> bool {
+        let mode = self.mode;
+        let Some(l) = self.layers.get_mut(layer) else {
+            return false;
+        };
+        if correlations.len() != l.rows * l.cols {
+            return false;
+        }
+        for (c, r) in l.correlations.iter_mut().zip(correlations) {
+            *c = 0.5 * (*c + r);
+        }
+        for i in 0..l.rows {
+            let row = i * l.cols..(i + 1) * l.cols;
+            let projection = match mode {
+                HebbianLearningMode::Classic => 0.0,
+                HebbianLearningMode::Oja => dot(&l.params[row.clone()], &correlations[row.clone()]),
+            };
+            for j in row {
+                let w = l.params[j];
+                l.params[j] += learning_rate
+                    * match mode {
+                        HebbianLearningMode::Classic => correlations[j] - 0.1 * w,
+                        HebbianLearningMode::Oja => correlations[j] - projection * w,
+                    };
+            }
+        }
+        true
+    }
+}
