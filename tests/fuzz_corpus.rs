@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use nnp::wire::{encode_frame, fuzzing};
 
-const TARGETS: [(&str, fn(&[u8])); 3] = [
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 3] = [
     ("decode_frame", fuzzing::decode_frame),
     ("stream_decoder", fuzzing::stream_decoder),
     ("round_trip", fuzzing::round_trip),
