@@ -178,6 +178,22 @@ pub fn check_frame(buf: &[u8], max_payload: u32) -> Result<FrameCheck, ProtocolE
 
 /// Decodes the frame at the front of `buf`: `Ok(None)` if more bytes are needed, otherwise the
 /// frame (borrowing from `buf`) and the number of bytes it took.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use nnp::wire::{decode_frame, encode_frame, Message, DEFAULT_MAX_PAYLOAD};
+///
+/// let message = Message::ForwardData { layer_id: 1, data: Cow::Borrowed(&[0.5, -1.0]) };
+/// let mut buf = Vec::new();
+/// let len = encode_frame(&message, 0, &mut buf)?;
+/// assert_eq!(len, 32); // 22-byte header, 2-byte layer id, 2 f32
+///
+/// assert_eq!(decode_frame(&buf[..len - 1], DEFAULT_MAX_PAYLOAD)?, None); // need more bytes
+/// let (frame, used) = decode_frame(&buf, DEFAULT_MAX_PAYLOAD)?.expect("a whole frame");
+/// assert_eq!((frame.sequence, used), (0, len));
+/// assert_eq!(frame.message, message);
+/// # Ok::<(), nnp::wire::ProtocolError>(())
+/// ```
 pub fn decode_frame(
     buf: &[u8],
     max_payload: u32,
