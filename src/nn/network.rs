@@ -1,5 +1,8 @@
 //! The network: layers, forward pass, backpropagation with SGD and momentum, Hebbian rules.
 
+// Row and column index loops mirror the update equations; iterator chains would hide them.
+#![allow(clippy::needless_range_loop)]
+
 /// A layer's activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {

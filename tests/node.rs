@@ -1,0 +1,279 @@
+//! DistributedNetwork over loopback: every public method, and each message type making the
+//! same change in the receiving network as the operation done locally.
+
+use std::time::Duration;
+
+use nnp::net::NetError;
+use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+use nnp::node::{
+    DistributedNetwork, HandleOutcome, MessagePayload, NetworkMessage, NodeConfig, NodeError,
+    NodeReceiver, PeerId,
+};
+use nnp::wire::{capabilities, MsgType, ProtocolError, SyncMode};
+
+const SIZES: [usize; 3] = [6, 5, 3];
+
+fn net(seed: u64) -> NeuralNetwork {
+    NeuralNetwork::with_seed(&SIZES, 0.05, HebbianLearningMode::Oja, seed)
+}
+
+fn node(
+    name: &str,
+    seed: u64,
+    capabilities: u32,
+    local_samples: u32,
+) -> (DistributedNetwork<NeuralNetwork>, NodeReceiver) {
+    let config = NodeConfig {
+        capabilities,
+        local_samples,
+        ..NodeConfig::default()
+    };
+    DistributedNetwork::with_config(name, "127.0.0.1", 0, net(seed), config).unwrap()
+}
+
+/// The next data message (connection events skipped).
+fn next_data(rx: &mut NodeReceiver) -> NetworkMessage {
+    loop {
+        let m = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a message arrives");
+        match m.payload {
+            MessagePayload::PeerConnected(_) => continue,
+            MessagePayload::PeerDisconnected(cause) => panic!("peer left: {cause}"),
+            _ => return m,
+        }
+    }
+}
+
+fn wait_connected(rx: &mut NodeReceiver, name: &str) -> PeerId {
+    loop {
+        let m = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the peer connects");
+        if let MessagePayload::PeerConnected(info) = &m.payload {
+            if info.name == name {
+                return m.peer;
+            }
+        }
+    }
+}
+
+fn input(k: usize) -> Vec<f32> {
+    (0..SIZES[0])
+        .map(|i| ((i * 7 + k * 3) % 11) as f32 / 11.0 - 0.4)
+        .collect()
+}
+
+#[test]
+fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
+    let (hub, mut hub_rx) = node("hub", 1, capabilities::ALL, 10);
+    let addr = hub.start_server().unwrap();
+    let (left, mut left_rx) = node("left", 2, capabilities::ALL, 30);
+    let (right, mut right_rx) = node("right", 3, capabilities::ALL, 30);
+    let left_to_hub = left.connect_to("127.0.0.1", addr.port()).unwrap();
+    let right_to_hub = right.connect_to("127.0.0.1", addr.port()).unwrap();
+    let hub_to_left = wait_connected(&mut hub_rx, "left");
+    let hub_to_right = wait_connected(&mut hub_rx, "right");
+
+    // peers(): names, addresses, agreed capabilities.
+    let peers = hub.peers();
+    assert_eq!(peers.len(), 2);
+    for p in &peers {
+        let info = p.info.as_ref().expect("established");
+        assert!(["left", "right"].contains(&info.name.as_str()));
+        assert_eq!(info.capabilities, capabilities::ALL);
+        assert_eq!(info.layer_sizes, vec![6, 5, 3]);
+    }
+
+    // ForwardData: the hub runs its network on the data; the output equals a local forward.
+    let x = input(1);
+    left.send_forward_data(left_to_hub, 0, &x).unwrap();
+    let m = next_data(&mut hub_rx);
+    assert_eq!(m.peer, hub_to_left);
+    assert_eq!(m.msg_type, MsgType::ForwardData);
+    let MessagePayload::ForwardData { data, .. } = &m.payload else {
+        panic!()
+    };
+    assert!(data.is_zero_copy(), "the f32 data is read in place");
+    let expected = net(1).forward(&x).1;
+    assert_eq!(
+        hub.handle_message(&m).unwrap(),
+        HandleOutcome::Output(expected)
+    );
+
+    // BackwardData: gradients computed on `left` and applied by the hub equal applying them
+    // to the same network locally.
+    let labels = [2usize];
+    let (grads, _) = left.network().gradients(&x, &labels);
+    let mut local = hub.network().clone();
+    assert!(local.apply_layer_gradient(1, &grads[1]));
+    left.send_backward_data(left_to_hub, 1, &grads[1]).unwrap();
+    let m = next_data(&mut hub_rx);
+    assert_eq!(
+        hub.handle_message(&m).unwrap(),
+        HandleOutcome::GradientApplied { layer: 1 }
+    );
+    assert_eq!(hub.network().params(1), local.params(1));
+    assert_ne!(
+        hub.network().params(1),
+        net(1).params(1),
+        "the gradient moved the weights"
+    );
+
+    // HebbianData: correlations learnt on `right`, integrated by the hub.
+    for k in 0..50 {
+        right.network().hebbian_update(&input(k));
+    }
+    let correlations = right.network().correlations(0).to_vec();
+    let mut local = hub.network().clone();
+    assert!(local.integrate_correlations(0, &correlations, 0.02));
+    right
+        .send_hebbian_data(right_to_hub, 0, &correlations, 0.02)
+        .unwrap();
+    let m = next_data(&mut hub_rx);
+    assert_eq!(m.peer, hub_to_right);
+    assert_eq!(
+        hub.handle_message(&m).unwrap(),
+        HandleOutcome::CorrelationsIntegrated { layer: 0 }
+    );
+    assert_eq!(hub.network().params(0), local.params(0));
+    assert_eq!(hub.network().correlations(0), local.correlations(0));
+
+    // WeightSync, Replace: the hub's layer becomes left's layer.
+    left.send_weight_sync(left_to_hub, 0, SyncMode::Replace)
+        .unwrap();
+    let m = next_data(&mut hub_rx);
+    let count = left.network().params(0).len();
+    assert_eq!(
+        hub.handle_message(&m).unwrap(),
+        HandleOutcome::WeightsUpdated {
+            layer: 0,
+            offset: 0,
+            count
+        }
+    );
+    assert_eq!(hub.network().params(0), left.network().params(0));
+
+    // WeightSync, Average: weighted by sample counts (right says 30, the hub has 10).
+    let before = hub.network().params(1).to_vec();
+    right
+        .send_weight_sync(right_to_hub, 1, SyncMode::Average)
+        .unwrap();
+    let m = next_data(&mut hub_rx);
+    hub.handle_message(&m).unwrap();
+    let theirs = right.network().params(1).to_vec();
+    for ((got, mine), other) in hub.network().params(1).iter().zip(&before).zip(&theirs) {
+        let expected = mine + (other - mine) * 0.75;
+        assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+    }
+
+    // broadcast_*: both workers receive.
+    assert_eq!(hub.broadcast_forward_data(0, &x).unwrap(), 2);
+    for rx in [&mut left_rx, &mut right_rx] {
+        let m = next_data(rx);
+        assert!(matches!(
+            m.payload,
+            MessagePayload::ForwardData { layer_id: 0, .. }
+        ));
+    }
+    assert_eq!(hub.broadcast_weight_sync(1, SyncMode::Replace).unwrap(), 2);
+    for (rx, worker) in [(&mut left_rx, &left), (&mut right_rx, &right)] {
+        let m = next_data(rx);
+        worker.handle_message(&m).unwrap();
+        assert_eq!(worker.network().params(1), hub.network().params(1));
+    }
+    let c = hub.network().correlations(0).to_vec();
+    assert_eq!(hub.broadcast_hebbian_data(0, &c, 0.01).unwrap(), 2);
+    assert_eq!(hub.broadcast_backward_data(1, &grads[1]).unwrap(), 2);
+    for rx in [&mut left_rx, &mut right_rx] {
+        assert_eq!(next_data(rx).msg_type, MsgType::HebbianData);
+        assert_eq!(next_data(rx).msg_type, MsgType::BackwardData);
+    }
+
+    // A message that does not fit the network is refused with a clear error.
+    left.send_forward_data(left_to_hub, 0, &[1.0, 2.0]).unwrap();
+    let m = next_data(&mut hub_rx);
+    let err = hub.handle_message(&m).unwrap_err();
+    assert!(matches!(err, NodeError::Model(_)), "{err}");
+    assert!(err.to_string().contains("6 inputs"), "{err}");
+
+    // ping() measures a round trip; disconnect() closes and the hub hears of it.
+    hub.ping(hub_to_left).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hub
+        .peers()
+        .iter()
+        .find(|p| p.conn == hub_to_left)
+        .and_then(|p| p.rtt)
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no round trip measured"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    left.disconnect(left_to_hub);
+    loop {
+        let m = hub_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the close is reported");
+        if let MessagePayload::PeerDisconnected(_) = m.payload {
+            assert_eq!(m.peer, hub_to_left);
+            assert_eq!(m.msg_type, MsgType::Disconnect);
+            break;
+        }
+    }
+    assert!(matches!(
+        left.send_forward_data(left_to_hub, 0, &x),
+        Err(NodeError::Net(
+            NetError::UnknownConnection(_) | NetError::Closed(_)
+        ))
+    ));
+    assert!(hub.metrics().traffic.frames_in >= 8);
+}
+
+#[test]
+fn a_capability_the_peer_lacks_is_refused_locally() {
+    let (server, _srx) = node("forward-only", 1, capabilities::FORWARD_PROPAGATION, 1);
+    let addr = server.start_server().unwrap();
+    let (client, _crx) = node("client", 2, capabilities::ALL, 1);
+    let peer = client.connect_to("127.0.0.1", addr.port()).unwrap();
+    let info = client.peers()[0].info.clone().unwrap();
+    assert_eq!(info.capabilities, capabilities::FORWARD_PROPAGATION);
+    client.send_forward_data(peer, 0, &input(0)).unwrap();
+    let err = client
+        .send_weight_sync(peer, 0, SyncMode::Replace)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NodeError::Net(NetError::Protocol(
+                ProtocolError::CapabilityNotAgreed { .. }
+            ))
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("WEIGHT_SYNC"), "{err}");
+    let c = vec![0.0; 30];
+    assert!(client.send_hebbian_data(peer, 0, &c, 0.1).is_err());
+}
+
+#[test]
+fn the_receiver_is_an_iterator() {
+    let (server, rx) = node("s", 1, capabilities::ALL, 1);
+    let addr = server.start_server().unwrap();
+    let (client, _crx) = node("c", 2, capabilities::ALL, 1);
+    let peer = client.connect_to("127.0.0.1", addr.port()).unwrap();
+    for k in 0..5 {
+        client.send_forward_data(peer, 0, &input(k)).unwrap();
+    }
+    let layers: Vec<u16> = rx
+        .filter_map(|m| match m.payload {
+            MessagePayload::ForwardData { layer_id, data } => Some(layer_id + data.len() as u16),
+            _ => None,
+        })
+        .take(5)
+        .collect();
+    assert_eq!(layers, vec![6; 5]);
+}
