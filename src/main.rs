@@ -53,6 +53,44 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         sequence: u64,
     },
+    /// Run a node: listen, apply what peers send, answer ForwardData with the output.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0: any free port; the chosen one is printed).
+        #[arg(long, default_value_t = 7878)]
+        port: u16,
+        /// Neuron counts, input first.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 32, 10])]
+        layers: Vec<usize>,
+        /// Hebbian rule.
+        #[arg(long, value_enum, default_value_t = Mode::Oja)]
+        mode: Mode,
+        /// Learning rate.
+        #[arg(long, default_value_t = 0.1)]
+        learning_rate: f32,
+        /// Capabilities offered (names, comma-separated, or `all`).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![String::from("all")])]
+        capabilities: Vec<String>,
+        /// Node name.
+        #[arg(long, default_value = "nnp-serve")]
+        name: String,
+        /// Exit after handling this many data messages.
+        #[arg(long)]
+        max_messages: Option<usize>,
+    },
+    /// Connect to a node, send one message, and print the reply (ForwardData gets one).
+    Send {
+        /// The node, host:port.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        message: MessageArgs,
+        /// Seconds to wait for a reply.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
     /// Three nodes on loopback learn the digits together over NNP, and report the traffic.
     Demo {
         /// A short run (CI uses it).
@@ -77,6 +115,14 @@ enum Command {
         #[arg(long)]
         busy_poll: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Hebb's rule with decay.
+    Classic,
+    /// Oja's rule.
+    Oja,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,6 +276,33 @@ fn run(cli: &Cli) -> CliResult {
             values,
             busy_poll,
         } => bench(cli.json, *what, *count, *values, *busy_poll),
+        Command::Serve {
+            host,
+            port,
+            layers,
+            mode,
+            learning_rate,
+            capabilities,
+            name,
+            max_messages,
+        } => serve(
+            cli.json,
+            ServeArgs {
+                host,
+                port: *port,
+                layers,
+                mode: *mode,
+                learning_rate: *learning_rate,
+                capabilities,
+                name,
+                max_messages: *max_messages,
+            },
+        ),
+        Command::Send {
+            to,
+            message,
+            timeout,
+        } => send(cli.json, to, message, Duration::from_secs_f64(*timeout)),
         Command::Demo { quick, rounds } => {
             let options = nnp::cli::demo::DemoOptions {
                 rounds: rounds.unwrap_or(if *quick { 3 } else { 10 }),
@@ -459,5 +532,139 @@ fn bench(
     client_engine.shutdown();
     server.shutdown();
     let _ = echo.join();
+    Ok(())
+}
+
+struct ServeArgs<'a> {
+    host: &'a str,
+    port: u16,
+    layers: &'a [usize],
+    mode: Mode,
+    learning_rate: f32,
+    capabilities: &'a [String],
+    name: &'a str,
+    max_messages: Option<usize>,
+}
+
+fn parse_capabilities(names: &[String]) -> Result<u32, String> {
+    let mut caps = 0;
+    for name in names {
+        let n = name.trim().to_ascii_uppercase().replace('-', "_");
+        if n == "ALL" {
+            caps |= nnp::wire::capabilities::ALL;
+            continue;
+        }
+        let bit = (0..8)
+            .map(|i| 1u32 << i)
+            .find(|&b| nnp::wire::capabilities::names(b).next() == Some(n.as_str()))
+            .ok_or_else(|| format!("unknown capability {name:?}"))?;
+        caps |= bit;
+    }
+    Ok(caps)
+}
+
+fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
+    use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+    use nnp::node::{DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig};
+    if args.layers.len() < 2 || args.layers.contains(&0) {
+        return Err("--layers needs at least two non-zero sizes, e.g. 64,32,10".into());
+    }
+    let mode = match args.mode {
+        Mode::Classic => HebbianLearningMode::Classic,
+        Mode::Oja => HebbianLearningMode::Oja,
+    };
+    let network = NeuralNetwork::with_layers_and_mode(args.layers, args.learning_rate, mode);
+    let config = NodeConfig {
+        capabilities: parse_capabilities(args.capabilities)?,
+        ..NodeConfig::default()
+    };
+    let (node, rx) =
+        DistributedNetwork::with_config(args.name, args.host, args.port, network, config)?;
+    let addr = node.start_server()?;
+    if as_json {
+        println!("{}", json!({ "listening": addr.to_string() }));
+    } else {
+        println!("listening on {addr}");
+    }
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    let output_layer = (args.layers.len() - 1) as u16;
+    let mut handled = 0;
+    for message in rx {
+        match &message.payload {
+            MessagePayload::PeerConnected(info) => {
+                log::info!("peer {} ({}) connected", message.peer, info.name)
+            }
+            MessagePayload::PeerDisconnected(cause) => {
+                log::info!("peer {} left: {cause}", message.peer)
+            }
+            _ => {
+                match node.handle_message(&message) {
+                    Ok(HandleOutcome::Output(output)) => {
+                        if let Err(e) = node.send_forward_data(message.peer, output_layer, &output)
+                        {
+                            log::warn!("could not answer {}: {e}", message.peer);
+                        }
+                    }
+                    Ok(outcome) => {
+                        log::info!("{:?} from {}: {outcome:?}", message.msg_type, message.peer)
+                    }
+                    Err(e) => {
+                        log::warn!("{:?} from {} refused: {e}", message.msg_type, message.peer)
+                    }
+                }
+                handled += 1;
+                if args.max_messages.is_some_and(|m| handled >= m) {
+                    break;
+                }
+            }
+        }
+    }
+    node.shutdown();
+    Ok(())
+}
+
+fn send(as_json: bool, to: &str, args: &MessageArgs, timeout: Duration) -> CliResult {
+    let msg = args.message();
+    if msg.msg_type().required_capability().is_none() {
+        return Err("only data messages (forward, backward, hebbian, weight-sync) can be sent to a node; the session sends the others itself".into());
+    }
+    let config = EngineConfig {
+        event_loops: 1,
+        ..EngineConfig::default()
+    };
+    let (engine, handle, mut rx) = Engine::start(config)?;
+    let conn = handle.connect(to)?;
+    handle.send(conn, &msg, timeout)?;
+    let reply = if matches!(args.kind, Kind::Forward) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Some(NetEvent::Frame(f)) => break Some(f),
+                Some(NetEvent::Disconnected { cause, .. }) => {
+                    return Err(format!("the node closed the connection: {cause}").into())
+                }
+                Some(NetEvent::Connected { .. }) => continue,
+                None => return Err("no reply before the timeout".into()),
+            }
+        }
+    } else {
+        None
+    };
+    match (&reply, as_json) {
+        (Some(frame), true) => println!(
+            "{}",
+            json!({ "sent": to_json(&msg), "reply": to_json(&frame.message()?) })
+        ),
+        (Some(frame), false) => {
+            println!("reply: {}", nnp::cli::inspect::summarize(&frame.message()?))
+        }
+        (None, true) => println!("{}", json!({ "sent": to_json(&msg) })),
+        (None, false) => println!("sent {:?} to {to}", msg.msg_type()),
+    }
+    handle.close(conn, DisconnectReason::NORMAL, "nnp send done");
+    std::thread::sleep(Duration::from_millis(20));
+    engine.shutdown();
     Ok(())
 }

@@ -130,3 +130,60 @@ fn decode_reports_garbage_and_finds_every_frame() {
     let (_, text) = nnp(&["decode"], &stream);
     assert!(text.contains("checksum mismatch"), "{text}");
 }
+
+#[test]
+fn serve_and_send_in_two_processes() {
+    use std::io::BufRead;
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--layers",
+            "4,3,2",
+            "--max-messages",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("listening on ")
+        .expect("the server prints its address")
+        .to_owned();
+    let (ok, out) = nnp(
+        &[
+            "--json", "send", "--to", &addr, "--type", "forward", "--data", "1,2,3,4",
+        ],
+        b"",
+    );
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let reply: Vec<f64> = v["reply"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(v["reply"]["type"], "ForwardData");
+    assert_eq!(reply.len(), 2, "the output layer has 2 neurons");
+    assert!(
+        (reply.iter().sum::<f64>() - 1.0).abs() < 1e-5,
+        "a softmax output: {reply:?}"
+    );
+    // A message the server's network cannot take is sent, refused there, and counted.
+    let (ok, out) = nnp(
+        &[
+            "send", "--to", &addr, "--type", "backward", "--layer", "7", "--data", "1",
+        ],
+        b"",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        server.wait().unwrap().success(),
+        "the server exits after two messages"
+    );
+}

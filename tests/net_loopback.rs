@@ -576,3 +576,39 @@ fn small_frames_overtake_bulk_on_receipt_and_close_comes_last() {
     assert_eq!(order[2..6], ["WeightSync"; 4]);
     assert_eq!(order[6], "Disconnected");
 }
+
+#[test]
+fn frames_sent_just_before_a_close_are_delivered() {
+    let (_server, _handle, mut rx, addr) = start(config("server"));
+    let (_client, client, _crx) = Engine::start(config("client")).unwrap();
+    let conn = client.connect(addr).unwrap();
+    for i in 0..100u16 {
+        let msg = Message::ForwardData {
+            layer_id: i,
+            data: Cow::Borrowed(&[1.0, 2.0]),
+        };
+        client.send(conn, &msg, Duration::from_secs(5)).unwrap();
+    }
+    client.close(conn, nnp::wire::DisconnectReason::NORMAL, "bye");
+    let mut layers = Vec::new();
+    loop {
+        match rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("events arrive")
+        {
+            NetEvent::Frame(f) => match f.message().unwrap() {
+                Message::ForwardData { layer_id, .. } => layers.push(layer_id),
+                other => panic!("{other:?}"),
+            },
+            NetEvent::Disconnected { cause, .. } => {
+                assert_eq!(
+                    cause,
+                    CloseCause::Disconnect(nnp::wire::DisconnectReason::NORMAL)
+                );
+                break;
+            }
+            NetEvent::Connected { .. } => {}
+        }
+    }
+    assert_eq!(layers, (0..100).collect::<Vec<u16>>());
+}

@@ -289,10 +289,18 @@ impl Connection {
         Ok(())
     }
 
-    /// Moves queued frames into wire order while the wire is short: urgent first, then one
-    /// bulk frame.
-    fn schedule(lanes: &mut Lanes, session: &mut Session, shared: &ConnShared) {
-        while lanes.wire_bytes < WIRE_LOW_WATER {
+    /// Gives every queued frame its place in wire order, so that a close queued next leaves
+    /// after them: frames accepted before a close are not lost.
+    pub(crate) fn commit_queued(&mut self) {
+        if let Some(lanes) = self.out.as_deref_mut() {
+            Self::schedule(lanes, &mut self.session, &self.shared, usize::MAX);
+        }
+    }
+
+    /// Moves queued frames into wire order while the wire is shorter than `low_water`:
+    /// urgent first, then one bulk frame.
+    fn schedule(lanes: &mut Lanes, session: &mut Session, shared: &ConnShared, low_water: usize) {
+        while lanes.wire_bytes < low_water {
             let Some(mut frame) = lanes.urgent.pop_front().or_else(|| lanes.bulk.pop_front())
             else {
                 return;
@@ -322,7 +330,7 @@ impl Connection {
             return Ok(true);
         };
         loop {
-            Self::schedule(lanes, &mut self.session, &self.shared);
+            Self::schedule(lanes, &mut self.session, &self.shared, WIRE_LOW_WATER);
             if lanes.wire.is_empty() {
                 return Ok(true);
             }

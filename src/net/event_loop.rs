@@ -209,6 +209,7 @@ impl EventLoop {
                     message,
                 } => {
                     if let Some(&key) = self.by_id.get(&conn) {
+                        self.conns[key].commit_queued();
                         self.conns[key].session.close(reason, &message);
                         self.after_session(key);
                     }
@@ -539,6 +540,7 @@ impl EventLoop {
     fn shutdown(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
+            self.conns[key].commit_queued();
             self.conns[key]
                 .session
                 .close(DisconnectReason::SHUTDOWN, "node shutting down");
