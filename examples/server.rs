@@ -1,0 +1,40 @@
+//! The original design's server: a node that listens, learns from what peers send, and
+//! answers ForwardData with its network's output.
+//!
+//! Run it, then the client in another terminal:
+//! `cargo run --example server` / `cargo run --example client`.
+//! `RUST_LOG=debug` shows every message, as the original design's logging example does.
+
+use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+use nnp::node::{DistributedNetwork, HandleOutcome, MessagePayload};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let network =
+        NeuralNetwork::with_layers_and_mode(&[10, 20, 5], 0.1, HebbianLearningMode::Classic);
+    let (node, receiver) = DistributedNetwork::new("server", "127.0.0.1", port, network)?;
+    let addr = node.start_server()?;
+    println!("server listening on {addr}");
+    for message in receiver {
+        match &message.payload {
+            MessagePayload::PeerConnected(peer) => {
+                println!("{} connected from peer {}", peer.name, message.peer)
+            }
+            MessagePayload::PeerDisconnected(cause) => {
+                println!("peer {} left: {cause}", message.peer)
+            }
+            _ => match node.handle_message(&message)? {
+                HandleOutcome::Output(output) => {
+                    println!("ForwardData from {}: output {output:?}", message.peer);
+                    node.send_forward_data(message.peer, 2, &output)?;
+                }
+                outcome => println!("{:?} from {}: {outcome:?}", message.msg_type, message.peer),
+            },
+        }
+    }
+    Ok(())
+}
