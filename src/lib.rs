@@ -9,6 +9,9 @@
 //! ```text
 //!   nn/       dense network, SIMD kernels, Hebbian rules, weights files   (no wire, no I/O)
 //!   wire/     frame header, payload views, streaming codec                (no I/O, no clock)
+//!   session/  handshake, sequence numbers, heartbeats, timeouts           (no I/O, no clock)
+//!   net/      mio event loops, buffer pool, rings to the consumer         (the only I/O)
+//!   node/     DistributedNetwork: the user API joining net and nn
 //! ```
 #![forbid(unsafe_code)]
 
@@ -20,3 +23,8 @@ pub mod nn;
 pub mod node;
 pub mod session;
 pub mod wire;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
