@@ -79,6 +79,19 @@ impl Dataset {
     }
 }
 
+/// `0..n` in a seeded random order (Fisher-Yates over xorshift64), for epochs and splits.
+pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
 /// Why the data could not be read.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -185,7 +185,7 @@ impl RawPeer {
     fn read_frame(&mut self) -> Option<(MsgType, Message<'static>)> {
         loop {
             if let Some((frame, used)) = decode_frame(&self.buf, u32::MAX).unwrap() {
-                let msg = owned(frame.message);
+                let msg = frame.message.into_owned();
                 self.buf.drain(..used);
                 if msg.msg_type() == MsgType::Heartbeat {
                     continue;
@@ -217,39 +217,6 @@ impl RawPeer {
             }
         }
         code
-    }
-}
-
-fn owned(msg: Message<'_>) -> Message<'static> {
-    match msg {
-        Message::Error { code, message } => Message::Error {
-            code,
-            message: Cow::Owned(message.into_owned()),
-        },
-        Message::Disconnect { reason, message } => Message::Disconnect {
-            reason,
-            message: Cow::Owned(message.into_owned()),
-        },
-        Message::ForwardData { layer_id, data } => Message::ForwardData {
-            layer_id,
-            data: Cow::Owned(data.into_owned()),
-        },
-        Message::Heartbeat {
-            timestamp_ns,
-            reply,
-        } => Message::Heartbeat {
-            timestamp_ns,
-            reply,
-        },
-        Message::HandshakeAck(h) | Message::Handshake(h) => Message::HandshakeAck(Hello {
-            node_id: h.node_id,
-            min_version: h.min_version,
-            max_version: h.max_version,
-            capabilities: h.capabilities,
-            layer_sizes: Cow::Owned(h.layer_sizes.into_owned()),
-            name: Cow::Owned(h.name.into_owned()),
-        }),
-        other => panic!("not expected here: {:?}", other.msg_type()),
     }
 }
 

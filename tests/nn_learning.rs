@@ -1,19 +1,7 @@
 //! The dense network learns from real data: the handwritten digits.
 
-use nnp::dataset;
+use nnp::dataset::{self, shuffled};
 use nnp::nn::{HebbianLearningMode, NeuralNetwork};
-
-fn shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for i in (1..n).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        order.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    order
-}
 
 #[test]
 fn backprop_reaches_97_percent_on_held_out_digits() {

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dataset;
+use crate::dataset::{self, shuffled};
 use crate::nn::{HebbianLearningMode, NeuralNetwork};
 use crate::node::{
     DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig, NodeReceiver, PeerId,
@@ -315,16 +315,4 @@ fn wait_for_peer(rx: &mut NodeReceiver, name: &str) -> Result<PeerId, Box<dyn st
             }
         }
     }
-}
-
-fn shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for i in (1..n).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        order.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    order
 }
