@@ -41,6 +41,10 @@ pub struct EngineConfig {
     /// Spin instead of sleeping, in the loops and in the receiver: lowest latency, one core
     /// per thread.
     pub busy_poll: bool,
+    /// How long a loop or the receiver keeps polling (yielding the core between polls) after
+    /// its last event before it sleeps: a reply that comes within this window costs no
+    /// wake-up. Zero sleeps at once.
+    pub spin_before_sleep: Duration,
     /// How long `connect` waits for the TCP connection and the handshake.
     pub connect_timeout: Duration,
     /// The kernel send buffer per socket (SO_SNDBUF); `None` leaves the kernel's autotuning.
@@ -60,6 +64,7 @@ impl Default for EngineConfig {
             event_ring_capacity: 16 * 1024,
             command_queue_capacity: 64 * 1024,
             busy_poll: false,
+            spin_before_sleep: Duration::from_micros(50),
             connect_timeout: Duration::from_secs(10),
             socket_send_buffer: None,
         }
@@ -295,6 +300,7 @@ impl Engine {
             rings,
             bulk_rings,
             draining_bulk: None,
+            last_event: Instant::now(),
             next: 0,
             poll: consumer_poll,
             events: Events::with_capacity(8),
@@ -635,6 +641,8 @@ pub struct Receiver {
     bulk_rings: Vec<rtrb::Consumer<NetEvent>>,
     /// A Disconnected event held back until its loop's bulk ring is drained.
     draining_bulk: Option<(usize, NetEvent)>,
+    /// When the last event was taken (for adaptive spinning).
+    last_event: Instant,
     next: usize,
     poll: Poll,
     events: Events,
@@ -692,6 +700,7 @@ impl Receiver {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(event) = self.try_recv() {
+                self.last_event = Instant::now();
                 return Some(event);
             }
             if self.rings.iter().all(|r| r.is_abandoned()) {
@@ -701,7 +710,9 @@ impl Receiver {
             if now >= deadline {
                 return None;
             }
-            if self.shared.config.busy_poll {
+            if self.shared.config.busy_poll
+                || self.last_event.elapsed() < self.shared.config.spin_before_sleep
+            {
                 // Yield rather than spin: on a machine with fewer cores than spinning threads
                 // a pure spin starves the thread that would produce the event.
                 std::thread::yield_now();

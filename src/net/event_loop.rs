@@ -96,6 +96,8 @@ pub(crate) struct EventLoop {
     rx_budget: Arc<AtomicUsize>,
     pushed: bool,
     last_tick: Instant,
+    /// When the loop last had something to do (for adaptive spinning).
+    last_work: Instant,
 }
 
 impl EventLoop {
@@ -124,6 +126,7 @@ impl EventLoop {
             rx_budget: Arc::new(AtomicUsize::new(0)),
             pushed: false,
             last_tick: Instant::now(),
+            last_work: Instant::now(),
         }
     }
 
@@ -142,7 +145,12 @@ impl EventLoop {
             self.flush_dirty(now);
             self.wake_consumer();
 
-            let timeout = if busy || !self.read_again.is_empty() {
+            // Adaptive spinning: right after work, the next event tends to follow within
+            // microseconds (a reply, the next frame), and a blocking poll would pay a
+            // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
+            let spinning =
+                now.duration_since(self.last_work) < self.shared.config.spin_before_sleep;
+            let timeout = if busy || spinning || !self.read_again.is_empty() {
                 Some(Duration::ZERO)
             } else if !self.paused.is_empty() || !self.backlog.is_empty() {
                 Some(Duration::from_micros(200))
@@ -158,7 +166,9 @@ impl EventLoop {
                 }
             }
             let polled = self.poll.poll(&mut events, timeout);
-            if busy && events.is_empty() {
+            if !events.is_empty() || !self.handle.commands.is_empty() {
+                self.last_work = Instant::now();
+            } else if busy || spinning {
                 std::thread::yield_now();
             }
             self.handle.sleeping.store(false, Ordering::SeqCst);
