@@ -525,6 +525,7 @@ impl EngineHandle {
         };
         let command = Command::Send {
             conn: shared.id,
+            slot: shared.slot().unwrap_or(usize::MAX),
             frame,
         };
         if self.shared.loops[shared.loop_index]
@@ -545,6 +546,7 @@ impl EngineHandle {
         if let Some(shared) = self.shared.conn(conn) {
             let command = Command::Close {
                 conn,
+                slot: shared.slot().unwrap_or(usize::MAX),
                 reason,
                 message: message.to_owned(),
             };
@@ -563,7 +565,10 @@ impl EngineHandle {
             .shared
             .conn(conn)
             .ok_or(NetError::UnknownConnection(conn))?;
-        let _ = self.shared.loops[shared.loop_index].submit(Command::Heartbeat { conn });
+        let _ = self.shared.loops[shared.loop_index].submit(Command::Heartbeat {
+            conn,
+            slot: shared.slot().unwrap_or(usize::MAX),
+        });
         Ok(())
     }
 

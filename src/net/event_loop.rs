@@ -5,7 +5,7 @@
 //! sessions tick, write everything queued, then sleep in `epoll_wait` until a socket, a
 //! command or a timer wakes the loop. The loop never blocks on anything but the poll.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,15 +38,20 @@ pub(crate) enum Command {
         shared: Arc<ConnShared>,
     },
     /// Send an encoded frame (its bytes are already counted in the queue).
-    Send { conn: ConnId, frame: OutFrame },
+    Send {
+        conn: ConnId,
+        slot: usize,
+        frame: OutFrame,
+    },
     /// Close gracefully.
     Close {
         conn: ConnId,
+        slot: usize,
         reason: DisconnectReason,
         message: String,
     },
     /// Measure the round trip now.
-    Heartbeat { conn: ConnId },
+    Heartbeat { conn: ConnId, slot: usize },
     /// Accept connections from this listener.
     Listen(TcpListener),
     /// Stop the loop.
@@ -85,7 +90,6 @@ pub(crate) struct EventLoop {
     /// Events that did not fit in the ring.
     backlog: VecDeque<NetEvent>,
     conns: Slab<Connection>,
-    by_id: HashMap<ConnId, usize>,
     listeners: Vec<TcpListener>,
     /// Connections that may have more to read.
     read_again: Vec<usize>,
@@ -118,7 +122,6 @@ impl EventLoop {
             bulk_out,
             backlog: VecDeque::new(),
             conns: Slab::new(),
-            by_id: HashMap::new(),
             listeners: Vec::new(),
             read_again: Vec::new(),
             paused: Vec::new(),
@@ -206,8 +209,8 @@ impl EventLoop {
                     role,
                     shared,
                 } => self.adopt(stream, role, shared),
-                Command::Send { conn, frame } => match self.by_id.get(&conn) {
-                    Some(&key) => {
+                Command::Send { conn, slot, frame } => match self.slot_of(conn, slot) {
+                    Some(key) => {
                         self.conns[key].enqueue(frame);
                         self.dirty.push(key);
                     }
@@ -215,17 +218,18 @@ impl EventLoop {
                 },
                 Command::Close {
                     conn,
+                    slot,
                     reason,
                     message,
                 } => {
-                    if let Some(&key) = self.by_id.get(&conn) {
+                    if let Some(key) = self.slot_of(conn, slot) {
                         self.conns[key].commit_queued();
                         self.conns[key].session.close(reason, &message);
                         self.after_session(key);
                     }
                 }
-                Command::Heartbeat { conn } => {
-                    if let Some(&key) = self.by_id.get(&conn) {
+                Command::Heartbeat { conn, slot } => {
+                    if let Some(key) = self.slot_of(conn, slot) {
                         self.conns[key].session.send_heartbeat(Instant::now());
                         self.after_session(key);
                     }
@@ -244,6 +248,15 @@ impl EventLoop {
             }
         }
         true
+    }
+
+    /// The slab key of an open connection of this loop (ids are never reused, slab keys are:
+    /// the id check keeps a stale command from reaching a newer connection).
+    fn slot_of(&self, conn: ConnId, slot: usize) -> Option<usize> {
+        self.conns
+            .get(slot)
+            .filter(|c| c.shared.id == conn)
+            .map(|_| slot)
     }
 
     fn adopt(&mut self, mut stream: Box<dyn ByteStream>, role: Role, shared: Arc<ConnShared>) {
@@ -269,7 +282,7 @@ impl EventLoop {
             shared.id,
             shared.addr
         );
-        self.by_id.insert(shared.id, key);
+        shared.set_slot(key);
         entry.insert(Connection::new(stream, session, shared));
         self.shared
             .metrics
@@ -514,7 +527,6 @@ impl EventLoop {
         conn.shared.set_closed(cause.clone());
         let cause = conn.shared.close_cause().unwrap_or(cause);
         log::debug!("connection {} closed: {cause}", conn.shared.id);
-        self.by_id.remove(&conn.shared.id);
         self.shared.forget(conn.shared.id);
         self.shared
             .metrics

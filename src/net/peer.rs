@@ -56,13 +56,16 @@ pub(crate) struct ConnShared {
     pub(crate) id: ConnId,
     pub(crate) addr: SocketAddr,
     pub(crate) loop_index: usize,
+    /// The connection's slab key in its loop, once adopted.
+    slot: AtomicUsize,
     state: AtomicU8,
     capabilities: AtomicU32,
     queued: AtomicUsize,
     pub(crate) counters: Counters,
     last_rtt_ns: AtomicU64,
     info: Mutex<Option<PeerInfo>>,
-    close_cause: Mutex<Option<CloseCause>>,
+    /// Boxed: set once, at the end; an open connection pays one pointer for it.
+    close_cause: Mutex<Option<Box<CloseCause>>>,
     signal: Mutex<()>,
     changed: Condvar,
     waiters: AtomicUsize,
@@ -74,6 +77,7 @@ impl ConnShared {
             id,
             addr,
             loop_index,
+            slot: AtomicUsize::new(usize::MAX),
             state: AtomicU8::new(HANDSHAKING),
             capabilities: AtomicU32::new(0),
             queued: AtomicUsize::new(0),
@@ -84,6 +88,17 @@ impl ConnShared {
             signal: Mutex::new(()),
             changed: Condvar::new(),
             waiters: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn set_slot(&self, slot: usize) {
+        self.slot.store(slot, Ordering::Release);
+    }
+
+    pub(crate) fn slot(&self) -> Option<usize> {
+        match self.slot.load(Ordering::Acquire) {
+            usize::MAX => None,
+            slot => Some(slot),
         }
     }
 
@@ -133,7 +148,7 @@ impl ConnShared {
     pub(crate) fn set_closed(&self, cause: CloseCause) {
         let mut slot = self.close_cause.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            *slot = Some(cause);
+            *slot = Some(Box::new(cause));
         }
         drop(slot);
         self.state.store(CLOSED, Ordering::Release);
@@ -144,7 +159,8 @@ impl ConnShared {
         self.close_cause
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_deref()
+            .cloned()
     }
 
     pub(crate) fn info(&self) -> Option<PeerInfo> {
