@@ -292,7 +292,8 @@ fn main() {
     }
 
     // ForwardData ping-pong while 16 MiB WeightSyncs stream on the same connection, sent as
-    // 64 KiB slices (what the node API does) so small frames can pass between them.
+    // 64 KiB slices (what the node API does) so small frames can pass between them, one
+    // sync after another with a 10 ms pause.
     let quiet = nnp_ping_pong(&mut p, &forward, n);
     report("NNP ForwardData quiet", &quiet, None);
     let stop = Arc::new(AtomicBool::new(false));
@@ -321,12 +322,15 @@ fn main() {
                     offset += len;
                     sent += u64::from(len) * 4;
                 }
+                // One 16 MiB sync every ~20 ms (about 0.8 GB/s): a weight sync in flight
+                // most of the time, without starving the two cores the whole test shares.
+                thread::sleep(Duration::from_millis(10));
             }
             sent
         })
     };
     thread::sleep(Duration::from_millis(50));
-    let busy = nnp_ping_pong(&mut p, &forward, n / 10);
+    let busy = nnp_ping_pong(&mut p, &forward, n / 2);
     stop.store(true, Ordering::Relaxed);
     let streamed = streamer.join().unwrap();
     report(

@@ -114,6 +114,10 @@ enum Command {
         /// Spin instead of sleeping while waiting.
         #[arg(long)]
         busy_poll: bool,
+        /// Measure against a running node (host:port) that answers ForwardData, such as
+        /// `nnp serve`, instead of a self-spawned echo node; `--values` must match its input.
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -275,7 +279,8 @@ fn run(cli: &Cli) -> CliResult {
             count,
             values,
             busy_poll,
-        } => bench(cli.json, *what, *count, *values, *busy_poll),
+            to,
+        } => bench(cli.json, *what, *count, *values, *busy_poll, to.as_deref()),
         Command::Serve {
             host,
             port,
@@ -445,8 +450,22 @@ fn bench(
     count: usize,
     values: usize,
     busy_poll: bool,
+    to: Option<&str>,
 ) -> CliResult {
-    let (server, addr, echo) = echo_node(busy_poll)?;
+    let (server, addr, echo) = match to {
+        Some(to) => {
+            use std::net::ToSocketAddrs;
+            let addr = to
+                .to_socket_addrs()?
+                .next()
+                .ok_or("--to names no address")?;
+            (None, addr, None)
+        }
+        None => {
+            let (engine, addr, echo) = echo_node(busy_poll)?;
+            (Some(engine), addr, Some(echo))
+        }
+    };
     let (client_engine, handle, mut rx, conn) = client(addr, busy_poll)?;
     let data = vec![0.5f32; values];
     let msg = Message::ForwardData {
@@ -530,8 +549,12 @@ fn bench(
         }
     }
     client_engine.shutdown();
-    server.shutdown();
-    let _ = echo.join();
+    if let Some(server) = server {
+        server.shutdown();
+    }
+    if let Some(echo) = echo {
+        let _ = echo.join();
+    }
     Ok(())
 }
 
