@@ -103,3 +103,161 @@ fn classic_hebb_with_decay_stays_bounded() {
     let max = net.params(0).iter().fold(0f32, |m, w| m.max(w.abs()));
     assert!(max.is_finite() && max < 100.0, "largest weight {max}");
 }
+
+/// The digits with every pixel's mean removed.
+fn centred_digits() -> Vec<Vec<f32>> {
+    let data = dataset::digits().unwrap();
+    let n = data.len();
+    let mut mean = vec![0f32; 64];
+    for i in 0..n {
+        mean.iter_mut()
+            .zip(data.row(i))
+            .for_each(|(m, v)| *m += v / n as f32);
+    }
+    (0..n)
+        .map(|i| data.row(i).iter().zip(&mean).map(|(v, m)| v - m).collect())
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn sangers_rule_finds_the_top_three_principal_components() {
+    let centred = centred_digits();
+    let mut net = NeuralNetwork::with_seed(&[64, 3], 0.002, HebbianLearningMode::Sanger, 11);
+    for epoch in 0..150 {
+        for i in shuffled(centred.len(), epoch) {
+            net.hebbian_update(&centred[i]);
+        }
+    }
+    let pcs = principal_components();
+    for (k, pc) in pcs.iter().enumerate().take(3) {
+        let row = &net.params(0)[k * 64..(k + 1) * 64];
+        let c = cosine(row, pc).abs();
+        assert!(c >= 0.95, "component {}: |cosine| {c}", k + 1);
+    }
+}
+
+#[test]
+fn bcm_threshold_tracks_the_mean_squared_response_and_stays_bounded() {
+    let data = dataset::digits().unwrap();
+    let mut net = NeuralNetwork::with_seed(&[64, 4], 0.0005, HebbianLearningMode::Bcm, 4);
+    for epoch in 0..20 {
+        for i in shuffled(data.len(), epoch) {
+            net.hebbian_update(data.row(i));
+        }
+    }
+    // The threshold is a running average over the last few inputs: average it over one more
+    // epoch, during which the weights barely move.
+    let mut theta_mean = [0f32; 4];
+    for i in shuffled(data.len(), 99) {
+        net.hebbian_update(data.row(i));
+        for (m, t) in theta_mean.iter_mut().zip(net.thresholds(0)) {
+            *m += t / data.len() as f32;
+        }
+    }
+    let w = net.params(0)[..4 * 64].to_vec();
+    assert!(
+        w.iter().all(|v| v.is_finite() && v.abs() < 10.0),
+        "weights bounded"
+    );
+    for i in 0..4 {
+        let row = &w[i * 64..(i + 1) * 64];
+        let ys: Vec<f32> = (0..data.len())
+            .map(|s| {
+                row.iter()
+                    .zip(data.row(s))
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+                    .max(0.0)
+            })
+            .collect();
+        let mean_sq = ys.iter().map(|y| y * y).sum::<f32>() / ys.len() as f32;
+        let theta = theta_mean[i];
+        assert!(mean_sq > 1e-4, "unit {i} responds");
+        assert!(
+            (theta - mean_sq).abs() <= 0.2 * mean_sq,
+            "unit {i}: mean theta {theta} vs E[y^2] {mean_sq}"
+        );
+        // Selectivity: the unit answers strongly to a minority of the inputs.
+        let strong = ys.iter().filter(|&&y| y > theta.sqrt()).count() as f32 / ys.len() as f32;
+        assert!(
+            strong < 0.5,
+            "unit {i} answers above sqrt(theta) for {strong} of the inputs"
+        );
+    }
+}
+
+#[test]
+fn competitive_learning_clusters_beat_chance_purity() {
+    let data = dataset::digits().unwrap();
+    let units = 20;
+    let mut net = NeuralNetwork::with_seed(&[64, units], 0.05, HebbianLearningMode::Competitive, 9);
+    for epoch in 0..15 {
+        for i in shuffled(data.len(), epoch) {
+            net.hebbian_update(data.row(i));
+        }
+    }
+    let w = net.params(0)[..units * 64].to_vec();
+    let winner = |x: &[f32]| {
+        (0..units)
+            .map(|u| {
+                -w[u * 64..(u + 1) * 64]
+                    .iter()
+                    .zip(x)
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f32>()
+            })
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap()
+            .0
+    };
+    let mut counts = vec![[0usize; 10]; units];
+    for i in 0..data.len() {
+        counts[winner(data.row(i))][data.labels[i]] += 1;
+    }
+    let pure: usize = counts.iter().map(|c| *c.iter().max().unwrap()).sum();
+    let purity = pure as f32 / data.len() as f32;
+    // Chance: every cluster labelled with the most common digit, about 0.10.
+    assert!(purity >= 0.5, "cluster purity {purity}");
+}
+
+#[test]
+fn anti_hebbian_learning_silences_the_output_along_the_data() {
+    let centred = centred_digits();
+    let mut net = NeuralNetwork::with_seed(&[64, 4], 0.01, HebbianLearningMode::AntiHebbian, 6);
+    let variance = |net: &NeuralNetwork| -> f32 {
+        let w = &net.params(0)[..4 * 64];
+        centred
+            .iter()
+            .map(|x| {
+                (0..4)
+                    .map(|i| {
+                        w[i * 64..(i + 1) * 64]
+                            .iter()
+                            .zip(x)
+                            .map(|(a, b)| a * b)
+                            .sum::<f32>()
+                            .powi(2)
+                    })
+                    .sum::<f32>()
+            })
+            .sum::<f32>()
+            / centred.len() as f32
+    };
+    let before = variance(&net);
+    for epoch in 0..10 {
+        for i in shuffled(centred.len(), epoch) {
+            net.hebbian_update(&centred[i]);
+        }
+    }
+    let after = variance(&net);
+    assert!(after < before / 10.0, "output variance {before} -> {after}");
+    assert!(net.params(0).iter().all(|v| v.is_finite()));
+}

@@ -19,16 +19,36 @@ pub enum Activation {
 }
 
 /// Which Hebbian rule [`NeuralNetwork::hebbian_update`] applies, with `y = W x` (the layer's
-/// linear response) and learning rate `eta`.
+/// linear response, rectified for BCM) and learning rate `eta`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HebbianLearningMode {
     /// Hebb's rule with weight decay: `dW = eta (y x^T - lambda W)`, `lambda = 0.1`; the decay
     /// keeps the weights bounded.
     Classic,
-    /// Oja's rule: `dW_ij = eta y_i (x_j - y_i W_ij)`; each row converges to a unit-norm
-    /// principal direction of the input.
+    /// Oja's rule: `dW_ij = eta y_i (x_j - y_i W_ij)`; a row converges to the unit-norm first
+    /// principal direction of its input.
     Oja,
+    /// Sanger's generalized Hebbian algorithm: `dW_ij = eta y_i (x_j - sum_{k<=i} y_k W_kj)`;
+    /// row `i` converges to the `i`-th principal direction.
+    Sanger,
+    /// Bienenstock-Cooper-Munro: `dW_ij = eta y_i (y_i - theta_i) x_j` with `y = max(0, W x)`
+    /// and the sliding threshold `theta_i <- theta_i + tau (y_i^2 - theta_i)`, `tau = 0.1`,
+    /// which tracks `E[y_i^2]` and makes the neuron selective.
+    Bcm,
+    /// Winner-take-all: the unit `k` nearest the input (largest `W_k . x - |W_k|^2 / 2`)
+    /// learns, `dW_k = eta (x - W_k)`; the rows become cluster centres. The losers move at
+    /// `eta / 100` (leaky learning), so that no unit is left dead far from the data.
+    Competitive,
+    /// Anti-Hebbian: `dW = -eta y x^T`; it removes the output's response along the input's
+    /// directions of variance (decorrelating, and in the limit silencing, the output).
+    AntiHebbian,
 }
+
+/// How much slower the losers of a competitive step learn than the winner.
+const COMPETITIVE_LEAK: f32 = 0.01;
+
+/// BCM's threshold rate: faster than the weights move, or the rule runs away.
+const BCM_TAU: f32 = 0.1;
 
 /// One weight layer: `rows` outputs, `cols` inputs.
 #[derive(Debug, Clone)]
@@ -41,9 +61,99 @@ struct Layer {
     activation: Activation,
     /// Running average of `y x^T` (`rows x cols`), what HebbianData carries.
     correlations: Vec<f32>,
+    /// BCM's sliding thresholds, one per output.
+    thresholds: Vec<f32>,
 }
 
 impl Layer {
+    /// One step of `mode` for input `x` (see [`HebbianLearningMode`] for the equations).
+    fn hebbian_step(&mut self, x: &[f32], eta: f32, mode: HebbianLearningMode) {
+        let (rows, cols) = (self.rows, self.cols);
+        let mut y: Vec<f32> = (0..rows)
+            .map(|i| dot(&self.weights()[i * cols..(i + 1) * cols], x))
+            .collect();
+        if mode == HebbianLearningMode::Bcm {
+            y.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+        for i in 0..rows {
+            for j in 0..cols {
+                let c = &mut self.correlations[i * cols + j];
+                *c = 0.99 * *c + 0.01 * y[i] * x[j];
+            }
+        }
+        let w = &mut self.params[..rows * cols];
+        match mode {
+            HebbianLearningMode::Classic => {
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let wij = &mut w[i * cols + j];
+                        *wij += eta * (y[i] * x[j] - 0.1 * *wij);
+                    }
+                }
+            }
+            HebbianLearningMode::Oja => {
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let wij = &mut w[i * cols + j];
+                        *wij += eta * y[i] * (x[j] - y[i] * *wij);
+                    }
+                }
+            }
+            HebbianLearningMode::Sanger => {
+                // residual = x - sum_{k<=i} y_k W_k, built up row by row from the old rows.
+                let mut residual = x.to_vec();
+                for i in 0..rows {
+                    let row = &mut w[i * cols..(i + 1) * cols];
+                    for (r, wk) in residual.iter_mut().zip(row.iter()) {
+                        *r -= y[i] * wk;
+                    }
+                    for (wij, r) in row.iter_mut().zip(&residual) {
+                        *wij += eta * y[i] * r;
+                    }
+                }
+            }
+            HebbianLearningMode::Bcm => {
+                for i in 0..rows {
+                    let theta = &mut self.thresholds[i];
+                    *theta += BCM_TAU * (y[i] * y[i] - *theta);
+                    let gain = eta * y[i] * (y[i] - *theta);
+                    for (wij, xj) in w[i * cols..(i + 1) * cols].iter_mut().zip(x) {
+                        *wij += gain * xj;
+                    }
+                }
+            }
+            HebbianLearningMode::Competitive => {
+                // The nearest unit wins: the largest `W_k . x - |W_k|^2 / 2`, which is the
+                // dot product made fair between rows of different lengths.
+                let winner = (0..rows)
+                    .map(|k| {
+                        let row = &w[k * cols..(k + 1) * cols];
+                        y[k] - 0.5 * dot(row, row)
+                    })
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or(0, |(k, _)| k);
+                for k in 0..rows {
+                    let rate = if k == winner {
+                        eta
+                    } else {
+                        eta * COMPETITIVE_LEAK
+                    };
+                    for (wkj, xj) in w[k * cols..(k + 1) * cols].iter_mut().zip(x) {
+                        *wkj += rate * (xj - *wkj);
+                    }
+                }
+            }
+            HebbianLearningMode::AntiHebbian => {
+                for i in 0..rows {
+                    for j in 0..cols {
+                        w[i * cols + j] -= eta * y[i] * x[j];
+                    }
+                }
+            }
+        }
+    }
+
     fn weights(&self) -> &[f32] {
         &self.params[..self.rows * self.cols]
     }
@@ -168,6 +278,7 @@ impl NeuralNetwork {
                         Activation::Tanh
                     },
                     correlations: vec![0.0; rows * cols],
+                    thresholds: vec![0.0; rows],
                 }
             })
             .collect();
@@ -373,29 +484,23 @@ impl NeuralNetwork {
         let mut x = input.to_vec();
         let (eta, mode) = (self.learning_rate, self.mode);
         for layer in &mut self.layers {
-            let y: Vec<f32> = (0..layer.rows)
-                .map(|i| dot(&layer.weights()[i * layer.cols..(i + 1) * layer.cols], &x))
-                .collect();
-            for i in 0..layer.rows {
-                for j in 0..layer.cols {
-                    let c = &mut layer.correlations[i * layer.cols + j];
-                    *c = 0.99 * *c + 0.01 * y[i] * x[j];
-                    let w = &mut layer.params[i * layer.cols + j];
-                    *w += match mode {
-                        HebbianLearningMode::Classic => eta * (y[i] * x[j] - 0.1 * *w),
-                        HebbianLearningMode::Oja => eta * y[i] * (x[j] - y[i] * *w),
-                    };
-                }
-            }
+            layer.hebbian_step(&x, eta, mode);
             let mut out = vec![0.0; layer.rows];
             layer.forward(&x, &mut out);
             x = out;
         }
     }
 
-    /// Blends received correlations into a layer's running matrix and applies the rule's
-    /// weight change from them (`dW = eta C` for Classic, with decay; Oja's rule in
-    /// expectation: `dW = eta (C - diag(W C^T) W)`). False if the length is wrong.
+    /// A layer's BCM thresholds (`theta`, one per output; zero for other rules).
+    pub fn thresholds(&self, layer: usize) -> &[f32] {
+        &self.layers[layer].thresholds
+    }
+
+    /// Blends received correlations `C` (an estimate of `E[y x^T]`) into a layer's running
+    /// matrix and applies the rule's expected weight change from them: Classic
+    /// `dW = eta (C - 0.1 W)`, AntiHebbian `dW = -eta C`, and for the normalising rules (Oja,
+    /// Sanger, BCM, Competitive, whose exact updates need more than `C`) Oja's expectation
+    /// `dW_i = eta (C_i - (W_i . C_i) W_i)`. False if the length is wrong.
     pub fn integrate_correlations(
         &mut self,
         layer: usize,
@@ -416,14 +521,15 @@ impl NeuralNetwork {
             let row = i * l.cols..(i + 1) * l.cols;
             let projection = match mode {
                 HebbianLearningMode::Classic => 0.0,
-                HebbianLearningMode::Oja => dot(&l.params[row.clone()], &correlations[row.clone()]),
+                _ => dot(&l.params[row.clone()], &correlations[row.clone()]),
             };
             for j in row {
                 let w = l.params[j];
                 l.params[j] += learning_rate
                     * match mode {
                         HebbianLearningMode::Classic => correlations[j] - 0.1 * w,
-                        HebbianLearningMode::Oja => correlations[j] - projection * w,
+                        HebbianLearningMode::AntiHebbian => -correlations[j],
+                        _ => correlations[j] - projection * w,
                     };
             }
         }
