@@ -261,3 +261,17 @@ fn anti_hebbian_learning_silences_the_output_along_the_data() {
     assert!(after < before / 10.0, "output variance {before} -> {after}");
     assert!(net.params(0).iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn batched_forward_agrees_with_forward_per_sample() {
+    let data = dataset::digits().unwrap();
+    let net = NeuralNetwork::with_seed(&[64, 32, 10], 0.1, HebbianLearningMode::Oja, 8);
+    let rows = 37;
+    let batch = net.forward_batch(&data.inputs[..rows * 64]);
+    for s in 0..rows {
+        let single = net.forward(data.row(s)).1;
+        for (b, o) in batch[s * 10..(s + 1) * 10].iter().zip(&single) {
+            assert!((b - o).abs() < 1e-5, "sample {s}: {b} vs {o}");
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! followed by the biases: exactly the parameter layout WeightSync and BackwardData carry,
 //! so received data is applied without reshaping.
 
+mod gemm;
+pub mod kernels;
 mod network;
 
 pub use network::{Activation, HebbianLearningMode, NeuralNetwork};

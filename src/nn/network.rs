@@ -3,6 +3,8 @@
 // Row and column index loops mirror the update equations; iterator chains would hide them.
 #![allow(clippy::needless_range_loop)]
 
+use super::kernels::{dot, matmul_bias, matvec_bias};
+
 /// A layer's activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -164,17 +166,9 @@ impl Layer {
 
     /// `out = W x + b`, then the activation.
     fn forward(&self, x: &[f32], out: &mut [f32]) {
-        let w = self.weights();
-        for (i, o) in out.iter_mut().enumerate() {
-            let row = &w[i * self.cols..(i + 1) * self.cols];
-            *o = dot(row, x) + self.biases()[i];
-        }
+        matvec_bias(self.weights(), self.cols, x, self.biases(), out);
         activate(self.activation, out);
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn activate(activation: Activation, v: &mut [f32]) {
@@ -330,6 +324,29 @@ impl NeuralNetwork {
         for l in &self.layers[layer..] {
             let mut out = vec![0.0; l.rows];
             l.forward(&x, &mut out);
+            x = out;
+        }
+        x
+    }
+
+    /// The outputs for a batch of inputs (`batch x inputs`, row-major), as `batch x outputs`:
+    /// what a ForwardData batch from the wire feeds.
+    pub fn forward_batch(&self, inputs: &[f32]) -> Vec<f32> {
+        let batch = inputs.len() / self.sizes[0];
+        let mut x = inputs[..batch * self.sizes[0]].to_vec();
+        for layer in &self.layers {
+            let mut out = vec![0.0; batch * layer.rows];
+            matmul_bias(
+                layer.weights(),
+                layer.rows,
+                layer.cols,
+                &x,
+                layer.biases(),
+                &mut out,
+            );
+            for row in out.chunks_mut(layer.rows) {
+                activate(layer.activation, row);
+            }
             x = out;
         }
         x
