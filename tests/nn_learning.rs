@@ -25,34 +25,99 @@ fn backprop_reaches_97_percent_on_held_out_digits() {
     assert!(after >= 0.97, "held-out accuracy {after}");
 }
 
-#[test]
-fn gradients_match_finite_differences() {
-    let data = dataset::digits().unwrap();
-    let net = NeuralNetwork::with_seed(&[64, 6, 10], 0.1, HebbianLearningMode::Oja, 3);
-    let (x, y) = (&data.inputs[..64 * 4], &data.labels[..4]);
-    let (grads, _) = net.gradients(x, y);
-    let loss = |n: &NeuralNetwork| -> f64 {
-        (0..4)
-            .map(|s| -(n.forward(&x[s * 64..(s + 1) * 64]).1[y[s]] as f64).ln())
-            .sum::<f64>()
-            / 4.0
-    };
+/// Central finite differences of `loss` against the analytic gradients, at a few
+/// parameters of every layer.
+fn check_gradients(
+    net: &NeuralNetwork,
+    grads: &[Vec<f32>],
+    loss: impl Fn(&NeuralNetwork) -> f64,
+    what: &str,
+) {
     for (layer, g) in grads.iter().enumerate() {
         for &k in &[0, 7, g.len() / 2, g.len() - 1] {
             let h = 1e-2f32;
-            let mut plus = net.clone();
-            let mut minus = net.clone();
+            let (mut plus, mut minus) = (net.clone(), net.clone());
             let p = net.params(layer)[k];
             plus.write_params(layer, k, &[p + h]);
             minus.write_params(layer, k, &[p - h]);
             let numeric = (loss(&plus) - loss(&minus)) / (2.0 * h as f64);
             assert!(
                 (numeric - g[k] as f64).abs() < 2e-3 + 0.05 * numeric.abs(),
-                "layer {layer} param {k}: analytic {} numeric {numeric}",
+                "{what}: layer {layer} param {k}: analytic {} numeric {numeric}",
                 g[k]
             );
         }
     }
+}
+
+#[test]
+fn gradients_match_finite_differences_for_every_activation_and_both_losses() {
+    use nnp::nn::Activation;
+    let data = dataset::digits().unwrap();
+    let (x, y) = (&data.inputs[..64 * 4], &data.labels[..4]);
+    let targets: Vec<f32> = (0..4 * 10).map(|i| ((i * 7) % 10) as f32 / 10.0).collect();
+    for hidden in [
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Relu,
+        Activation::Linear,
+    ] {
+        for output in [Activation::Softmax, Activation::Sigmoid, Activation::Linear] {
+            let mut net = NeuralNetwork::with_seed(&[64, 6, 10], 0.1, HebbianLearningMode::Oja, 3);
+            net.set_activation(0, hidden);
+            net.set_activation(1, output);
+            let out = |n: &NeuralNetwork, s: usize| n.forward(&x[s * 64..(s + 1) * 64]).1;
+            if output == Activation::Softmax {
+                let (grads, _) = net.gradients(x, y);
+                let ce = |n: &NeuralNetwork| -> f64 {
+                    (0..4).map(|s| -(out(n, s)[y[s]] as f64).ln()).sum::<f64>() / 4.0
+                };
+                check_gradients(
+                    &net,
+                    &grads,
+                    ce,
+                    &format!("cross-entropy, {hidden:?} hidden"),
+                );
+            }
+            let (grads, _) = net.gradients_mse(x, &targets);
+            let mse = |n: &NeuralNetwork| -> f64 {
+                (0..4)
+                    .map(|s| {
+                        out(n, s)
+                            .iter()
+                            .zip(&targets[s * 10..(s + 1) * 10])
+                            .map(|(a, b)| 0.5 * ((a - b) as f64).powi(2))
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    / 4.0
+            };
+            check_gradients(
+                &net,
+                &grads,
+                mse,
+                &format!("MSE, {hidden:?} hidden, {output:?} output"),
+            );
+        }
+    }
+}
+
+#[test]
+fn adam_also_learns_the_digits() {
+    let data = dataset::digits().unwrap();
+    let (train, test) = data.split(0.25, 0);
+    let mut net = NeuralNetwork::with_seed(&[64, 32, 10], 0.003, HebbianLearningMode::Oja, 2);
+    net.set_optimizer(nnp::nn::Optimizer::ADAM);
+    for epoch in 0..30 {
+        net.train_epoch(
+            &train.inputs,
+            &train.labels,
+            16,
+            &shuffled(train.len(), epoch),
+        );
+    }
+    let accuracy = net.accuracy(&test.inputs, &test.labels);
+    assert!(accuracy >= 0.96, "held-out accuracy with Adam {accuracy}");
 }
 
 fn principal_components() -> Vec<Vec<f32>> {

@@ -59,7 +59,10 @@ struct Layer {
     cols: usize,
     /// `rows * cols` weights row-major, then `rows` biases.
     params: Vec<f32>,
+    /// SGD's velocity, or Adam's first moment.
     velocity: Vec<f32>,
+    /// Adam's second moment.
+    second_moment: Vec<f32>,
     activation: Activation,
     /// Running average of `y x^T` (`rows x cols`), what HebbianData carries.
     correlations: Vec<f32>,
@@ -205,13 +208,44 @@ fn derivative(activation: Activation, y: f32) -> f32 {
     }
 }
 
+/// How gradients change the weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// `v <- momentum v - lr g; w <- w + v`.
+    Sgd {
+        /// Momentum, 0 for plain SGD.
+        momentum: f32,
+    },
+    /// Adam with bias correction: `m <- b1 m + (1-b1) g`, `v <- b2 v + (1-b2) g^2`,
+    /// `w <- w - lr m^ / (sqrt(v^) + eps)`.
+    Adam {
+        /// First-moment decay (0.9).
+        beta1: f32,
+        /// Second-moment decay (0.999).
+        beta2: f32,
+        /// Denominator guard (1e-8).
+        epsilon: f32,
+    },
+}
+
+impl Optimizer {
+    /// Adam with the usual constants.
+    pub const ADAM: Optimizer = Optimizer::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+    };
+}
+
 /// A dense feed-forward network.
 #[derive(Debug, Clone)]
 pub struct NeuralNetwork {
     sizes: Vec<usize>,
     layers: Vec<Layer>,
     learning_rate: f32,
-    momentum: f32,
+    optimizer: Optimizer,
+    /// Optimizer steps taken (Adam's bias correction).
+    step: u32,
     mode: HebbianLearningMode,
 }
 
@@ -265,6 +299,7 @@ impl NeuralNetwork {
                     rows,
                     cols,
                     velocity: vec![0.0; params.len()],
+                    second_moment: vec![0.0; params.len()],
                     params,
                     activation: if l + 1 == count {
                         Activation::Softmax
@@ -280,7 +315,8 @@ impl NeuralNetwork {
             sizes: sizes.to_vec(),
             layers,
             learning_rate,
-            momentum: 0.9,
+            optimizer: Optimizer::Sgd { momentum: 0.9 },
+            step: 0,
             mode,
         }
     }
@@ -373,8 +409,49 @@ impl NeuralNetwork {
     }
 
     /// Softmax cross-entropy gradients averaged over a batch, per layer in the parameter
-    /// layout (weights row-major, then biases). Returns them and the mean loss.
+    /// layout (weights row-major, then biases), and the mean loss. The output layer should be
+    /// softmax (then `dL/dz = y - onehot(label)`).
     pub fn gradients(&self, inputs: &[f32], labels: &[usize]) -> (Vec<Vec<f32>>, f32) {
+        let outputs = self.sizes[self.sizes.len() - 1];
+        self.batch_gradients(inputs, labels.len(), |s, y| {
+            let label = labels[s].min(outputs - 1);
+            let mut delta = y.to_vec();
+            delta[label] -= 1.0;
+            (delta, -y[label].max(1e-12).ln())
+        })
+    }
+
+    /// Mean squared error gradients (`L = 1/2 |y - t|^2` per sample) for row-major `targets`
+    /// (`batch x outputs`), through whatever the output activation is.
+    pub fn gradients_mse(&self, inputs: &[f32], targets: &[f32]) -> (Vec<Vec<f32>>, f32) {
+        let outputs = self.sizes[self.sizes.len() - 1];
+        let activation = self.layers[self.layers.len() - 1].activation;
+        self.batch_gradients(inputs, targets.len() / outputs, |s, y| {
+            let t = &targets[s * outputs..(s + 1) * outputs];
+            let g: Vec<f32> = y.iter().zip(t).map(|(a, b)| a - b).collect();
+            let loss = 0.5 * g.iter().map(|v| v * v).sum::<f32>();
+            let delta = if activation == Activation::Softmax {
+                // The softmax Jacobian: dz_i = y_i (g_i - sum_j g_j y_j).
+                let gy: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
+                y.iter().zip(&g).map(|(yi, gi)| yi * (gi - gy)).collect()
+            } else {
+                g.iter()
+                    .zip(y)
+                    .map(|(gi, yi)| gi * derivative(activation, *yi))
+                    .collect()
+            };
+            (delta, loss)
+        })
+    }
+
+    /// Backpropagates `output_delta(sample, output) -> (dL/dz of the output layer, loss)` over
+    /// a batch; returns the mean gradients and the mean loss.
+    fn batch_gradients(
+        &self,
+        inputs: &[f32],
+        batch: usize,
+        output_delta: impl Fn(usize, &[f32]) -> (Vec<f32>, f32),
+    ) -> (Vec<Vec<f32>>, f32) {
         let n = self.sizes[0];
         let mut grads: Vec<Vec<f32>> = self
             .layers
@@ -382,12 +459,11 @@ impl NeuralNetwork {
             .map(|l| vec![0.0; l.params.len()])
             .collect();
         let mut loss = 0.0;
-        for (s, &label) in labels.iter().enumerate() {
+        for s in 0..batch {
             let x = &inputs[s * n..(s + 1) * n];
             let (acts, out) = self.forward(x);
-            loss -= out[label].max(1e-12).ln();
-            let mut delta: Vec<f32> = out.clone();
-            delta[label] -= 1.0;
+            let (mut delta, sample_loss) = output_delta(s, &out);
+            loss += sample_loss;
             for l in (0..self.layers.len()).rev() {
                 let layer = &self.layers[l];
                 let input = if l == 0 { x } else { &acts[l - 1][..] };
@@ -415,24 +491,72 @@ impl NeuralNetwork {
                 }
             }
         }
-        let scale = 1.0 / labels.len().max(1) as f32;
+        let scale = 1.0 / batch.max(1) as f32;
         grads.iter_mut().flatten().for_each(|g| *g *= scale);
         (grads, loss * scale)
     }
 
-    /// One SGD-with-momentum step on a layer from a gradient in the parameter layout.
-    /// Returns false (and changes nothing) if the length is wrong.
+    /// Sets a layer's activation (softmax belongs on the output layer only).
+    pub fn set_activation(&mut self, layer: usize, activation: Activation) {
+        self.layers[layer].activation = activation;
+    }
+
+    /// A layer's activation.
+    pub fn activation(&self, layer: usize) -> Activation {
+        self.layers[layer].activation
+    }
+
+    /// Chooses how gradients are applied.
+    pub fn set_optimizer(&mut self, optimizer: Optimizer) {
+        self.optimizer = optimizer;
+        self.step = 0;
+        for l in &mut self.layers {
+            l.velocity.iter_mut().for_each(|v| *v = 0.0);
+            l.second_moment.iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+
+    /// One optimizer step on a layer from a gradient in the parameter layout (SGD with
+    /// momentum, or Adam). Returns false (and changes nothing) if the length is wrong.
     pub fn apply_layer_gradient(&mut self, layer: usize, gradient: &[f32]) -> bool {
-        let (lr, momentum) = (self.learning_rate, self.momentum);
+        let lr = self.learning_rate;
+        let optimizer = self.optimizer;
+        let step = self.step + 1;
         let Some(l) = self.layers.get_mut(layer) else {
             return false;
         };
         if gradient.len() != l.params.len() {
             return false;
         }
-        for ((p, v), g) in l.params.iter_mut().zip(&mut l.velocity).zip(gradient) {
-            *v = momentum * *v - lr * g;
-            *p += *v;
+        match optimizer {
+            Optimizer::Sgd { momentum } => {
+                for ((p, v), g) in l.params.iter_mut().zip(&mut l.velocity).zip(gradient) {
+                    *v = momentum * *v - lr * g;
+                    *p += *v;
+                }
+            }
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => {
+                let c1 = 1.0 - beta1.powi(step as i32);
+                let c2 = 1.0 - beta2.powi(step as i32);
+                for (((p, m), v), g) in l
+                    .params
+                    .iter_mut()
+                    .zip(&mut l.velocity)
+                    .zip(&mut l.second_moment)
+                    .zip(gradient)
+                {
+                    *m = beta1 * *m + (1.0 - beta1) * g;
+                    *v = beta2 * *v + (1.0 - beta2) * g * g;
+                    *p -= lr * (*m / c1) / ((*v / c2).sqrt() + epsilon);
+                }
+            }
+        }
+        if layer + 1 == self.layers.len() {
+            self.step = step;
         }
         true
     }
