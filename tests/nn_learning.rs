@@ -340,3 +340,29 @@ fn batched_forward_agrees_with_forward_per_sample() {
         }
     }
 }
+
+#[test]
+fn federated_average_weighs_by_samples_and_checks_shapes() {
+    use nnp::nn::NnError;
+    let a = NeuralNetwork::with_seed(&[4, 3, 2], 0.1, HebbianLearningMode::Oja, 1);
+    let b = NeuralNetwork::with_seed(&[4, 3, 2], 0.1, HebbianLearningMode::Oja, 2);
+    let avg = NeuralNetwork::average(&[(&a, 1), (&b, 3)]).unwrap();
+    for l in 0..2 {
+        for ((m, x), y) in avg.params(l).iter().zip(a.params(l)).zip(b.params(l)) {
+            assert!((m - (0.25 * x + 0.75 * y)).abs() < 1e-6);
+        }
+    }
+    let c = NeuralNetwork::with_seed(&[4, 5, 2], 0.1, HebbianLearningMode::Oja, 3);
+    assert!(matches!(
+        NeuralNetwork::average(&[(&a, 1), (&c, 1)]),
+        Err(NnError::ShapeMismatch { index: 1, .. })
+    ));
+    assert_eq!(
+        NeuralNetwork::average(&[]).unwrap_err(),
+        NnError::NoNetworks
+    );
+    assert_eq!(
+        NeuralNetwork::average(&[(&a, 0)]).unwrap_err(),
+        NnError::NoSamples
+    );
+}

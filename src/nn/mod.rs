@@ -8,4 +8,4 @@ mod gemm;
 pub mod kernels;
 mod network;
 
-pub use network::{Activation, HebbianLearningMode, NeuralNetwork, Optimizer};
+pub use network::{Activation, HebbianLearningMode, NeuralNetwork, NnError, Optimizer};

@@ -208,6 +208,44 @@ fn derivative(activation: Activation, y: f32) -> f32 {
     }
 }
 
+/// Why networks could not be combined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NnError {
+    /// Nothing to average.
+    NoNetworks,
+    /// A network's layer sizes differ from the first one's.
+    ShapeMismatch {
+        /// Index of the offending network.
+        index: usize,
+        /// The first network's sizes.
+        expected: Vec<usize>,
+        /// Its sizes.
+        found: Vec<usize>,
+    },
+    /// The sample counts add up to zero.
+    NoSamples,
+}
+
+impl std::fmt::Display for NnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NnError::NoNetworks => write!(f, "no networks to average"),
+            NnError::ShapeMismatch {
+                index,
+                expected,
+                found,
+            } => write!(
+                f,
+                "network {index} has layers {found:?}, the first has {expected:?}: only equal shapes average"
+            ),
+            NnError::NoSamples => write!(f, "the sample counts add up to zero"),
+        }
+    }
+}
+
+impl std::error::Error for NnError {}
+
 /// How gradients change the weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
@@ -494,6 +532,36 @@ impl NeuralNetwork {
         let scale = 1.0 / batch.max(1) as f32;
         grads.iter_mut().flatten().for_each(|g| *g *= scale);
         (grads, loss * scale)
+    }
+
+    /// Federated averaging: the parameters of `networks`, each weighted by its sample count.
+    /// The result takes everything else (activations, optimizer, rule) from the first.
+    pub fn average(networks: &[(&NeuralNetwork, u32)]) -> Result<NeuralNetwork, NnError> {
+        let (first, _) = networks.first().ok_or(NnError::NoNetworks)?;
+        for (index, (net, _)) in networks.iter().enumerate() {
+            if net.sizes != first.sizes {
+                return Err(NnError::ShapeMismatch {
+                    index,
+                    expected: first.sizes.clone(),
+                    found: net.sizes.clone(),
+                });
+            }
+        }
+        let total: f64 = networks.iter().map(|(_, n)| f64::from(*n)).sum();
+        if total == 0.0 {
+            return Err(NnError::NoSamples);
+        }
+        let mut result = (*first).clone();
+        for (l, layer) in result.layers.iter_mut().enumerate() {
+            for (k, p) in layer.params.iter_mut().enumerate() {
+                *p = networks
+                    .iter()
+                    .map(|(net, n)| f64::from(net.layers[l].params[k]) * f64::from(*n))
+                    .sum::<f64>() as f32
+                    / total as f32;
+            }
+        }
+        Ok(result)
     }
 
     /// Sets a layer's activation (softmax belongs on the output layer only).
