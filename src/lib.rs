@@ -7,9 +7,11 @@
 //! The crate is built in layers, each unaware of the one above it:
 //!
 //! ```text
-//!   nn/       dense network, SIMD kernels, Hebbian rules, weights files   (no wire, no I/O)
+//!   nn/       dense network, SIMD kernels, Hebbian rules, weights files   (no wire, no I/O
+//!             but weights files; unsafe only in nn::kernels and nn::mapped)
 //!   wire/     frame header, payload views, streaming codec                (no I/O, no clock)
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod nn;
 pub mod wire;
