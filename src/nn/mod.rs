@@ -57,7 +57,7 @@ pub use error::{NnError, WeightsFileProblem};
 pub use hebbian::{HebbianLearningMode, HebbianParams};
 pub use mapped::MappedWeights;
 pub use network::{
-    argmax, ForwardScratch, NetworkBuilder, NeuralNetwork, DEFAULT_SEED, SGEMM_MIN_BATCH,
+    argmax, uses_sgemm, ForwardScratch, NetworkBuilder, NeuralNetwork, DEFAULT_SEED,
 };
 pub use optim::{Adam, Optimizer, Sgd};
 pub use train::{one_hot, FitConfig};

@@ -15,9 +15,21 @@ use super::NnError;
 /// Seed used when none is given, so that two default networks are identical.
 pub const DEFAULT_SEED: u64 = 0x4E4E_5000_5EED;
 
-/// Batches at least this large go through `matrixmultiply::sgemm`; smaller ones through
-/// the register-blocked kernel. Measured in `benches/nn.rs` (see PERF.md).
-pub const SGEMM_MIN_BATCH: usize = 4;
+/// Whether a batched layer product of this shape goes through `matrixmultiply::sgemm`
+/// (packed, cache-blocked) rather than the register-blocked [`kernels::matmul_nt`].
+///
+/// Measured with `benches/nn.rs` (PERF.md): the unpacked kernel wins while the batch is
+/// small (below 32 rows it beats sgemm at every shape measured, by up to 8x at 4 rows) and
+/// while the weights stay in L2 with enough columns to amortise its horizontal sums
+/// (`inputs >= 256`, at most 512 KiB of weights, at most 256 rows); beyond that packing pays
+/// and sgemm is up to 1.5x faster.
+pub fn uses_sgemm(batch: usize, inputs: usize, outputs: usize) -> bool {
+    if batch < 32 {
+        return false;
+    }
+    let weight_bytes = inputs.saturating_mul(outputs).saturating_mul(4);
+    !(batch <= 256 && inputs >= 256 && weight_bytes <= 512 * 1024)
+}
 
 /// One fully connected layer: `y = f(W x + b)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +85,7 @@ impl LayerView<'_> {
     /// Row-major batch: `x` is `[batch x inputs]`, `y` is `[batch x outputs]`.
     pub(crate) fn forward_batch(&self, x: &[f32], y: &mut [f32]) {
         let batch = y.len() / self.outputs;
-        if batch >= SGEMM_MIN_BATCH {
+        if uses_sgemm(batch, self.inputs, self.outputs) {
             kernels::sgemm_nt(x, self.weights, y, self.inputs, self.outputs);
         } else {
             kernels::matmul_nt(x, self.weights, y, self.inputs, self.outputs);
@@ -715,7 +727,8 @@ mod tests {
         assert_eq!(n.forward_into(&x, &mut s).unwrap(), &out[..]);
         assert_eq!(s.layer_output(0), &acts[1][..]);
         // Batches through both matmul paths agree with single samples.
-        for batch in [1, 3, SGEMM_MIN_BATCH + 5] {
+        for batch in [1, 3, 40] {
+            assert_eq!(uses_sgemm(batch, 5, 3), batch == 40);
             let xs: Vec<f32> = (0..batch * 5)
                 .map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5)
                 .collect();
