@@ -22,7 +22,7 @@
 //! Little-endian; magic `NNPW`, version 1, layer count, reserved; a 16-byte record per
 //! layer (inputs, outputs, activation code, reserved); then each layer's weights and biases
 //! as f32 arrays, each starting at a multiple of 64 bytes. Full table in
-//! [`weights_file`](crate::nn::weights_file) and docs/WEIGHTS.md.
+//! [`weights_file`] and docs/WEIGHTS.md.
 //!
 //! ```
 //! use nnp::nn::{Activation, Adam, FitConfig, Loss, NeuralNetwork, one_hot};

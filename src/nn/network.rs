@@ -305,8 +305,8 @@ impl NetworkBuilder {
 
 /// A dense feed-forward network of `f32` layers.
 ///
-/// Backprop lives in [`super::backprop`], Hebbian rules in [`super::hebbian`], training
-/// loops in [`super::train`], files in [`super::weights_file`]; this type holds the
+/// Backprop, Hebbian rules, training loops and weights files add methods from their own
+/// modules (see the [`crate::nn`] table); this type holds the
 /// parameters and runs them forward.
 #[derive(Debug, Clone)]
 pub struct NeuralNetwork {

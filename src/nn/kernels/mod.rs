@@ -1,13 +1,13 @@
 //! Numeric kernels: dot, axpy, matrix-vector, matrix-matrix, activations.
 //!
-//! Every kernel here is written once, generic over [`Lanes`] (eight `f32` lanes), and
+//! Every kernel here is written once, generic over `Lanes` (eight `f32` lanes), and
 //! instantiated twice:
 //!
 //! * with [`wide::f32x8`], which picks its instructions when the crate is compiled. On the
 //!   default `x86_64` target that is SSE2, since nobody sets `RUSTFLAGS` for a library. This
 //!   portable path is also what miri runs and what other architectures get.
 //! * on `x86_64`, with a 256-bit AVX2+FMA lane type inside `#[target_feature]` wrappers
-//!   ([`x86`]), chosen at run time with `is_x86_feature_detected!`. The generic kernels are
+//!   (the `x86` submodule), chosen at run time with `is_x86_feature_detected!`. The generic kernels are
 //!   `#[inline(always)]`, so the wrapper compiles them with the wide instructions.
 //!
 //! The public functions dispatch; [`portable`] exposes the SSE2/portable instantiation so
