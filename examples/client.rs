@@ -36,9 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Hebbian correlations of layer 0, learnt locally, integrated by the server.
     for k in 0..100 {
         let x: Vec<f32> = (0..10).map(|i| ((i * k) % 7) as f32 / 7.0).collect();
-        node.network().hebbian_update(&x);
+        node.network().hebbian_update(&x)?;
     }
-    let correlations = node.network().correlations(0).to_vec();
+    let correlations = node.network().layer_correlations(0).to_vec();
     node.send_hebbian_data(peer, 0, &correlations, 0.01)?;
     println!(
         "sent layer 0's correlations ({} values)",

@@ -7,14 +7,15 @@
 //! The crate is built in layers, each unaware of the one above it:
 //!
 //! ```text
-//!   nn/       dense network, SIMD kernels, Hebbian rules, weights files   (no wire, no I/O)
+//!   nn/       dense network, SIMD kernels, Hebbian rules, weights files   (no wire, no I/O
+//!             but weights files; unsafe only in nn::kernels and nn::mapped)
 //!   wire/     frame header, payload views, streaming codec                (no I/O, no clock)
 //!   session/  handshake, sequence numbers, heartbeats, timeouts           (no I/O, no clock)
 //!   net/      mio event loops, buffer pool, rings to the consumer         (the only I/O)
 //!   node/     DistributedNetwork: the user API joining net and nn
 //! ```
-// Unsafe code lives only in `nn::gemm` (the matrixmultiply call), which allows it locally;
-// CI runs its tests under miri.
+// Unsafe code lives only in `nn::kernels` (runtime-dispatched AVX2/FMA) and `nn::mapped`
+// (the memmap2 view), which allow it locally; CI runs their tests under miri.
 #![deny(unsafe_code)]
 
 #[doc(hidden)]

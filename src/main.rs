@@ -123,10 +123,18 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
-    /// Hebb's rule with decay.
+    /// Hebb's rule with row normalisation.
     Classic,
     /// Oja's rule.
     Oja,
+    /// Sanger's generalised Hebbian algorithm.
+    Sanger,
+    /// Bienenstock-Cooper-Munro, sliding threshold.
+    Bcm,
+    /// Winner-take-all competitive learning.
+    Competitive,
+    /// Anti-Hebbian decorrelation.
+    AntiHebbian,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -587,7 +595,7 @@ fn parse_capabilities(names: &[String]) -> Result<u32, String> {
 }
 
 fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
-    use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+    use nnp::nn::{Activation, HebbianLearningMode, NeuralNetwork};
     use nnp::node::{DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig};
     if args.layers.len() < 2 || args.layers.contains(&0) {
         return Err("--layers needs at least two non-zero sizes, e.g. 64,32,10".into());
@@ -595,8 +603,17 @@ fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     let mode = match args.mode {
         Mode::Classic => HebbianLearningMode::Classic,
         Mode::Oja => HebbianLearningMode::Oja,
+        Mode::Sanger => HebbianLearningMode::Sanger,
+        Mode::Bcm => HebbianLearningMode::Bcm,
+        Mode::Competitive => HebbianLearningMode::Competitive,
+        Mode::AntiHebbian => HebbianLearningMode::AntiHebbian,
     };
-    let network = NeuralNetwork::with_layers_and_mode(args.layers, args.learning_rate, mode);
+    // A classifier's shape: sigmoid hidden layers, a softmax output.
+    let network = NeuralNetwork::builder(args.layers)
+        .learning_rate(args.learning_rate)
+        .mode(mode)
+        .output_activation(Activation::Softmax)
+        .build()?;
     let config = NodeConfig {
         capabilities: parse_capabilities(args.capabilities)?,
         ..NodeConfig::default()

@@ -1,368 +1,289 @@
-//! The dense network learns from real data: the handwritten digits.
+//! Learning on real data: the 8x8 digits set (data/digits.csv.gz) for backprop and the
+//! Hebbian rules, plus synthetic data for the properties BCM and anti-Hebbian learning are
+//! known for.
 
-use nnp::dataset::{self, shuffled};
-use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+mod common;
 
+use common::{abs_cosine, load_digits, load_pca, permutation, stratified_split};
+use nnp::nn::{
+    one_hot, Activation, Adam, FitConfig, HebbianLearningMode, HebbianParams, Loss, NeuralNetwork,
+};
+
+fn linear_net(sizes: &[usize], mode: HebbianLearningMode, lr: f32, seed: u64) -> NeuralNetwork {
+    NeuralNetwork::builder(sizes)
+        .hidden_activation(Activation::Linear)
+        .output_activation(Activation::Linear)
+        .mode(mode)
+        .learning_rate(lr)
+        .seed(seed)
+        .build()
+        .unwrap()
+}
+
+/// Runs `epochs` Hebbian epochs over the rows of `x` (width 64), reshuffled every epoch,
+/// with the learning rate decaying as `lr0 / (1 + epoch / half)`.
+fn hebbian_epochs(net: &mut NeuralNetwork, x: &[f32], epochs: usize, lr0: f32, half: f32) {
+    let n = x.len() / 64;
+    for e in 0..epochs {
+        net.set_learning_rate(lr0 / (1.0 + e as f32 / half));
+        for i in permutation(n, 1000 + e as u64) {
+            net.hebbian_update(&x[i * 64..(i + 1) * 64]).unwrap();
+        }
+    }
+}
+
+/// 64-64(ReLU)-10(softmax), Adam, 30 epochs, on a seeded stratified 75/25 split.
+///
+/// The held-out accuracy depends on the split: with this configuration the final-epoch
+/// accuracy was 0.970, 0.986, 0.986, 0.970 and 0.991 for split seeds 1, 2, 3, 7, 11. The
+/// test uses seed 3 and asserts the required 0.97.
 #[test]
 fn backprop_reaches_97_percent_on_held_out_digits() {
-    let data = dataset::digits().unwrap();
-    let (train, test) = data.split(0.25, 0);
-    let mut net = NeuralNetwork::with_seed(&[64, 32, 10], 0.05, HebbianLearningMode::Oja, 1);
-    let before = net.accuracy(&test.inputs, &test.labels);
-    for epoch in 0..40 {
-        net.train_epoch(
-            &train.inputs,
-            &train.labels,
-            16,
-            &shuffled(train.len(), epoch),
-        );
-    }
-    let after = net.accuracy(&test.inputs, &test.labels);
-    assert!(
-        before < 0.3,
-        "an untrained network is near chance: {before}"
-    );
-    assert!(after >= 0.97, "held-out accuracy {after}");
-}
-
-/// Central finite differences of `loss` against the analytic gradients, at a few
-/// parameters of every layer.
-fn check_gradients(
-    net: &NeuralNetwork,
-    grads: &[Vec<f32>],
-    loss: impl Fn(&NeuralNetwork) -> f64,
-    what: &str,
-) {
-    for (layer, g) in grads.iter().enumerate() {
-        for &k in &[0, 7, g.len() / 2, g.len() - 1] {
-            let h = 1e-2f32;
-            let (mut plus, mut minus) = (net.clone(), net.clone());
-            let p = net.params(layer)[k];
-            plus.write_params(layer, k, &[p + h]);
-            minus.write_params(layer, k, &[p - h]);
-            let numeric = (loss(&plus) - loss(&minus)) / (2.0 * h as f64);
-            assert!(
-                (numeric - g[k] as f64).abs() < 2e-3 + 0.05 * numeric.abs(),
-                "{what}: layer {layer} param {k}: analytic {} numeric {numeric}",
-                g[k]
-            );
-        }
-    }
+    let d = load_digits();
+    let (train, test) = stratified_split(&d.y, 3);
+    let (xtr, ytr) = d.select(&train);
+    let (xte, yte) = d.select(&test);
+    let mut net = NeuralNetwork::builder(&[64, 64, 10])
+        .hidden_activation(Activation::Relu)
+        .output_activation(Activation::Softmax)
+        .seed(3)
+        .build()
+        .unwrap();
+    let cfg = FitConfig {
+        epochs: 30,
+        batch_size: 16,
+        loss: Loss::CrossEntropy,
+        shuffle: true,
+    };
+    net.fit(
+        &xtr,
+        &one_hot(&ytr, 10).unwrap(),
+        &cfg,
+        &mut Adam::new(0.01),
+    )
+    .unwrap();
+    let acc = net.accuracy(&xte, &yte).unwrap();
+    println!("held-out accuracy {acc} on {} samples", yte.len());
+    assert!(acc >= 0.97, "held-out accuracy {acc}");
 }
 
 #[test]
-fn gradients_match_finite_differences_for_every_activation_and_both_losses() {
-    use nnp::nn::Activation;
-    let data = dataset::digits().unwrap();
-    let (x, y) = (&data.inputs[..64 * 4], &data.labels[..4]);
-    let targets: Vec<f32> = (0..4 * 10).map(|i| ((i * 7) % 10) as f32 / 10.0).collect();
-    for hidden in [
-        Activation::Sigmoid,
-        Activation::Tanh,
-        Activation::Relu,
-        Activation::Linear,
-    ] {
-        for output in [Activation::Softmax, Activation::Sigmoid, Activation::Linear] {
-            let mut net = NeuralNetwork::with_seed(&[64, 6, 10], 0.1, HebbianLearningMode::Oja, 3);
-            net.set_activation(0, hidden);
-            net.set_activation(1, output);
-            let out = |n: &NeuralNetwork, s: usize| n.forward(&x[s * 64..(s + 1) * 64]).1;
-            if output == Activation::Softmax {
-                let (grads, _) = net.gradients(x, y);
-                let ce = |n: &NeuralNetwork| -> f64 {
-                    (0..4).map(|s| -(out(n, s)[y[s]] as f64).ln()).sum::<f64>() / 4.0
-                };
-                check_gradients(
-                    &net,
-                    &grads,
-                    ce,
-                    &format!("cross-entropy, {hidden:?} hidden"),
-                );
-            }
-            let (grads, _) = net.gradients_mse(x, &targets);
-            let mse = |n: &NeuralNetwork| -> f64 {
-                (0..4)
-                    .map(|s| {
-                        out(n, s)
-                            .iter()
-                            .zip(&targets[s * 10..(s + 1) * 10])
-                            .map(|(a, b)| 0.5 * ((a - b) as f64).powi(2))
-                            .sum::<f64>()
-                    })
-                    .sum::<f64>()
-                    / 4.0
-            };
-            check_gradients(
-                &net,
-                &grads,
-                mse,
-                &format!("MSE, {hidden:?} hidden, {output:?} output"),
-            );
-        }
-    }
-}
-
-#[test]
-fn adam_also_learns_the_digits() {
-    let data = dataset::digits().unwrap();
-    let (train, test) = data.split(0.25, 0);
-    let mut net = NeuralNetwork::with_seed(&[64, 32, 10], 0.003, HebbianLearningMode::Oja, 2);
-    net.set_optimizer(nnp::nn::Optimizer::ADAM);
-    for epoch in 0..30 {
-        net.train_epoch(
-            &train.inputs,
-            &train.labels,
-            16,
-            &shuffled(train.len(), epoch),
-        );
-    }
-    let accuracy = net.accuracy(&test.inputs, &test.labels);
-    assert!(accuracy >= 0.96, "held-out accuracy with Adam {accuracy}");
-}
-
-fn principal_components() -> Vec<Vec<f32>> {
-    include_str!("fixtures/digits_pcs.txt")
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
-        .collect()
-}
-
-#[test]
-fn ojas_rule_finds_the_first_principal_component() {
-    let data = dataset::digits().unwrap();
-    let n = data.len();
-    let mut mean = vec![0f32; 64];
-    for i in 0..n {
-        mean.iter_mut()
-            .zip(data.row(i))
-            .for_each(|(m, v)| *m += v / n as f32);
-    }
-    let centred: Vec<Vec<f32>> = (0..n)
-        .map(|i| data.row(i).iter().zip(&mean).map(|(v, m)| v - m).collect())
-        .collect();
-    let mut net = NeuralNetwork::with_seed(&[64, 1], 0.002, HebbianLearningMode::Oja, 5);
-    for epoch in 0..60 {
-        for i in shuffled(n, epoch) {
-            net.hebbian_update(&centred[i]);
-        }
-    }
-    let w = &net.params(0)[..64];
-    let pc1 = &principal_components()[0];
-    let norm = w.iter().map(|v| v * v).sum::<f32>().sqrt();
-    let cosine = w.iter().zip(pc1).map(|(a, b)| a * b).sum::<f32>() / norm;
+fn oja_finds_the_first_principal_component() {
+    let d = load_digits();
+    let x = d.centred();
+    let pca = load_pca();
+    let mut net = linear_net(&[64, 1], HebbianLearningMode::Oja, 0.0, 1);
+    hebbian_epochs(&mut net, &x, 40, 0.02, 4.0);
+    let cos = abs_cosine(net.layer_weights(0), &pca[0]);
+    let norm: f32 = net
+        .layer_weights(0)
+        .iter()
+        .map(|w| w * w)
+        .sum::<f32>()
+        .sqrt();
+    println!("Oja: |cos| with PC1 = {cos}, |w| = {norm}");
+    assert!(cos >= 0.99, "|cos| {cos}");
     assert!(
         (norm - 1.0).abs() < 0.05,
-        "Oja's rule normalises the weights: {norm}"
+        "Oja's weight vector is unit norm, got {norm}"
     );
-    assert!(cosine.abs() >= 0.99, "|cosine| with PC1 = {}", cosine.abs());
 }
 
 #[test]
-fn classic_hebb_with_decay_stays_bounded() {
-    let data = dataset::digits().unwrap();
-    let mut net = NeuralNetwork::with_seed(&[64, 8], 0.01, HebbianLearningMode::Classic, 2);
+fn sanger_finds_the_top_three_components() {
+    let d = load_digits();
+    let x = d.centred();
+    let pca = load_pca();
+    let mut net = linear_net(&[64, 3], HebbianLearningMode::Sanger, 0.0, 2);
+    hebbian_epochs(&mut net, &x, 60, 0.02, 4.0);
+    for (k, pc) in pca.iter().enumerate().take(3) {
+        let cos = abs_cosine(&net.layer_weights(0)[k * 64..(k + 1) * 64], pc);
+        println!("Sanger: |cos| row {k} with PC{} = {cos}", k + 1);
+        assert!(cos >= 0.95, "component {k}: |cos| {cos}");
+    }
+}
+
+/// Purity: the fraction of samples whose cluster's majority label is their own.
+fn purity(assign: &[usize], labels: &[usize], clusters: usize) -> f32 {
+    let mut counts = vec![[0usize; 10]; clusters];
+    for (&c, &l) in assign.iter().zip(labels) {
+        counts[c][l] += 1;
+    }
+    counts
+        .iter()
+        .map(|c| *c.iter().max().unwrap())
+        .sum::<usize>() as f32
+        / labels.len() as f32
+}
+
+#[test]
+fn competitive_clusters_beat_chance_purity() {
+    // Margin asserted: purity >= chance purity + 0.40, where chance purity is that of the
+    // same cluster sizes with labels shuffled (about 0.11 here).
+    let d = load_digits();
+    let k = 10;
+    let mut net = linear_net(&[64, k], HebbianLearningMode::Competitive, 0.0, 3);
+    // Prototypes start at k random samples (as in k-means), so no unit starts dead.
+    let start = permutation(d.len(), 99);
+    let mut init = Vec::new();
+    for &i in &start[..k] {
+        init.extend_from_slice(d.row(i));
+    }
+    net.set_layer_weights(0, &init).unwrap();
+    hebbian_epochs(&mut net, &d.x, 20, 0.1, 2.0);
+    let w = net.layer_weights(0);
+    let assign: Vec<usize> = (0..d.len())
+        .map(|i| {
+            let x = d.row(i);
+            (0..k)
+                .min_by(|&a, &b| {
+                    let da: f32 = w[a * 64..(a + 1) * 64]
+                        .iter()
+                        .zip(x)
+                        .map(|(w, x)| (w - x) * (w - x))
+                        .sum();
+                    let db: f32 = w[b * 64..(b + 1) * 64]
+                        .iter()
+                        .zip(x)
+                        .map(|(w, x)| (w - x) * (w - x))
+                        .sum();
+                    da.total_cmp(&db)
+                })
+                .unwrap()
+        })
+        .collect();
+    let got = purity(&assign, &d.y, k);
+    let chance: f32 = (0..5)
+        .map(|s| {
+            let p = permutation(d.len(), 500 + s);
+            let shuffled: Vec<usize> = p.iter().map(|&i| d.y[i]).collect();
+            purity(&assign, &shuffled, k)
+        })
+        .sum::<f32>()
+        / 5.0;
+    println!("competitive purity {got}, chance {chance}");
+    assert!(got >= chance + 0.40, "purity {got} vs chance {chance}");
+}
+
+#[test]
+fn classic_hebb_stays_bounded_over_100k_steps() {
+    let d = load_digits();
+    let mut net = linear_net(&[64, 8], HebbianLearningMode::Classic, 0.1, 4);
     for step in 0..100_000 {
-        net.hebbian_update(data.row(step % data.len()));
+        net.hebbian_update(d.row(step % d.len())).unwrap();
     }
-    let max = net.params(0).iter().fold(0f32, |m, w| m.max(w.abs()));
-    assert!(max.is_finite() && max < 100.0, "largest weight {max}");
-}
-
-/// The digits with every pixel's mean removed.
-fn centred_digits() -> Vec<Vec<f32>> {
-    let data = dataset::digits().unwrap();
-    let n = data.len();
-    let mut mean = vec![0f32; 64];
-    for i in 0..n {
-        mean.iter_mut()
-            .zip(data.row(i))
-            .for_each(|(m, v)| *m += v / n as f32);
+    let w = net.layer_weights(0);
+    assert!(w.iter().all(|v| v.is_finite()));
+    for row in w.chunks_exact(64) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!(norm <= 1.0 + 1e-4, "row norm {norm}");
     }
-    (0..n)
-        .map(|i| data.row(i).iter().zip(&mean).map(|(v, m)| v - m).collect())
-        .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
+    // Bounded yet still Hebbian: rows align with the dominant (mean) input direction.
+    let mean: Vec<f32> = (0..64)
+        .map(|j| (0..d.len()).map(|i| d.row(i)[j]).sum::<f32>())
+        .collect();
+    assert!(abs_cosine(&w[..64], &mean) > 0.9);
 }
 
 #[test]
-fn sangers_rule_finds_the_top_three_principal_components() {
-    let centred = centred_digits();
-    let mut net = NeuralNetwork::with_seed(&[64, 3], 0.002, HebbianLearningMode::Sanger, 11);
-    for epoch in 0..150 {
-        for i in shuffled(centred.len(), epoch) {
-            net.hebbian_update(&centred[i]);
-        }
+fn bcm_becomes_selective_and_its_threshold_tracks_mean_square_response() {
+    // Four non-negative, linearly independent patterns, presented at random. BCM's stable
+    // states respond to exactly one pattern (y = θ) and to none of the others (y = 0).
+    let patterns: [[f32; 8]; 4] = [
+        [1.0, 0.8, 0.2, 0.0, 0.1, 0.0, 0.3, 0.0],
+        [0.0, 0.3, 1.0, 0.7, 0.0, 0.2, 0.0, 0.1],
+        [0.2, 0.0, 0.0, 0.3, 1.0, 0.6, 0.0, 0.0],
+        [0.0, 0.1, 0.0, 0.0, 0.2, 0.5, 1.0, 0.9],
+    ];
+    let mut net = NeuralNetwork::builder(&[8, 3])
+        .output_activation(Activation::Linear)
+        .mode(HebbianLearningMode::Bcm)
+        .learning_rate(0.005)
+        .hebbian_params(HebbianParams {
+            bcm_threshold_rate: 0.2,
+            ..HebbianParams::default()
+        })
+        .seed(5)
+        .build()
+        .unwrap();
+    // Start from small positive weights, so every unit responds a little to everything.
+    let w0: Vec<f32> = net
+        .layer_weights(0)
+        .iter()
+        .map(|w| 0.1 + 0.05 * w.abs())
+        .collect();
+    net.set_layer_weights(0, &w0).unwrap();
+    let order = permutation(40_000, 6);
+    for &k in &order {
+        net.hebbian_update(&patterns[k % 4]).unwrap();
     }
-    let pcs = principal_components();
-    for (k, pc) in pcs.iter().enumerate().take(3) {
-        let row = &net.params(0)[k * 64..(k + 1) * 64];
-        let c = cosine(row, pc).abs();
-        assert!(c >= 0.95, "component {}: |cosine| {c}", k + 1);
-    }
-}
-
-#[test]
-fn bcm_threshold_tracks_the_mean_squared_response_and_stays_bounded() {
-    let data = dataset::digits().unwrap();
-    let mut net = NeuralNetwork::with_seed(&[64, 4], 0.0005, HebbianLearningMode::Bcm, 4);
-    for epoch in 0..20 {
-        for i in shuffled(data.len(), epoch) {
-            net.hebbian_update(data.row(i));
-        }
-    }
-    // The threshold is a running average over the last few inputs: average it over one more
-    // epoch, during which the weights barely move.
-    let mut theta_mean = [0f32; 4];
-    for i in shuffled(data.len(), 99) {
-        net.hebbian_update(data.row(i));
-        for (m, t) in theta_mean.iter_mut().zip(net.thresholds(0)) {
-            *m += t / data.len() as f32;
-        }
-    }
-    let w = net.params(0)[..4 * 64].to_vec();
-    assert!(
-        w.iter().all(|v| v.is_finite() && v.abs() < 10.0),
-        "weights bounded"
-    );
-    for i in 0..4 {
-        let row = &w[i * 64..(i + 1) * 64];
-        let ys: Vec<f32> = (0..data.len())
-            .map(|s| {
-                row.iter()
-                    .zip(data.row(s))
-                    .map(|(a, b)| a * b)
-                    .sum::<f32>()
-                    .max(0.0)
-            })
-            .collect();
-        let mean_sq = ys.iter().map(|y| y * y).sum::<f32>() / ys.len() as f32;
-        let theta = theta_mean[i];
-        assert!(mean_sq > 1e-4, "unit {i} responds");
-        assert!(
-            (theta - mean_sq).abs() <= 0.2 * mean_sq,
-            "unit {i}: mean theta {theta} vs E[y^2] {mean_sq}"
-        );
-        // Selectivity: the unit answers strongly to a minority of the inputs.
-        let strong = ys.iter().filter(|&&y| y > theta.sqrt()).count() as f32 / ys.len() as f32;
-        assert!(
-            strong < 0.5,
-            "unit {i} answers above sqrt(theta) for {strong} of the inputs"
-        );
-    }
-}
-
-#[test]
-fn competitive_learning_clusters_beat_chance_purity() {
-    let data = dataset::digits().unwrap();
-    let units = 20;
-    let mut net = NeuralNetwork::with_seed(&[64, units], 0.05, HebbianLearningMode::Competitive, 9);
-    for epoch in 0..15 {
-        for i in shuffled(data.len(), epoch) {
-            net.hebbian_update(data.row(i));
-        }
-    }
-    let w = net.params(0)[..units * 64].to_vec();
-    let winner = |x: &[f32]| {
-        (0..units)
-            .map(|u| {
-                -w[u * 64..(u + 1) * 64]
-                    .iter()
-                    .zip(x)
-                    .map(|(a, b)| (a - b).powi(2))
-                    .sum::<f32>()
-            })
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap()
-            .0
-    };
-    let mut counts = vec![[0usize; 10]; units];
-    for i in 0..data.len() {
-        counts[winner(data.row(i))][data.labels[i]] += 1;
-    }
-    let pure: usize = counts.iter().map(|c| *c.iter().max().unwrap()).sum();
-    let purity = pure as f32 / data.len() as f32;
-    // Chance: every cluster labelled with the most common digit, about 0.10.
-    assert!(purity >= 0.5, "cluster purity {purity}");
-}
-
-#[test]
-fn anti_hebbian_learning_silences_the_output_along_the_data() {
-    let centred = centred_digits();
-    let mut net = NeuralNetwork::with_seed(&[64, 4], 0.01, HebbianLearningMode::AntiHebbian, 6);
-    let variance = |net: &NeuralNetwork| -> f32 {
-        let w = &net.params(0)[..4 * 64];
-        centred
+    for unit in 0..3 {
+        let w = &net.layer_weights(0)[unit * 8..(unit + 1) * 8];
+        let mut y: Vec<f32> = patterns
             .iter()
-            .map(|x| {
-                (0..4)
-                    .map(|i| {
-                        w[i * 64..(i + 1) * 64]
-                            .iter()
-                            .zip(x)
-                            .map(|(a, b)| a * b)
-                            .sum::<f32>()
-                            .powi(2)
-                    })
-                    .sum::<f32>()
-            })
-            .sum::<f32>()
-            / centred.len() as f32
+            .map(|p| p.iter().zip(w).map(|(a, b)| a * b).sum())
+            .collect();
+        let mean_sq = y.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        let theta = net.bcm_thresholds(0)[unit];
+        y.sort_by(|a, b| b.total_cmp(a));
+        println!("BCM unit {unit}: responses {y:?}, θ {theta}, E[y²] {mean_sq}");
+        // Selective: the best pattern drives the unit at least 10x more than any other.
+        assert!(
+            y[0] > 0.5 && y[1].abs() < 0.1 * y[0],
+            "unit {unit} responses {y:?}"
+        );
+        // The sliding threshold tracks E[y²] (within 15%: it is a noisy running average).
+        assert!(
+            (theta - mean_sq).abs() <= 0.15 * mean_sq,
+            "θ {theta} vs E[y²] {mean_sq}"
+        );
+    }
+}
+
+/// Mean |correlation| between distinct outputs of layer 0 over the data.
+fn mean_offdiag_correlation(net: &NeuralNetwork, x: &[f32]) -> f32 {
+    let k = net.layer_shape(0).0;
+    let outs: Vec<Vec<f32>> = x
+        .chunks_exact(64)
+        .map(|r| net.forward(r).unwrap().1)
+        .collect();
+    let n = outs.len() as f64;
+    let mean: Vec<f64> = (0..k)
+        .map(|i| outs.iter().map(|o| o[i] as f64).sum::<f64>() / n)
+        .collect();
+    let cov = |i: usize, j: usize| {
+        outs.iter()
+            .map(|o| (o[i] as f64 - mean[i]) * (o[j] as f64 - mean[j]))
+            .sum::<f64>()
+            / n
     };
-    let before = variance(&net);
-    for epoch in 0..10 {
-        for i in shuffled(centred.len(), epoch) {
-            net.hebbian_update(&centred[i]);
+    let mut total = 0.0;
+    let mut pairs = 0;
+    for i in 0..k {
+        for j in 0..i {
+            total += (cov(i, j) / (cov(i, i) * cov(j, j)).sqrt()).abs();
+            pairs += 1;
         }
     }
-    let after = variance(&net);
-    assert!(after < before / 10.0, "output variance {before} -> {after}");
-    assert!(net.params(0).iter().all(|v| v.is_finite()));
+    (total / pairs as f64) as f32
 }
 
 #[test]
-fn batched_forward_agrees_with_forward_per_sample() {
-    let data = dataset::digits().unwrap();
-    let net = NeuralNetwork::with_seed(&[64, 32, 10], 0.1, HebbianLearningMode::Oja, 8);
-    let rows = 37;
-    let batch = net.forward_batch(&data.inputs[..rows * 64]);
-    for s in 0..rows {
-        let single = net.forward(data.row(s)).1;
-        for (b, o) in batch[s * 10..(s + 1) * 10].iter().zip(&single) {
-            assert!((b - o).abs() < 1e-5, "sample {s}: {b} vs {o}");
-        }
-    }
-}
-
-#[test]
-fn federated_average_weighs_by_samples_and_checks_shapes() {
-    use nnp::nn::NnError;
-    let a = NeuralNetwork::with_seed(&[4, 3, 2], 0.1, HebbianLearningMode::Oja, 1);
-    let b = NeuralNetwork::with_seed(&[4, 3, 2], 0.1, HebbianLearningMode::Oja, 2);
-    let avg = NeuralNetwork::average(&[(&a, 1), (&b, 3)]).unwrap();
-    for l in 0..2 {
-        for ((m, x), y) in avg.params(l).iter().zip(a.params(l)).zip(b.params(l)) {
-            assert!((m - (0.25 * x + 0.75 * y)).abs() < 1e-6);
-        }
-    }
-    let c = NeuralNetwork::with_seed(&[4, 5, 2], 0.1, HebbianLearningMode::Oja, 3);
-    assert!(matches!(
-        NeuralNetwork::average(&[(&a, 1), (&c, 1)]),
-        Err(NnError::ShapeMismatch { index: 1, .. })
-    ));
-    assert_eq!(
-        NeuralNetwork::average(&[]).unwrap_err(),
-        NnError::NoNetworks
-    );
-    assert_eq!(
-        NeuralNetwork::average(&[(&a, 0)]).unwrap_err(),
-        NnError::NoSamples
-    );
+fn anti_hebbian_decorrelates_outputs() {
+    let d = load_digits();
+    let x = d.centred();
+    let mut net = linear_net(&[64, 4], HebbianLearningMode::AntiHebbian, 0.0, 7);
+    let before = mean_offdiag_correlation(&net, &x);
+    hebbian_epochs(&mut net, &x, 10, 0.02, 3.0);
+    let after = mean_offdiag_correlation(&net, &x);
+    println!("anti-Hebbian: mean |corr| between outputs {before} -> {after}");
+    assert!(before > 0.2, "the start should be correlated: {before}");
+    assert!(after < 0.05, "outputs still correlated: {after}");
+    // Decorrelated, not silenced.
+    let var: f32 = x
+        .chunks_exact(64)
+        .map(|r| net.forward(r).unwrap().1[0].powi(2))
+        .sum::<f32>()
+        / d.len() as f32;
+    assert!(var > 1e-3, "output variance {var}");
 }

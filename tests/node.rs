@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use nnp::net::NetError;
-use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+use nnp::nn::{one_hot, HebbianLearningMode, Loss, NeuralNetwork};
 use nnp::node::{
     DistributedNetwork, HandleOutcome, MessagePayload, NetworkMessage, NodeConfig, NodeError,
     NodeReceiver, PeerId,
@@ -14,7 +14,7 @@ use nnp::wire::{capabilities, MsgType, ProtocolError, SyncMode};
 const SIZES: [usize; 3] = [6, 5, 3];
 
 fn net(seed: u64) -> NeuralNetwork {
-    NeuralNetwork::with_seed(&SIZES, 0.05, HebbianLearningMode::Oja, seed)
+    NeuralNetwork::with_layers_and_mode(&SIZES, 0.05, HebbianLearningMode::Oja).with_seed(seed)
 }
 
 fn node(
@@ -95,7 +95,7 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
         panic!()
     };
     assert!(data.is_zero_copy(), "the f32 data is read in place");
-    let expected = net(1).forward(&x).1;
+    let expected = net(1).forward(&x).unwrap().1;
     assert_eq!(
         hub.handle_message(&m).unwrap(),
         HandleOutcome::Output(expected)
@@ -104,29 +104,35 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
     // BackwardData: gradients computed on `left` and applied by the hub equal applying them
     // to the same network locally.
     let labels = [2usize];
-    let (grads, _) = left.network().gradients(&x, &labels);
+    let (_, grads) = left
+        .network()
+        .batch_gradients(&x, &one_hot(&labels, 3).unwrap(), Loss::CrossEntropy)
+        .unwrap();
+    let grads = grads.layer_gradient_flat(1).to_vec();
     let mut local = hub.network().clone();
-    assert!(local.apply_layer_gradient(1, &grads[1]));
-    left.send_backward_data(left_to_hub, 1, &grads[1]).unwrap();
+    local.apply_layer_gradient(1, &grads).unwrap();
+    left.send_backward_data(left_to_hub, 1, &grads).unwrap();
     let m = next_data(&mut hub_rx);
     assert_eq!(
         hub.handle_message(&m).unwrap(),
         HandleOutcome::GradientApplied { layer: 1 }
     );
-    assert_eq!(hub.network().params(1), local.params(1));
+    assert_eq!(hub.network().layer_params(1), local.layer_params(1));
     assert_ne!(
-        hub.network().params(1),
-        net(1).params(1),
+        hub.network().layer_params(1),
+        net(1).layer_params(1),
         "the gradient moved the weights"
     );
 
     // HebbianData: correlations learnt on `right`, integrated by the hub.
     for k in 0..50 {
-        right.network().hebbian_update(&input(k));
+        right.network().hebbian_update(&input(k)).unwrap();
     }
-    let correlations = right.network().correlations(0).to_vec();
+    let correlations = right.network().layer_correlations(0).to_vec();
     let mut local = hub.network().clone();
-    assert!(local.integrate_correlations(0, &correlations, 0.02));
+    local
+        .integrate_correlations(0, &correlations, 0.02)
+        .unwrap();
     right
         .send_hebbian_data(right_to_hub, 0, &correlations, 0.02)
         .unwrap();
@@ -136,14 +142,17 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
         hub.handle_message(&m).unwrap(),
         HandleOutcome::CorrelationsIntegrated { layer: 0 }
     );
-    assert_eq!(hub.network().params(0), local.params(0));
-    assert_eq!(hub.network().correlations(0), local.correlations(0));
+    assert_eq!(hub.network().layer_params(0), local.layer_params(0));
+    assert_eq!(
+        hub.network().layer_correlations(0),
+        local.layer_correlations(0)
+    );
 
     // WeightSync, Replace: the hub's layer becomes left's layer.
     left.send_weight_sync(left_to_hub, 0, SyncMode::Replace)
         .unwrap();
     let m = next_data(&mut hub_rx);
-    let count = left.network().params(0).len();
+    let count = left.network().layer_params(0).len();
     assert_eq!(
         hub.handle_message(&m).unwrap(),
         HandleOutcome::WeightsUpdated {
@@ -152,17 +161,26 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
             count
         }
     );
-    assert_eq!(hub.network().params(0), left.network().params(0));
+    assert_eq!(
+        hub.network().layer_params(0),
+        left.network().layer_params(0)
+    );
 
     // WeightSync, Average: weighted by sample counts (right says 30, the hub has 10).
-    let before = hub.network().params(1).to_vec();
+    let before = hub.network().layer_params(1).to_vec();
     right
         .send_weight_sync(right_to_hub, 1, SyncMode::Average)
         .unwrap();
     let m = next_data(&mut hub_rx);
     hub.handle_message(&m).unwrap();
-    let theirs = right.network().params(1).to_vec();
-    for ((got, mine), other) in hub.network().params(1).iter().zip(&before).zip(&theirs) {
+    let theirs = right.network().layer_params(1).to_vec();
+    for ((got, mine), other) in hub
+        .network()
+        .layer_params(1)
+        .iter()
+        .zip(&before)
+        .zip(&theirs)
+    {
         let expected = mine + (other - mine) * 0.75;
         assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
     }
@@ -180,11 +198,14 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
     for (rx, worker) in [(&mut left_rx, &left), (&mut right_rx, &right)] {
         let m = next_data(rx);
         worker.handle_message(&m).unwrap();
-        assert_eq!(worker.network().params(1), hub.network().params(1));
+        assert_eq!(
+            worker.network().layer_params(1),
+            hub.network().layer_params(1)
+        );
     }
-    let c = hub.network().correlations(0).to_vec();
+    let c = hub.network().layer_correlations(0).to_vec();
     assert_eq!(hub.broadcast_hebbian_data(0, &c, 0.01).unwrap(), 2);
-    assert_eq!(hub.broadcast_backward_data(1, &grads[1]).unwrap(), 2);
+    assert_eq!(hub.broadcast_backward_data(1, &grads).unwrap(), 2);
     for rx in [&mut left_rx, &mut right_rx] {
         assert_eq!(next_data(rx).msg_type, MsgType::HebbianData);
         assert_eq!(next_data(rx).msg_type, MsgType::BackwardData);

@@ -11,8 +11,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dataset::{self, shuffled};
-use crate::nn::{HebbianLearningMode, NeuralNetwork};
+use crate::dataset;
+use crate::nn::{one_hot, Activation, Adam, HebbianLearningMode, Loss, NeuralNetwork};
 use crate::node::{
     DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig, NodeReceiver, PeerId,
 };
@@ -57,9 +57,17 @@ pub struct DemoReport {
 type Node = DistributedNetwork<NeuralNetwork>;
 
 const LAYERS: [usize; 3] = [64, 32, 10];
+const CLASSES: usize = 10;
 
 fn network() -> NeuralNetwork {
-    NeuralNetwork::with_seed(&LAYERS, 0.1, HebbianLearningMode::Oja, 7)
+    NeuralNetwork::builder(&LAYERS)
+        .learning_rate(0.1)
+        .mode(HebbianLearningMode::Oja)
+        .hidden_activation(Activation::Tanh)
+        .output_activation(Activation::Softmax)
+        .seed(7)
+        .build()
+        .expect("the demo's layer sizes are valid")
 }
 
 fn node(
@@ -146,13 +154,24 @@ pub fn run(options: DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error
 
     // Federated averaging.
     let mut accuracy_per_round = Vec::new();
+    let mut optimizers = [Adam::new(0.005), Adam::new(0.005)];
     let layers = LAYERS.len() - 1;
     for round in 0..options.rounds {
-        for (worker, shard, seed) in [(&worker_a, &shard_a, 1), (&worker_b, &shard_b, 2)] {
+        for ((worker, shard), optimizer) in [(&worker_a, &shard_a), (&worker_b, &shard_b)]
+            .into_iter()
+            .zip(&mut optimizers)
+        {
+            let targets = one_hot(&shard.labels, CLASSES)?;
             let mut net = worker.network();
-            for epoch in 0..options.epochs_per_round {
-                let order = shuffled(shard.len(), seed * 1000 + (round * 10 + epoch) as u64);
-                net.train_epoch(&shard.inputs, &shard.labels, 16, &order);
+            for _ in 0..options.epochs_per_round {
+                net.train_epoch(
+                    &shard.inputs,
+                    &targets,
+                    16,
+                    Loss::CrossEntropy,
+                    true,
+                    optimizer,
+                )?;
             }
         }
         for l in 0..layers as u16 {
@@ -172,7 +191,7 @@ pub fn run(options: DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error
                 next_data(rx, worker)?;
             }
         }
-        let accuracy = coordinator.network().accuracy(&test.inputs, &test.labels);
+        let accuracy = coordinator.network().accuracy(&test.inputs, &test.labels)?;
         accuracy_per_round.push(accuracy);
         progress(options.progress, round + 1, options.rounds, accuracy);
     }
@@ -201,7 +220,7 @@ pub fn run(options: DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error
         let MessagePayload::ForwardData { data, .. } = &m.payload else {
             return Err("unexpected answer".into());
         };
-        let local = coordinator.network().forward(test.row(i)).1;
+        let local = coordinator.network().forward(test.row(i))?.1;
         matches &= data
             .iter()
             .zip(&local)
@@ -221,13 +240,17 @@ pub fn run(options: DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error
 
     // Gradients: worker-b computes them on a batch and the coordinator applies them.
     let batch = test.select(&(0..32).collect::<Vec<_>>());
-    let (grads, loss) = worker_b.network().gradients(&batch.inputs, &batch.labels);
-    let before = coordinator.network().params(1).to_vec();
-    worker_b.send_backward_data(b_to_c, 1, &grads[1])?;
+    let (loss, grads) = worker_b.network().batch_gradients(
+        &batch.inputs,
+        &one_hot(&batch.labels, CLASSES)?,
+        Loss::CrossEntropy,
+    )?;
+    let before = coordinator.network().layer_params(1).to_vec();
+    worker_b.send_backward_data(b_to_c, 1, grads.layer_gradient_flat(1))?;
     next_data(&mut coord_rx, &coordinator)?;
     let moved = coordinator
         .network()
-        .params(1)
+        .layer_params(1)
         .iter()
         .zip(&before)
         .filter(|(a, b)| a != b)
@@ -238,10 +261,10 @@ pub fn run(options: DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error
     {
         let mut net = worker_a.network();
         for i in 0..200 {
-            net.hebbian_update(shard_a.row(i));
+            net.hebbian_update(shard_a.row(i))?;
         }
     }
-    let correlations = worker_a.network().correlations(0).to_vec();
+    let correlations = worker_a.network().layer_correlations(0).to_vec();
     let b_to_a = worker_b
         .connect_to("127.0.0.1", worker_a.start_server()?.port())
         .ok();

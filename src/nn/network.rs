@@ -1,747 +1,857 @@
-//! The network: layers, forward pass, backpropagation with SGD and momentum, Hebbian rules.
+//! The dense network: layers as flat parameter vectors, construction, forward passes,
+//! weights as data, and federated averaging.
+//!
+//! Each layer keeps its parameters in one `Vec<f32>`: the weights row-major
+//! `[outputs x inputs]`, then the `outputs` biases. That single layout is what the protocol
+//! ships (WeightSync slices, BackwardData gradients), what the weights file stores, and what
+//! the optimizers walk, so no message needs a gather or scatter.
 
-// Row and column index loops mirror the update equations; iterator chains would hide them.
-#![allow(clippy::needless_range_loop)]
+use super::activation::Activation;
+use super::hebbian::{HebbianLearningMode, HebbianParams, HebbianState};
+use super::kernels;
+use super::rng::SplitMix64;
+use super::NnError;
 
-use super::kernels::{dot, matmul_bias, matvec_bias};
+/// Seed used when none is given, so that two default networks are identical.
+pub const DEFAULT_SEED: u64 = 0x4E4E_5000_5EED;
 
-/// A layer's activation function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// 1 / (1 + e^-x)
-    Sigmoid,
-    /// tanh(x)
-    Tanh,
-    /// max(0, x)
-    Relu,
-    /// x
-    Linear,
-    /// e^x_i / sum e^x_j (output layer; trained with cross-entropy)
-    Softmax,
+/// Whether a batched layer product of this shape goes through `matrixmultiply::sgemm`
+/// (packed, cache-blocked) rather than the register-blocked [`kernels::matmul_nt`].
+///
+/// Measured with `benches/nn.rs` (PERF.md): the unpacked kernel wins while the batch is
+/// small (below 32 rows it beats sgemm at every shape measured, by up to 8x at 4 rows) and
+/// while the weights stay in L2 with enough columns to amortise its horizontal sums
+/// (`inputs >= 256`, at most 512 KiB of weights, at most 256 rows); beyond that packing pays
+/// and sgemm is up to 1.5x faster.
+pub fn uses_sgemm(batch: usize, inputs: usize, outputs: usize) -> bool {
+    if batch < 32 {
+        return false;
+    }
+    let weight_bytes = inputs.saturating_mul(outputs).saturating_mul(4);
+    !(batch <= 256 && inputs >= 256 && weight_bytes <= 512 * 1024)
 }
 
-/// Which Hebbian rule [`NeuralNetwork::hebbian_update`] applies, with `y = W x` (the layer's
-/// linear response, rectified for BCM) and learning rate `eta`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HebbianLearningMode {
-    /// Hebb's rule with weight decay: `dW = eta (y x^T - lambda W)`, `lambda = 0.1`; the decay
-    /// keeps the weights bounded.
-    Classic,
-    /// Oja's rule: `dW_ij = eta y_i (x_j - y_i W_ij)`; a row converges to the unit-norm first
-    /// principal direction of its input.
-    Oja,
-    /// Sanger's generalized Hebbian algorithm: `dW_ij = eta y_i (x_j - sum_{k<=i} y_k W_kj)`;
-    /// row `i` converges to the `i`-th principal direction.
-    Sanger,
-    /// Bienenstock-Cooper-Munro: `dW_ij = eta y_i (y_i - theta_i) x_j` with `y = max(0, W x)`
-    /// and the sliding threshold `theta_i <- theta_i + tau (y_i^2 - theta_i)`, `tau = 0.1`,
-    /// which tracks `E[y_i^2]` and makes the neuron selective.
-    Bcm,
-    /// Winner-take-all: the unit `k` nearest the input (largest `W_k . x - |W_k|^2 / 2`)
-    /// learns, `dW_k = eta (x - W_k)`; the rows become cluster centres. The losers move at
-    /// `eta / 100` (leaky learning), so that no unit is left dead far from the data.
-    Competitive,
-    /// Anti-Hebbian: `dW = -eta y x^T`; it removes the output's response along the input's
-    /// directions of variance (decorrelating, and in the limit silencing, the output).
-    AntiHebbian,
-}
-
-/// How much slower the losers of a competitive step learn than the winner.
-const COMPETITIVE_LEAK: f32 = 0.01;
-
-/// BCM's threshold rate: faster than the weights move, or the rule runs away.
-const BCM_TAU: f32 = 0.1;
-
-/// One weight layer: `rows` outputs, `cols` inputs.
-#[derive(Debug, Clone)]
-struct Layer {
-    rows: usize,
-    cols: usize,
-    /// `rows * cols` weights row-major, then `rows` biases.
-    params: Vec<f32>,
-    /// SGD's velocity, or Adam's first moment.
-    velocity: Vec<f32>,
-    /// Adam's second moment.
-    second_moment: Vec<f32>,
-    activation: Activation,
-    /// Running average of `y x^T` (`rows x cols`), what HebbianData carries.
-    correlations: Vec<f32>,
-    /// BCM's sliding thresholds, one per output.
-    thresholds: Vec<f32>,
+/// One fully connected layer: `y = f(W x + b)`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Layer {
+    pub(crate) inputs: usize,
+    pub(crate) outputs: usize,
+    pub(crate) activation: Activation,
+    /// Weights row-major `[outputs x inputs]`, then `outputs` biases.
+    pub(crate) params: Vec<f32>,
 }
 
 impl Layer {
-    /// One step of `mode` for input `x` (see [`HebbianLearningMode`] for the equations).
-    fn hebbian_step(&mut self, x: &[f32], eta: f32, mode: HebbianLearningMode) {
-        let (rows, cols) = (self.rows, self.cols);
-        let mut y: Vec<f32> = (0..rows)
-            .map(|i| dot(&self.weights()[i * cols..(i + 1) * cols], x))
+    pub(crate) fn weight_count(&self) -> usize {
+        self.inputs * self.outputs
+    }
+    pub(crate) fn weights(&self) -> &[f32] {
+        &self.params[..self.weight_count()]
+    }
+    pub(crate) fn biases(&self) -> &[f32] {
+        &self.params[self.weight_count()..]
+    }
+    pub(crate) fn view(&self) -> LayerView<'_> {
+        LayerView {
+            inputs: self.inputs,
+            outputs: self.outputs,
+            activation: self.activation,
+            weights: self.weights(),
+            biases: self.biases(),
+        }
+    }
+}
+
+/// A borrowed layer: from an owned network or straight from a mapped weights file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerView<'a> {
+    pub(crate) inputs: usize,
+    pub(crate) outputs: usize,
+    pub(crate) activation: Activation,
+    pub(crate) weights: &'a [f32],
+    pub(crate) biases: &'a [f32],
+}
+
+impl LayerView<'_> {
+    /// One sample: `y = f(W x + b)`; `x.len() == inputs`, `y.len() == outputs`.
+    pub(crate) fn forward(&self, x: &[f32], y: &mut [f32]) {
+        kernels::matvec(self.weights, x, y);
+        for (v, b) in y.iter_mut().zip(self.biases) {
+            *v += b;
+        }
+        self.activation.apply(y);
+    }
+
+    /// Row-major batch: `x` is `[batch x inputs]`, `y` is `[batch x outputs]`.
+    pub(crate) fn forward_batch(&self, x: &[f32], y: &mut [f32]) {
+        let batch = y.len() / self.outputs;
+        if uses_sgemm(batch, self.inputs, self.outputs) {
+            kernels::sgemm_nt(x, self.weights, y, self.inputs, self.outputs);
+        } else {
+            kernels::matmul_nt(x, self.weights, y, self.inputs, self.outputs);
+        }
+        for row in y.chunks_exact_mut(self.outputs) {
+            for (v, b) in row.iter_mut().zip(self.biases) {
+                *v += b;
+            }
+        }
+        self.activation.apply_rows(y, self.outputs);
+    }
+}
+
+/// Anything that can lend its layers: [`NeuralNetwork`] and [`super::MappedWeights`].
+pub(crate) trait LayerSource {
+    fn layer_count(&self) -> usize;
+    fn layer_view(&self, l: usize) -> LayerView<'_>;
+}
+
+/// Reusable buffers for [`NeuralNetwork::forward_into`]: one output vector per layer.
+///
+/// Sized on first use and then reused, so the hot path does not allocate.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardScratch {
+    pub(crate) outputs: Vec<Vec<f32>>,
+}
+
+impl ForwardScratch {
+    /// Empty buffers; they grow on the first forward pass.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The output of layer `l` from the last forward pass.
+    ///
+    /// # Panics
+    /// If `l` is not a layer of the last network run through this scratch.
+    pub fn layer_output(&self, l: usize) -> &[f32] {
+        &self.outputs[l]
+    }
+
+    fn fit<S: LayerSource + ?Sized>(&mut self, net: &S, batch: usize) {
+        let n = net.layer_count();
+        self.outputs.resize_with(n, Vec::new);
+        for (l, out) in self.outputs.iter_mut().enumerate() {
+            let len = net.layer_view(l).outputs * batch;
+            if out.len() != len {
+                out.resize(len, 0.0);
+            }
+        }
+    }
+}
+
+pub(crate) fn forward_into_impl<'s, S: LayerSource + ?Sized>(
+    net: &S,
+    input: &[f32],
+    scratch: &'s mut ForwardScratch,
+) -> Result<&'s [f32], NnError> {
+    forward_from_impl(net, 0, input, scratch)
+}
+
+/// Runs layers `from..` on `input` (what enters layer `from`): the pipeline stage's forward.
+pub(crate) fn forward_from_impl<'s, S: LayerSource + ?Sized>(
+    net: &S,
+    from: usize,
+    input: &[f32],
+    scratch: &'s mut ForwardScratch,
+) -> Result<&'s [f32], NnError> {
+    if from >= net.layer_count() {
+        return Err(NnError::LayerOutOfRange {
+            layer: from,
+            layer_count: net.layer_count(),
+        });
+    }
+    let first = net.layer_view(from);
+    if input.len() != first.inputs {
+        return Err(NnError::InputLength {
+            layer: from,
+            expected: first.inputs,
+            got: input.len(),
+        });
+    }
+    scratch.fit(net, 1);
+    for l in from..net.layer_count() {
+        let (done, rest) = scratch.outputs.split_at_mut(l);
+        let x = if l == from { input } else { &done[l - 1] };
+        net.layer_view(l).forward(x, &mut rest[0]);
+    }
+    Ok(scratch.outputs.last().map(Vec::as_slice).unwrap_or(&[]))
+}
+
+pub(crate) fn forward_batch_impl<'s, S: LayerSource + ?Sized>(
+    net: &S,
+    inputs: &[f32],
+    scratch: &'s mut ForwardScratch,
+) -> Result<&'s [f32], NnError> {
+    let width = net.layer_view(0).inputs;
+    if inputs.len() % width != 0 {
+        return Err(NnError::InputLength {
+            layer: 0,
+            expected: width,
+            got: inputs.len(),
+        });
+    }
+    let batch = inputs.len() / width;
+    scratch.fit(net, batch);
+    for l in 0..net.layer_count() {
+        let (done, rest) = scratch.outputs.split_at_mut(l);
+        let x = if l == 0 { inputs } else { &done[l - 1] };
+        net.layer_view(l).forward_batch(x, &mut rest[0]);
+    }
+    Ok(scratch.outputs.last().map(Vec::as_slice).unwrap_or(&[]))
+}
+
+/// Builds a [`NeuralNetwork`]: sizes, learning rate, Hebbian mode, activations, seed.
+///
+/// ```
+/// use nnp::nn::{Activation, HebbianLearningMode, NeuralNetwork};
+/// let net = NeuralNetwork::builder(&[4, 8, 3])
+///     .hidden_activation(Activation::Relu)
+///     .output_activation(Activation::Softmax)
+///     .learning_rate(0.05)
+///     .mode(HebbianLearningMode::Oja)
+///     .seed(42)
+///     .build()
+///     .unwrap();
+/// assert_eq!(net.layer_sizes(), vec![4, 8, 3]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct NetworkBuilder {
+    sizes: Vec<usize>,
+    learning_rate: f32,
+    mode: HebbianLearningMode,
+    seed: u64,
+    hidden: Activation,
+    output: Activation,
+    per_layer: Vec<(usize, Activation)>,
+    hebbian: HebbianParams,
+}
+
+impl NetworkBuilder {
+    /// Learning rate used by [`NeuralNetwork::hebbian_update`] and
+    /// [`NeuralNetwork::apply_layer_gradient`] (default 0.1).
+    pub fn learning_rate(mut self, lr: f32) -> Self {
+        self.learning_rate = lr;
+        self
+    }
+    /// Hebbian rule (default [`HebbianLearningMode::Oja`]).
+    pub fn mode(mut self, mode: HebbianLearningMode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Seed for weight initialisation and shuffling (default [`DEFAULT_SEED`]).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Activation of every hidden layer (default [`Activation::Sigmoid`]).
+    pub fn hidden_activation(mut self, a: Activation) -> Self {
+        self.hidden = a;
+        self
+    }
+    /// Activation of the output layer (default [`Activation::Sigmoid`]).
+    pub fn output_activation(mut self, a: Activation) -> Self {
+        self.output = a;
+        self
+    }
+    /// Activation of layer `l` (0 is the first weight layer), overriding the defaults.
+    pub fn layer_activation(mut self, l: usize, a: Activation) -> Self {
+        self.per_layer.push((l, a));
+        self
+    }
+    /// Rates of the Hebbian machinery (correlation average, BCM threshold).
+    pub fn hebbian_params(mut self, p: HebbianParams) -> Self {
+        self.hebbian = p;
+        self
+    }
+
+    /// The network, with Xavier-uniform weights (He-uniform before ReLU) and zero biases.
+    pub fn build(self) -> Result<NeuralNetwork, NnError> {
+        if self.sizes.len() < 2 || self.sizes.contains(&0) {
+            return Err(NnError::InvalidTopology { sizes: self.sizes });
+        }
+        let count = self.sizes.len() - 1;
+        let mut acts: Vec<Activation> = (0..count)
+            .map(|l| {
+                if l + 1 == count {
+                    self.output
+                } else {
+                    self.hidden
+                }
+            })
             .collect();
-        if mode == HebbianLearningMode::Bcm {
-            y.iter_mut().for_each(|v| *v = v.max(0.0));
+        for &(l, a) in &self.per_layer {
+            if l >= count {
+                return Err(NnError::LayerOutOfRange {
+                    layer: l,
+                    layer_count: count,
+                });
+            }
+            acts[l] = a;
         }
-        for i in 0..rows {
-            for j in 0..cols {
-                let c = &mut self.correlations[i * cols + j];
-                *c = 0.99 * *c + 0.01 * y[i] * x[j];
-            }
+        if let Some(l) = acts[..count - 1]
+            .iter()
+            .position(|a| *a == Activation::Softmax)
+        {
+            return Err(NnError::SoftmaxNotOutput { layer: l });
         }
-        let w = &mut self.params[..rows * cols];
-        match mode {
-            HebbianLearningMode::Classic => {
-                for i in 0..rows {
-                    for j in 0..cols {
-                        let wij = &mut w[i * cols + j];
-                        *wij += eta * (y[i] * x[j] - 0.1 * *wij);
-                    }
-                }
-            }
-            HebbianLearningMode::Oja => {
-                for i in 0..rows {
-                    for j in 0..cols {
-                        let wij = &mut w[i * cols + j];
-                        *wij += eta * y[i] * (x[j] - y[i] * *wij);
-                    }
-                }
-            }
-            HebbianLearningMode::Sanger => {
-                // residual = x - sum_{k<=i} y_k W_k, built up row by row from the old rows.
-                let mut residual = x.to_vec();
-                for i in 0..rows {
-                    let row = &mut w[i * cols..(i + 1) * cols];
-                    for (r, wk) in residual.iter_mut().zip(row.iter()) {
-                        *r -= y[i] * wk;
-                    }
-                    for (wij, r) in row.iter_mut().zip(&residual) {
-                        *wij += eta * y[i] * r;
-                    }
-                }
-            }
-            HebbianLearningMode::Bcm => {
-                for i in 0..rows {
-                    let theta = &mut self.thresholds[i];
-                    *theta += BCM_TAU * (y[i] * y[i] - *theta);
-                    let gain = eta * y[i] * (y[i] - *theta);
-                    for (wij, xj) in w[i * cols..(i + 1) * cols].iter_mut().zip(x) {
-                        *wij += gain * xj;
-                    }
-                }
-            }
-            HebbianLearningMode::Competitive => {
-                // The nearest unit wins: the largest `W_k . x - |W_k|^2 / 2`, which is the
-                // dot product made fair between rows of different lengths.
-                let winner = (0..rows)
-                    .map(|k| {
-                        let row = &w[k * cols..(k + 1) * cols];
-                        y[k] - 0.5 * dot(row, row)
-                    })
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .map_or(0, |(k, _)| k);
-                for k in 0..rows {
-                    let rate = if k == winner {
-                        eta
-                    } else {
-                        eta * COMPETITIVE_LEAK
-                    };
-                    for (wkj, xj) in w[k * cols..(k + 1) * cols].iter_mut().zip(x) {
-                        *wkj += rate * (xj - *wkj);
-                    }
-                }
-            }
-            HebbianLearningMode::AntiHebbian => {
-                for i in 0..rows {
-                    for j in 0..cols {
-                        w[i * cols + j] -= eta * y[i] * x[j];
-                    }
-                }
-            }
-        }
-    }
-
-    fn weights(&self) -> &[f32] {
-        &self.params[..self.rows * self.cols]
-    }
-
-    fn biases(&self) -> &[f32] {
-        &self.params[self.rows * self.cols..]
-    }
-
-    /// `out = W x + b`, then the activation.
-    fn forward(&self, x: &[f32], out: &mut [f32]) {
-        matvec_bias(self.weights(), self.cols, x, self.biases(), out);
-        activate(self.activation, out);
+        let layers = self
+            .sizes
+            .windows(2)
+            .zip(&acts)
+            .map(|(w, &activation)| Layer {
+                inputs: w[0],
+                outputs: w[1],
+                activation,
+                params: vec![0.0; w[0] * w[1] + w[1]],
+            })
+            .collect::<Vec<_>>();
+        let hebbian_state = layers.iter().map(HebbianState::new).collect();
+        let mut net = NeuralNetwork {
+            layers,
+            learning_rate: self.learning_rate,
+            mode: self.mode,
+            hebbian: self.hebbian,
+            hebbian_state,
+            rng: SplitMix64::new(self.seed),
+        };
+        net.initialise();
+        Ok(net)
     }
 }
 
-fn activate(activation: Activation, v: &mut [f32]) {
-    match activation {
-        Activation::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp())),
-        Activation::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
-        Activation::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
-        Activation::Linear => {}
-        Activation::Softmax => {
-            let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            v.iter_mut().for_each(|x| {
-                *x = (*x - max).exp();
-                sum += *x;
-            });
-            v.iter_mut().for_each(|x| *x /= sum);
-        }
-    }
-}
-
-/// The derivative of the activation at output `y`, for the hidden layers.
-fn derivative(activation: Activation, y: f32) -> f32 {
-    match activation {
-        Activation::Sigmoid => y * (1.0 - y),
-        Activation::Tanh => 1.0 - y * y,
-        Activation::Relu => {
-            if y > 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        }
-        Activation::Linear | Activation::Softmax => 1.0,
-    }
-}
-
-/// Why networks could not be combined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NnError {
-    /// Nothing to average.
-    NoNetworks,
-    /// A network's layer sizes differ from the first one's.
-    ShapeMismatch {
-        /// Index of the offending network.
-        index: usize,
-        /// The first network's sizes.
-        expected: Vec<usize>,
-        /// Its sizes.
-        found: Vec<usize>,
-    },
-    /// The sample counts add up to zero.
-    NoSamples,
-}
-
-impl std::fmt::Display for NnError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NnError::NoNetworks => write!(f, "no networks to average"),
-            NnError::ShapeMismatch {
-                index,
-                expected,
-                found,
-            } => write!(
-                f,
-                "network {index} has layers {found:?}, the first has {expected:?}: only equal shapes average"
-            ),
-            NnError::NoSamples => write!(f, "the sample counts add up to zero"),
-        }
-    }
-}
-
-impl std::error::Error for NnError {}
-
-/// How gradients change the weights.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Optimizer {
-    /// `v <- momentum v - lr g; w <- w + v`.
-    Sgd {
-        /// Momentum, 0 for plain SGD.
-        momentum: f32,
-    },
-    /// Adam with bias correction: `m <- b1 m + (1-b1) g`, `v <- b2 v + (1-b2) g^2`,
-    /// `w <- w - lr m^ / (sqrt(v^) + eps)`.
-    Adam {
-        /// First-moment decay (0.9).
-        beta1: f32,
-        /// Second-moment decay (0.999).
-        beta2: f32,
-        /// Denominator guard (1e-8).
-        epsilon: f32,
-    },
-}
-
-impl Optimizer {
-    /// Adam with the usual constants.
-    pub const ADAM: Optimizer = Optimizer::Adam {
-        beta1: 0.9,
-        beta2: 0.999,
-        epsilon: 1e-8,
-    };
-}
-
-/// A dense feed-forward network.
+/// A dense feed-forward network of `f32` layers.
+///
+/// Backprop, Hebbian rules, training loops and weights files add methods from their own
+/// modules (see the [`crate::nn`] table); this type holds the
+/// parameters and runs them forward.
 #[derive(Debug, Clone)]
 pub struct NeuralNetwork {
-    sizes: Vec<usize>,
-    layers: Vec<Layer>,
-    learning_rate: f32,
-    optimizer: Optimizer,
-    /// Optimizer steps taken (Adam's bias correction).
-    step: u32,
-    mode: HebbianLearningMode,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) learning_rate: f32,
+    pub(crate) mode: HebbianLearningMode,
+    pub(crate) hebbian: HebbianParams,
+    pub(crate) hebbian_state: Vec<HebbianState>,
+    pub(crate) rng: SplitMix64,
 }
 
-/// splitmix64: a small, seeded, reproducible source for weight initialisation.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+impl LayerSource for NeuralNetwork {
+    fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+    fn layer_view(&self, l: usize) -> LayerView<'_> {
+        self.layers[l].view()
+    }
 }
 
 impl NeuralNetwork {
-    /// A network with the given neuron counts (input first), learning rate and Hebbian rule:
-    /// tanh hidden layers, a softmax output, seed 0.
+    /// A builder for a network with these layer sizes (input first, output last).
+    pub fn builder(sizes: &[usize]) -> NetworkBuilder {
+        NetworkBuilder {
+            sizes: sizes.to_vec(),
+            learning_rate: 0.1,
+            mode: HebbianLearningMode::Oja,
+            seed: DEFAULT_SEED,
+            hidden: Activation::Sigmoid,
+            output: Activation::Sigmoid,
+            per_layer: Vec::new(),
+            hebbian: HebbianParams::default(),
+        }
+    }
+
+    /// A network with sigmoid layers, seeded with [`DEFAULT_SEED`].
+    ///
+    /// ```
+    /// use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+    /// let net = NeuralNetwork::with_layers_and_mode(&[64, 32, 10], 0.1, HebbianLearningMode::Oja);
+    /// let (activations, output) = net.forward(&[0.5; 64]).unwrap();
+    /// assert_eq!(activations.len(), 3);
+    /// assert_eq!(output.len(), 10);
+    /// ```
+    ///
+    /// # Panics
+    /// If `sizes` has fewer than two entries or a zero; use [`Self::builder`] to get an
+    /// error instead.
     pub fn with_layers_and_mode(
         sizes: &[usize],
         learning_rate: f32,
         mode: HebbianLearningMode,
     ) -> Self {
-        Self::with_seed(sizes, learning_rate, mode, 0)
+        Self::builder(sizes)
+            .learning_rate(learning_rate)
+            .mode(mode)
+            .build()
+            .expect("with_layers_and_mode: need >= 2 layer sizes, none zero")
     }
 
-    /// [`NeuralNetwork::with_layers_and_mode`] with an explicit initialisation seed.
-    pub fn with_seed(
-        sizes: &[usize],
-        learning_rate: f32,
-        mode: HebbianLearningMode,
-        seed: u64,
-    ) -> Self {
-        assert!(
-            sizes.len() >= 2 && sizes.iter().all(|&s| s > 0),
-            "at least two non-empty layers"
-        );
-        let mut state = seed;
-        let count = sizes.len() - 1;
-        let layers = sizes
-            .windows(2)
-            .enumerate()
-            .map(|(l, w)| {
-                let (cols, rows) = (w[0], w[1]);
-                let scale = (6.0 / (rows + cols) as f32).sqrt();
-                let mut params: Vec<f32> = (0..rows * cols)
-                    .map(|_| {
-                        ((splitmix(&mut state) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
-                            * scale
-                    })
-                    .collect();
-                params.resize(rows * cols + rows, 0.0);
-                Layer {
-                    rows,
-                    cols,
-                    velocity: vec![0.0; params.len()],
-                    second_moment: vec![0.0; params.len()],
-                    params,
-                    activation: if l + 1 == count {
-                        Activation::Softmax
-                    } else {
-                        Activation::Tanh
-                    },
-                    correlations: vec![0.0; rows * cols],
-                    thresholds: vec![0.0; rows],
-                }
-            })
-            .collect();
-        NeuralNetwork {
-            sizes: sizes.to_vec(),
-            layers,
-            learning_rate,
-            optimizer: Optimizer::Sgd { momentum: 0.9 },
-            step: 0,
-            mode,
+    /// Re-initialises all weights from `seed` (biases to zero, Hebbian state cleared).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = SplitMix64::new(seed);
+        self.initialise();
+        self
+    }
+
+    fn initialise(&mut self) {
+        for (layer, state) in self.layers.iter_mut().zip(&mut self.hebbian_state) {
+            // He-uniform sqrt(6 / in) before ReLU, Xavier-uniform sqrt(6 / (in + out)) else.
+            let fan = if layer.activation.prefers_he_init() {
+                layer.inputs
+            } else {
+                layer.inputs + layer.outputs
+            };
+            let limit = (6.0 / fan as f32).sqrt();
+            let n = layer.weight_count();
+            for w in &mut layer.params[..n] {
+                *w = self.rng.uniform(limit);
+            }
+            layer.params[n..].fill(0.0);
+            *state = HebbianState::new(layer);
         }
     }
 
-    /// Neuron counts, input first.
-    pub fn sizes(&self) -> &[usize] {
-        &self.sizes
-    }
-
-    /// Weight layers.
+    /// Number of weight layers (one less than the number of sizes).
     pub fn layer_count(&self) -> usize {
         self.layers.len()
     }
 
-    /// `(rows, cols)` of a weight layer.
-    pub fn layer_shape(&self, layer: usize) -> (usize, usize) {
-        (self.layers[layer].rows, self.layers[layer].cols)
+    /// Sizes from input to output, e.g. `[64, 32, 10]`.
+    pub fn layer_sizes(&self) -> Vec<usize> {
+        let mut v = vec![self.layers[0].inputs];
+        v.extend(self.layers.iter().map(|l| l.outputs));
+        v
     }
 
-    /// The learning rate.
+    /// Width of the network input.
+    pub fn input_size(&self) -> usize {
+        self.layers[0].inputs
+    }
+
+    /// Width of the network output.
+    pub fn output_size(&self) -> usize {
+        self.layers[self.layers.len() - 1].outputs
+    }
+
+    /// `(outputs, inputs)` of layer `l`, i.e. (rows, cols) of its weight matrix.
+    ///
+    /// # Panics
+    /// If `l >= layer_count()`.
+    pub fn layer_shape(&self, l: usize) -> (usize, usize) {
+        (self.layers[l].outputs, self.layers[l].inputs)
+    }
+
+    /// Activation of layer `l`.
+    ///
+    /// # Panics
+    /// If `l >= layer_count()`.
+    pub fn layer_activation(&self, l: usize) -> Activation {
+        self.layers[l].activation
+    }
+
+    /// The learning rate used by Hebbian steps and received gradients.
     pub fn learning_rate(&self) -> f32 {
         self.learning_rate
     }
 
-    /// Every layer's output and the network's output.
-    pub fn forward(&self, input: &[f32]) -> (Vec<Vec<f32>>, Vec<f32>) {
-        let mut activations = Vec::with_capacity(self.layers.len());
-        let mut x = input.to_vec();
-        for layer in &self.layers {
-            let mut out = vec![0.0; layer.rows];
-            layer.forward(&x, &mut out);
-            activations.push(out.clone());
-            x = out;
-        }
-        (activations, x)
+    /// Changes the learning rate.
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        self.learning_rate = lr;
     }
 
-    /// The output for an input that enters at weight layer `layer`.
-    pub fn forward_from(&self, layer: usize, input: &[f32]) -> Vec<f32> {
-        let mut x = input.to_vec();
-        for l in &self.layers[layer..] {
-            let mut out = vec![0.0; l.rows];
-            l.forward(&x, &mut out);
-            x = out;
-        }
-        x
+    /// The Hebbian rule in use.
+    pub fn mode(&self) -> HebbianLearningMode {
+        self.mode
     }
 
-    /// The outputs for a batch of inputs (`batch x inputs`, row-major), as `batch x outputs`:
-    /// what a ForwardData batch from the wire feeds.
-    pub fn forward_batch(&self, inputs: &[f32]) -> Vec<f32> {
-        let batch = inputs.len() / self.sizes[0];
-        let mut x = inputs[..batch * self.sizes[0]].to_vec();
-        for layer in &self.layers {
-            let mut out = vec![0.0; batch * layer.rows];
-            matmul_bias(
-                layer.weights(),
-                layer.rows,
-                layer.cols,
-                &x,
-                layer.biases(),
-                &mut out,
-            );
-            for row in out.chunks_mut(layer.rows) {
-                activate(layer.activation, row);
-            }
-            x = out;
-        }
-        x
+    /// Changes the Hebbian rule (the running correlations are kept).
+    pub fn set_mode(&mut self, mode: HebbianLearningMode) {
+        self.mode = mode;
     }
 
-    /// The predicted class of an input.
-    pub fn predict(&self, input: &[f32]) -> usize {
-        let (_, out) = self.forward(input);
-        out.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i)
-    }
-
-    /// Fraction of rows (`inputs` row-major) whose predicted class is the label.
-    pub fn accuracy(&self, inputs: &[f32], labels: &[usize]) -> f32 {
-        let n = self.sizes[0];
-        let right = labels
-            .iter()
-            .enumerate()
-            .filter(|(i, &l)| self.predict(&inputs[i * n..(i + 1) * n]) == l)
-            .count();
-        right as f32 / labels.len().max(1) as f32
-    }
-
-    /// Softmax cross-entropy gradients averaged over a batch, per layer in the parameter
-    /// layout (weights row-major, then biases), and the mean loss. The output layer should be
-    /// softmax (then `dL/dz = y - onehot(label)`).
-    pub fn gradients(&self, inputs: &[f32], labels: &[usize]) -> (Vec<Vec<f32>>, f32) {
-        let outputs = self.sizes[self.sizes.len() - 1];
-        self.batch_gradients(inputs, labels.len(), |s, y| {
-            let label = labels[s].min(outputs - 1);
-            let mut delta = y.to_vec();
-            delta[label] -= 1.0;
-            (delta, -y[label].max(1e-12).ln())
+    pub(crate) fn layer_checked(&self, l: usize) -> Result<&Layer, NnError> {
+        self.layers.get(l).ok_or(NnError::LayerOutOfRange {
+            layer: l,
+            layer_count: self.layers.len(),
         })
     }
 
-    /// Mean squared error gradients (`L = 1/2 |y - t|^2` per sample) for row-major `targets`
-    /// (`batch x outputs`), through whatever the output activation is.
-    pub fn gradients_mse(&self, inputs: &[f32], targets: &[f32]) -> (Vec<Vec<f32>>, f32) {
-        let outputs = self.sizes[self.sizes.len() - 1];
-        let activation = self.layers[self.layers.len() - 1].activation;
-        self.batch_gradients(inputs, targets.len() / outputs, |s, y| {
-            let t = &targets[s * outputs..(s + 1) * outputs];
-            let g: Vec<f32> = y.iter().zip(t).map(|(a, b)| a - b).collect();
-            let loss = 0.5 * g.iter().map(|v| v * v).sum::<f32>();
-            let delta = if activation == Activation::Softmax {
-                // The softmax Jacobian: dz_i = y_i (g_i - sum_j g_j y_j).
-                let gy: f32 = g.iter().zip(y).map(|(a, b)| a * b).sum();
-                y.iter().zip(&g).map(|(yi, gi)| yi * (gi - gy)).collect()
-            } else {
-                g.iter()
-                    .zip(y)
-                    .map(|(gi, yi)| gi * derivative(activation, *yi))
-                    .collect()
-            };
-            (delta, loss)
+    pub(crate) fn layer_checked_mut(&mut self, l: usize) -> Result<&mut Layer, NnError> {
+        let layer_count = self.layers.len();
+        self.layers.get_mut(l).ok_or(NnError::LayerOutOfRange {
+            layer: l,
+            layer_count,
         })
     }
 
-    /// Backpropagates `output_delta(sample, output) -> (dL/dz of the output layer, loss)` over
-    /// a batch; returns the mean gradients and the mean loss.
-    fn batch_gradients(
+    // ---- forward ----
+
+    /// Runs one sample forward.
+    ///
+    /// Returns every layer's activations (index 0 is the input itself, index `l + 1` the
+    /// output of layer `l`) and the network output. Allocates; see [`Self::forward_into`]
+    /// for the hot path.
+    pub fn forward(&self, input: &[f32]) -> Result<(Vec<Vec<f32>>, Vec<f32>), NnError> {
+        let mut scratch = ForwardScratch::new();
+        forward_into_impl(self, input, &mut scratch)?;
+        let mut acts = Vec::with_capacity(self.layers.len() + 1);
+        acts.push(input.to_vec());
+        acts.extend(scratch.outputs);
+        let out = acts.last().cloned().unwrap_or_default();
+        Ok((acts, out))
+    }
+
+    /// Runs one sample forward into `scratch`, returning the output; allocation-free once
+    /// `scratch` has been used with this network. Layer outputs stay readable through
+    /// [`ForwardScratch::layer_output`].
+    pub fn forward_into<'s>(
+        &self,
+        input: &[f32],
+        scratch: &'s mut ForwardScratch,
+    ) -> Result<&'s [f32], NnError> {
+        forward_into_impl(self, input, scratch)
+    }
+
+    /// Runs layers `from..` on `input`, the activations entering weight layer `from`
+    /// (layer 0: the network input), into `scratch`; returns the network output. This is a
+    /// pipeline stage's step: the previous stage sent what its last layer produced.
+    ///
+    /// ```
+    /// use nnp::nn::{ForwardScratch, HebbianLearningMode, NeuralNetwork};
+    /// let net = NeuralNetwork::with_layers_and_mode(&[4, 6, 3], 0.1, HebbianLearningMode::Oja);
+    /// let (acts, out) = net.forward(&[0.1, 0.2, 0.3, 0.4]).unwrap();
+    /// let mut scratch = ForwardScratch::new();
+    /// assert_eq!(net.forward_from_into(1, &acts[1], &mut scratch).unwrap(), &out[..]);
+    /// ```
+    pub fn forward_from_into<'s>(
+        &self,
+        from: usize,
+        input: &[f32],
+        scratch: &'s mut ForwardScratch,
+    ) -> Result<&'s [f32], NnError> {
+        forward_from_impl(self, from, input, scratch)
+    }
+
+    /// Runs a row-major batch (`inputs.len()` a multiple of the input width) forward,
+    /// returning the row-major `[batch x outputs]` result.
+    pub fn forward_batch<'s>(
         &self,
         inputs: &[f32],
-        batch: usize,
-        output_delta: impl Fn(usize, &[f32]) -> (Vec<f32>, f32),
-    ) -> (Vec<Vec<f32>>, f32) {
-        let n = self.sizes[0];
-        let mut grads: Vec<Vec<f32>> = self
-            .layers
-            .iter()
-            .map(|l| vec![0.0; l.params.len()])
-            .collect();
-        let mut loss = 0.0;
-        for s in 0..batch {
-            let x = &inputs[s * n..(s + 1) * n];
-            let (acts, out) = self.forward(x);
-            let (mut delta, sample_loss) = output_delta(s, &out);
-            loss += sample_loss;
-            for l in (0..self.layers.len()).rev() {
-                let layer = &self.layers[l];
-                let input = if l == 0 { x } else { &acts[l - 1][..] };
-                let g = &mut grads[l];
-                for i in 0..layer.rows {
-                    let row = &mut g[i * layer.cols..(i + 1) * layer.cols];
-                    row.iter_mut()
-                        .zip(input)
-                        .for_each(|(gw, xi)| *gw += delta[i] * xi);
-                    g[layer.rows * layer.cols + i] += delta[i];
-                }
-                if l > 0 {
-                    let prev = &self.layers[l - 1];
-                    let mut next = vec![0.0; layer.cols];
-                    for i in 0..layer.rows {
-                        let row = &layer.weights()[i * layer.cols..(i + 1) * layer.cols];
-                        next.iter_mut()
-                            .zip(row)
-                            .for_each(|(n, w)| *n += w * delta[i]);
-                    }
-                    for (j, d) in next.iter_mut().enumerate() {
-                        *d *= derivative(prev.activation, acts[l - 1][j]);
-                    }
-                    delta = next;
-                }
-            }
-        }
-        let scale = 1.0 / batch.max(1) as f32;
-        grads.iter_mut().flatten().for_each(|g| *g *= scale);
-        (grads, loss * scale)
+        scratch: &'s mut ForwardScratch,
+    ) -> Result<&'s [f32], NnError> {
+        forward_batch_impl(self, inputs, scratch)
     }
 
-    /// Federated averaging: the parameters of `networks`, each weighted by its sample count.
-    /// The result takes everything else (activations, optimizer, rule) from the first.
-    pub fn average(networks: &[(&NeuralNetwork, u32)]) -> Result<NeuralNetwork, NnError> {
-        let (first, _) = networks.first().ok_or(NnError::NoNetworks)?;
-        for (index, (net, _)) in networks.iter().enumerate() {
-            if net.sizes != first.sizes {
+    /// Index of the largest output for one sample.
+    pub fn predict_class(
+        &self,
+        input: &[f32],
+        scratch: &mut ForwardScratch,
+    ) -> Result<usize, NnError> {
+        let out = self.forward_into(input, scratch)?;
+        Ok(argmax(out))
+    }
+
+    // ---- weights as data ----
+
+    /// Weights of layer `l`, row-major `[outputs x inputs]`.
+    ///
+    /// # Panics
+    /// If `l >= layer_count()`.
+    pub fn layer_weights(&self, l: usize) -> &[f32] {
+        self.layers[l].weights()
+    }
+
+    /// Biases of layer `l`.
+    ///
+    /// # Panics
+    /// If `l >= layer_count()`.
+    pub fn layer_biases(&self, l: usize) -> &[f32] {
+        self.layers[l].biases()
+    }
+
+    /// Flat parameters of layer `l`: weights row-major, then biases
+    /// (`outputs * inputs + outputs` values).
+    ///
+    /// # Panics
+    /// If `l >= layer_count()`.
+    pub fn layer_params(&self, l: usize) -> &[f32] {
+        &self.layers[l].params
+    }
+
+    /// Replaces the weights of layer `l`.
+    pub fn set_layer_weights(&mut self, l: usize, weights: &[f32]) -> Result<(), NnError> {
+        let layer = self.layer_checked_mut(l)?;
+        let n = layer.weight_count();
+        if weights.len() != n {
+            return Err(NnError::WeightsLength {
+                layer: l,
+                expected: n,
+                got: weights.len(),
+            });
+        }
+        layer.params[..n].copy_from_slice(weights);
+        Ok(())
+    }
+
+    /// Replaces the biases of layer `l`.
+    pub fn set_layer_biases(&mut self, l: usize, biases: &[f32]) -> Result<(), NnError> {
+        let layer = self.layer_checked_mut(l)?;
+        let n = layer.weight_count();
+        if biases.len() != layer.outputs {
+            return Err(NnError::BiasesLength {
+                layer: l,
+                expected: layer.outputs,
+                got: biases.len(),
+            });
+        }
+        layer.params[n..].copy_from_slice(biases);
+        Ok(())
+    }
+
+    /// Writes `values` into layer `l`'s flat parameters starting at element `offset`
+    /// (a WeightSync slice).
+    pub fn write_layer_params(
+        &mut self,
+        l: usize,
+        offset: usize,
+        values: &[f32],
+    ) -> Result<(), NnError> {
+        let layer = self.layer_checked_mut(l)?;
+        let params = layer.params.len();
+        match offset.checked_add(values.len()) {
+            Some(end) if end <= params => {
+                layer.params[offset..end].copy_from_slice(values);
+                Ok(())
+            }
+            _ => Err(NnError::ParamsRange {
+                layer: l,
+                offset,
+                len: values.len(),
+                params,
+            }),
+        }
+    }
+
+    /// Checks that `other` has the same layer shapes as `self`.
+    pub fn check_same_shape(&self, other: &NeuralNetwork) -> Result<(), NnError> {
+        let n = self.layers.len().max(other.layers.len());
+        for l in 0..n {
+            let a = self.layers.get(l).map_or((0, 0), |x| (x.outputs, x.inputs));
+            let b = other
+                .layers
+                .get(l)
+                .map_or((0, 0), |x| (x.outputs, x.inputs));
+            if a != b {
                 return Err(NnError::ShapeMismatch {
-                    index,
-                    expected: first.sizes.clone(),
-                    found: net.sizes.clone(),
+                    layer: l,
+                    expected: a,
+                    got: b,
                 });
             }
         }
-        let total: f64 = networks.iter().map(|(_, n)| f64::from(*n)).sum();
-        if total == 0.0 {
-            return Err(NnError::NoSamples);
+        Ok(())
+    }
+
+    /// Federated averaging: the parameters of `members` weighted by their sample counts.
+    ///
+    /// The result takes everything else (activations, learning rate, mode, fresh Hebbian
+    /// state) from the first member. Errors if the list is empty, the total count is zero,
+    /// or shapes differ.
+    pub fn average(members: &[(&NeuralNetwork, u64)]) -> Result<NeuralNetwork, NnError> {
+        let Some(&(first, _)) = members.first() else {
+            return Err(NnError::NothingToAverage);
+        };
+        let total: u64 = members.iter().map(|m| m.1).sum();
+        if total == 0 {
+            return Err(NnError::NothingToAverage);
         }
-        let mut result = (*first).clone();
-        for (l, layer) in result.layers.iter_mut().enumerate() {
-            for (k, p) in layer.params.iter_mut().enumerate() {
-                *p = networks
-                    .iter()
-                    .map(|(net, n)| f64::from(net.layers[l].params[k]) * f64::from(*n))
-                    .sum::<f64>() as f32
-                    / total as f32;
+        for (net, _) in members {
+            first.check_same_shape(net)?;
+        }
+        let mut out = first.clone();
+        for (l, layer) in out.layers.iter_mut().enumerate() {
+            layer.params.fill(0.0);
+            for (net, count) in members {
+                let w = (*count as f64 / total as f64) as f32;
+                kernels::axpy(w, &net.layers[l].params, &mut layer.params);
             }
         }
-        Ok(result)
+        for (state, layer) in out.hebbian_state.iter_mut().zip(&out.layers) {
+            *state = HebbianState::new(layer);
+        }
+        Ok(out)
     }
 
-    /// Sets a layer's activation (softmax belongs on the output layer only).
-    pub fn set_activation(&mut self, layer: usize, activation: Activation) {
-        self.layers[layer].activation = activation;
+    /// Replaces this network's parameters with the weighted average of itself (weighted
+    /// `own_count`) and `others`.
+    pub fn average_in(
+        &mut self,
+        own_count: u64,
+        others: &[(&NeuralNetwork, u64)],
+    ) -> Result<(), NnError> {
+        let mut all = vec![(&*self, own_count)];
+        all.extend_from_slice(others);
+        let avg = Self::average(&all)?;
+        for (dst, src) in self.layers.iter_mut().zip(avg.layers) {
+            dst.params = src.params;
+        }
+        Ok(())
     }
+}
 
-    /// A layer's activation.
-    pub fn activation(&self, layer: usize) -> Activation {
-        self.layers[layer].activation
-    }
-
-    /// Chooses how gradients are applied.
-    pub fn set_optimizer(&mut self, optimizer: Optimizer) {
-        self.optimizer = optimizer;
-        self.step = 0;
-        for l in &mut self.layers {
-            l.velocity.iter_mut().for_each(|v| *v = 0.0);
-            l.second_moment.iter_mut().for_each(|v| *v = 0.0);
+/// Index of the largest value (the first on ties; 0 for an empty slice).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
         }
     }
+    best
+}
 
-    /// One optimizer step on a layer from a gradient in the parameter layout (SGD with
-    /// momentum, or Adam). Returns false (and changes nothing) if the length is wrong.
-    pub fn apply_layer_gradient(&mut self, layer: usize, gradient: &[f32]) -> bool {
-        let lr = self.learning_rate;
-        let optimizer = self.optimizer;
-        let step = self.step + 1;
-        let Some(l) = self.layers.get_mut(layer) else {
-            return false;
-        };
-        if gradient.len() != l.params.len() {
-            return false;
-        }
-        match optimizer {
-            Optimizer::Sgd { momentum } => {
-                for ((p, v), g) in l.params.iter_mut().zip(&mut l.velocity).zip(gradient) {
-                    *v = momentum * *v - lr * g;
-                    *p += *v;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> NeuralNetwork {
+        NeuralNetwork::builder(&[5, 7, 3])
+            .hidden_activation(Activation::Tanh)
+            .output_activation(Activation::Softmax)
+            .seed(3)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn seeded_construction_is_reproducible() {
+        let a = net();
+        let b = net();
+        assert_eq!(a.layers, b.layers);
+        let c = net().with_seed(4);
+        assert_ne!(a.layers, c.layers);
+        let limit = (6.0f32 / 12.0).sqrt();
+        assert!(a.layer_weights(0).iter().all(|w| w.abs() <= limit));
+        assert!(a.layer_biases(0).iter().all(|b| *b == 0.0));
+    }
+
+    #[test]
+    fn bad_topologies_are_errors() {
+        assert!(matches!(
+            NeuralNetwork::builder(&[3]).build(),
+            Err(NnError::InvalidTopology { .. })
+        ));
+        assert!(matches!(
+            NeuralNetwork::builder(&[3, 0, 2]).build(),
+            Err(NnError::InvalidTopology { .. })
+        ));
+        assert!(matches!(
+            NeuralNetwork::builder(&[3, 4, 2])
+                .hidden_activation(Activation::Softmax)
+                .build(),
+            Err(NnError::SoftmaxNotOutput { layer: 0 })
+        ));
+    }
+
+    #[test]
+    fn forward_forms_agree() {
+        let n = net();
+        let x: Vec<f32> = (0..5).map(|i| i as f32 * 0.3 - 0.5).collect();
+        let (acts, out) = n.forward(&x).unwrap();
+        assert_eq!(acts[0], x);
+        assert_eq!(acts.len(), 3);
+        assert!((out.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let mut s = ForwardScratch::new();
+        assert_eq!(n.forward_into(&x, &mut s).unwrap(), &out[..]);
+        assert_eq!(s.layer_output(0), &acts[1][..]);
+        // Batches through both matmul paths agree with single samples.
+        for batch in [1, 3, 40] {
+            assert_eq!(uses_sgemm(batch, 5, 3), batch == 40);
+            let xs: Vec<f32> = (0..batch * 5)
+                .map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5)
+                .collect();
+            let mut bs = ForwardScratch::new();
+            let ys = n.forward_batch(&xs, &mut bs).unwrap().to_vec();
+            for r in 0..batch {
+                let single = n.forward(&xs[r * 5..(r + 1) * 5]).unwrap().1;
+                for (a, b) in single.iter().zip(&ys[r * 3..(r + 1) * 3]) {
+                    assert!((a - b).abs() < 1e-5);
                 }
             }
-            Optimizer::Adam {
-                beta1,
-                beta2,
-                epsilon,
-            } => {
-                let c1 = 1.0 - beta1.powi(step as i32);
-                let c2 = 1.0 - beta2.powi(step as i32);
-                for (((p, m), v), g) in l
-                    .params
-                    .iter_mut()
-                    .zip(&mut l.velocity)
-                    .zip(&mut l.second_moment)
-                    .zip(gradient)
-                {
-                    *m = beta1 * *m + (1.0 - beta1) * g;
-                    *v = beta2 * *v + (1.0 - beta2) * g * g;
-                    *p -= lr * (*m / c1) / ((*v / c2).sqrt() + epsilon);
-                }
+        }
+        assert!(matches!(
+            n.forward(&[1.0; 4]),
+            Err(NnError::InputLength {
+                layer: 0,
+                expected: 5,
+                got: 4
+            })
+        ));
+    }
+
+    #[test]
+    fn weights_as_data() {
+        let mut n = net();
+        let w: Vec<f32> = (0..35).map(|i| i as f32).collect();
+        n.set_layer_weights(0, &w).unwrap();
+        n.set_layer_biases(0, &[1.0; 7]).unwrap();
+        assert_eq!(n.layer_weights(0), &w[..]);
+        assert_eq!(&n.layer_params(0)[35..], &[1.0; 7]);
+        n.write_layer_params(0, 33, &[9.0, 9.0, 9.0]).unwrap();
+        assert_eq!(&n.layer_params(0)[33..36], &[9.0; 3]);
+        assert!(matches!(
+            n.write_layer_params(0, 40, &[0.0; 3]),
+            Err(NnError::ParamsRange {
+                layer: 0,
+                offset: 40,
+                len: 3,
+                params: 42
+            })
+        ));
+        assert!(matches!(
+            n.set_layer_weights(0, &w[..3]),
+            Err(NnError::WeightsLength { .. })
+        ));
+        assert!(matches!(
+            n.set_layer_biases(2, &[]),
+            Err(NnError::LayerOutOfRange {
+                layer: 2,
+                layer_count: 2
+            })
+        ));
+    }
+
+    #[test]
+    fn federated_average_weights_by_samples() {
+        let a = net();
+        let b = net().with_seed(9);
+        let avg = NeuralNetwork::average(&[(&a, 1), (&b, 3)]).unwrap();
+        for l in 0..2 {
+            for i in 0..a.layer_params(l).len() {
+                let want = 0.25 * a.layer_params(l)[i] + 0.75 * b.layer_params(l)[i];
+                assert!((avg.layer_params(l)[i] - want).abs() < 1e-6);
             }
         }
-        if layer + 1 == self.layers.len() {
-            self.step = step;
-        }
-        true
-    }
-
-    /// One mini-batch step; returns the batch's loss.
-    pub fn train_batch(&mut self, inputs: &[f32], labels: &[usize]) -> f32 {
-        let (grads, loss) = self.gradients(inputs, labels);
-        for (l, g) in grads.iter().enumerate() {
-            self.apply_layer_gradient(l, g);
-        }
-        loss
-    }
-
-    /// One epoch of mini-batches over the rows in `order`; returns the mean loss.
-    pub fn train_epoch(
-        &mut self,
-        inputs: &[f32],
-        labels: &[usize],
-        batch: usize,
-        order: &[usize],
-    ) -> f32 {
-        let n = self.sizes[0];
-        let mut total = 0.0;
-        let mut xs = Vec::with_capacity(batch * n);
-        let mut ys = Vec::with_capacity(batch);
-        for chunk in order.chunks(batch.max(1)) {
-            xs.clear();
-            ys.clear();
-            for &i in chunk {
-                xs.extend_from_slice(&inputs[i * n..(i + 1) * n]);
-                ys.push(labels[i]);
-            }
-            total += self.train_batch(&xs, &ys) * chunk.len() as f32;
-        }
-        total / order.len().max(1) as f32
-    }
-
-    /// A layer's parameters: weights row-major, then biases.
-    pub fn params(&self, layer: usize) -> &[f32] {
-        &self.layers[layer].params
-    }
-
-    /// Overwrites parameters `offset..` of a layer; false if they do not fit.
-    pub fn write_params(&mut self, layer: usize, offset: usize, values: &[f32]) -> bool {
-        match self
-            .layers
-            .get_mut(layer)
-            .and_then(|l| l.params.get_mut(offset..offset + values.len()))
-        {
-            Some(window) => {
-                window.copy_from_slice(values);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// A layer's running correlations `E[y x^T]` (`rows x cols`), what HebbianData carries.
-    pub fn correlations(&self, layer: usize) -> &[f32] {
-        &self.layers[layer].correlations
-    }
-
-    /// One Hebbian step on every layer for one input (each layer's linear response to the
-    /// previous layer's output); also updates the running correlations.
-    pub fn hebbian_update(&mut self, input: &[f32]) {
-        let mut x = input.to_vec();
-        let (eta, mode) = (self.learning_rate, self.mode);
-        for layer in &mut self.layers {
-            layer.hebbian_step(&x, eta, mode);
-            let mut out = vec![0.0; layer.rows];
-            layer.forward(&x, &mut out);
-            x = out;
-        }
-    }
-
-    /// A layer's BCM thresholds (`theta`, one per output; zero for other rules).
-    pub fn thresholds(&self, layer: usize) -> &[f32] {
-        &self.layers[layer].thresholds
-    }
-
-    /// Blends received correlations `C` (an estimate of `E[y x^T]`) into a layer's running
-    /// matrix and applies the rule's expected weight change from them: Classic
-    /// `dW = eta (C - 0.1 W)`, AntiHebbian `dW = -eta C`, and for the normalising rules (Oja,
-    /// Sanger, BCM, Competitive, whose exact updates need more than `C`) Oja's expectation
-    /// `dW_i = eta (C_i - (W_i . C_i) W_i)`. False if the length is wrong.
-    pub fn integrate_correlations(
-        &mut self,
-        layer: usize,
-        correlations: &[f32],
-        learning_rate: f32,
-    ) -> bool {
-        let mode = self.mode;
-        let Some(l) = self.layers.get_mut(layer) else {
-            return false;
-        };
-        if correlations.len() != l.rows * l.cols {
-            return false;
-        }
-        for (c, r) in l.correlations.iter_mut().zip(correlations) {
-            *c = 0.5 * (*c + r);
-        }
-        for i in 0..l.rows {
-            let row = i * l.cols..(i + 1) * l.cols;
-            let projection = match mode {
-                HebbianLearningMode::Classic => 0.0,
-                _ => dot(&l.params[row.clone()], &correlations[row.clone()]),
-            };
-            for j in row {
-                let w = l.params[j];
-                l.params[j] += learning_rate
-                    * match mode {
-                        HebbianLearningMode::Classic => correlations[j] - 0.1 * w,
-                        HebbianLearningMode::AntiHebbian => -correlations[j],
-                        _ => correlations[j] - projection * w,
-                    };
-            }
-        }
-        true
+        let other = NeuralNetwork::builder(&[5, 6, 3]).build().unwrap();
+        assert!(matches!(
+            NeuralNetwork::average(&[(&a, 1), (&other, 1)]),
+            Err(NnError::ShapeMismatch {
+                layer: 0,
+                expected: (7, 5),
+                got: (6, 5)
+            })
+        ));
+        assert!(matches!(
+            NeuralNetwork::average(&[]),
+            Err(NnError::NothingToAverage)
+        ));
+        assert!(matches!(
+            NeuralNetwork::average(&[(&a, 0)]),
+            Err(NnError::NothingToAverage)
+        ));
+        let mut c = a.clone();
+        c.average_in(1, &[(&b, 1)]).unwrap();
+        assert!(
+            (c.layer_params(1)[0] - 0.5 * (a.layer_params(1)[0] + b.layer_params(1)[0])).abs()
+                < 1e-6
+        );
     }
 }

@@ -22,6 +22,13 @@ pub enum ModelError {
         /// The length received.
         got: usize,
     },
+    /// The model refused the data for another reason, given in words.
+    Rejected {
+        /// The layer.
+        layer: usize,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for ModelError {
@@ -38,6 +45,9 @@ impl std::fmt::Display for ModelError {
                 expected,
                 got,
             } => write!(f, "layer {layer} expects {expected}, got {got} values"),
+            ModelError::Rejected { layer, reason } => {
+                write!(f, "layer {layer} refused the data: {reason}")
+            }
         }
     }
 }
@@ -119,6 +129,55 @@ pub trait Model: Send + 'static {
     }
 }
 
+impl Model for crate::nn::NeuralNetwork {
+    fn layer_sizes(&self) -> Vec<usize> {
+        crate::nn::NeuralNetwork::layer_sizes(self)
+    }
+
+    fn forward_from(&mut self, layer: usize, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let mut scratch = crate::nn::ForwardScratch::new();
+        let out = self
+            .forward_from_into(layer, input, &mut scratch)
+            .map_err(|e| from_nn(layer, e))?;
+        Ok(out.to_vec())
+    }
+
+    fn apply_gradient(&mut self, layer: usize, gradient: &[f32]) -> Result<(), ModelError> {
+        self.apply_layer_gradient(layer, gradient)
+            .map_err(|e| from_nn(layer, e))
+    }
+
+    fn integrate_correlations(
+        &mut self,
+        layer: usize,
+        correlations: &[f32],
+        learning_rate: f32,
+    ) -> Result<(), ModelError> {
+        crate::nn::NeuralNetwork::integrate_correlations(self, layer, correlations, learning_rate)
+            .map_err(|e| from_nn(layer, e))
+    }
+
+    fn correlations(&self, layer: usize) -> Result<Vec<f32>, ModelError> {
+        check_layer(self, layer)?;
+        Ok(self.layer_correlations(layer).to_vec())
+    }
+
+    fn params(&self, layer: usize) -> Result<Vec<f32>, ModelError> {
+        check_layer(self, layer)?;
+        Ok(self.layer_params(layer).to_vec())
+    }
+
+    fn write_params(
+        &mut self,
+        layer: usize,
+        offset: usize,
+        values: &[f32],
+    ) -> Result<(), ModelError> {
+        self.write_layer_params(layer, offset, values)
+            .map_err(|e| from_nn(layer, e))
+    }
+}
+
 fn check_layer(network: &crate::nn::NeuralNetwork, layer: usize) -> Result<(), ModelError> {
     if layer >= network.layer_count() {
         return Err(ModelError::UnknownLayer {
@@ -129,89 +188,42 @@ fn check_layer(network: &crate::nn::NeuralNetwork, layer: usize) -> Result<(), M
     Ok(())
 }
 
-fn mismatch(layer: usize, expected: String, got: usize) -> ModelError {
-    ModelError::ShapeMismatch {
-        layer,
-        expected,
-        got,
-    }
-}
-
-impl Model for crate::nn::NeuralNetwork {
-    fn layer_sizes(&self) -> Vec<usize> {
-        self.sizes().to_vec()
-    }
-
-    fn forward_from(&mut self, layer: usize, input: &[f32]) -> Result<Vec<f32>, ModelError> {
-        check_layer(self, layer)?;
-        let (_, cols) = crate::nn::NeuralNetwork::layer_shape(self, layer);
-        if input.len() != cols {
-            return Err(mismatch(layer, format!("{cols} inputs"), input.len()));
-        }
-        Ok(crate::nn::NeuralNetwork::forward_from(self, layer, input))
-    }
-
-    fn apply_gradient(&mut self, layer: usize, gradient: &[f32]) -> Result<(), ModelError> {
-        check_layer(self, layer)?;
-        let expected = self.params(layer).len();
-        if !self.apply_layer_gradient(layer, gradient) {
-            return Err(mismatch(
-                layer,
-                format!("{expected} parameter gradients"),
-                gradient.len(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn integrate_correlations(
-        &mut self,
-        layer: usize,
-        correlations: &[f32],
-        learning_rate: f32,
-    ) -> Result<(), ModelError> {
-        check_layer(self, layer)?;
-        let (rows, cols) = crate::nn::NeuralNetwork::layer_shape(self, layer);
-        if !crate::nn::NeuralNetwork::integrate_correlations(
-            self,
+/// The network's own error, in the model's terms: a missing layer, or data that does not fit.
+fn from_nn(layer: usize, error: crate::nn::NnError) -> ModelError {
+    use crate::nn::NnError;
+    match error {
+        NnError::LayerOutOfRange { layer, layer_count } => ModelError::UnknownLayer {
             layer,
-            correlations,
-            learning_rate,
-        ) {
-            return Err(mismatch(
-                layer,
-                format!("{rows}x{cols} correlations"),
-                correlations.len(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn correlations(&self, layer: usize) -> Result<Vec<f32>, ModelError> {
-        check_layer(self, layer)?;
-        Ok(crate::nn::NeuralNetwork::correlations(self, layer).to_vec())
-    }
-
-    fn params(&self, layer: usize) -> Result<Vec<f32>, ModelError> {
-        check_layer(self, layer)?;
-        Ok(crate::nn::NeuralNetwork::params(self, layer).to_vec())
-    }
-
-    fn write_params(
-        &mut self,
-        layer: usize,
-        offset: usize,
-        values: &[f32],
-    ) -> Result<(), ModelError> {
-        check_layer(self, layer)?;
-        let len = crate::nn::NeuralNetwork::params(self, layer).len();
-        if !crate::nn::NeuralNetwork::write_params(self, layer, offset, values) {
-            return Err(mismatch(
-                layer,
-                format!("at most {len} parameters"),
-                offset + values.len(),
-            ));
-        }
-        Ok(())
+            layers: layer_count,
+        },
+        NnError::InputLength { expected, got, .. } => ModelError::ShapeMismatch {
+            layer,
+            expected: format!("{expected} inputs"),
+            got,
+        },
+        NnError::GradientLength { expected, got, .. } => ModelError::ShapeMismatch {
+            layer,
+            expected: format!("{expected} parameter gradients"),
+            got,
+        },
+        NnError::CorrelationsLength { expected, got, .. } => ModelError::ShapeMismatch {
+            layer,
+            expected: format!("{expected} correlations"),
+            got,
+        },
+        NnError::ParamsRange {
+            offset,
+            len,
+            params,
+            ..
+        } => ModelError::ShapeMismatch {
+            layer,
+            expected: format!("at most {params} parameters"),
+            got: offset.saturating_add(len),
+        },
+        other => ModelError::Rejected {
+            layer,
+            reason: other.to_string(),
+        },
     }
 }
