@@ -101,6 +101,26 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
         HandleOutcome::Output(expected)
     );
 
+    // ForwardData carrying a batch: three samples, one output row each, as run locally.
+    let batch: Vec<f32> = (2..5).flat_map(input).collect();
+    left.send_forward_data(left_to_hub, 0, &batch).unwrap();
+    let m = next_data(&mut hub_rx);
+    let HandleOutcome::Output(rows) = hub.handle_message(&m).unwrap() else {
+        panic!("a forward batch gives outputs")
+    };
+    assert_eq!(rows.len(), 3 * 3);
+    for (k, row) in (2..5).zip(rows.chunks(3)) {
+        let one = net(1).forward(&input(k)).unwrap().1;
+        for (a, b) in row.iter().zip(&one) {
+            assert!((a - b).abs() < 1e-5, "batch row {k}: {row:?} vs {one:?}");
+        }
+    }
+    // A length that is no multiple of the input width is refused, and says what fits.
+    left.send_forward_data(left_to_hub, 0, &batch[..7]).unwrap();
+    let m = next_data(&mut hub_rx);
+    let refused = hub.handle_message(&m).unwrap_err().to_string();
+    assert!(refused.contains("6 inputs"), "{refused}");
+
     // BackwardData: gradients computed on `left` and applied by the hub equal applying them
     // to the same network locally.
     let labels = [2usize];

@@ -182,19 +182,35 @@ pub(crate) fn forward_batch_impl<'s, S: LayerSource + ?Sized>(
     inputs: &[f32],
     scratch: &'s mut ForwardScratch,
 ) -> Result<&'s [f32], NnError> {
-    let width = net.layer_view(0).inputs;
+    forward_batch_from_impl(net, 0, inputs, scratch)
+}
+
+/// The batched form of [`forward_from_impl`]: `inputs` is `[batch x inputs of layer from]`.
+pub(crate) fn forward_batch_from_impl<'s, S: LayerSource + ?Sized>(
+    net: &S,
+    from: usize,
+    inputs: &[f32],
+    scratch: &'s mut ForwardScratch,
+) -> Result<&'s [f32], NnError> {
+    if from >= net.layer_count() {
+        return Err(NnError::LayerOutOfRange {
+            layer: from,
+            layer_count: net.layer_count(),
+        });
+    }
+    let width = net.layer_view(from).inputs;
     if inputs.len() % width != 0 {
         return Err(NnError::InputLength {
-            layer: 0,
+            layer: from,
             expected: width,
             got: inputs.len(),
         });
     }
     let batch = inputs.len() / width;
     scratch.fit(net, batch);
-    for l in 0..net.layer_count() {
+    for l in from..net.layer_count() {
         let (done, rest) = scratch.outputs.split_at_mut(l);
-        let x = if l == 0 { inputs } else { &done[l - 1] };
+        let x = if l == from { inputs } else { &done[l - 1] };
         net.layer_view(l).forward_batch(x, &mut rest[0]);
     }
     Ok(scratch.outputs.last().map(Vec::as_slice).unwrap_or(&[]))
@@ -539,6 +555,17 @@ impl NeuralNetwork {
         forward_batch_impl(self, inputs, scratch)
     }
 
+    /// Runs a row-major batch entering weight layer `from` through layers `from..`,
+    /// returning `[batch x outputs]`: a pipeline stage fed a ForwardData batch.
+    pub fn forward_batch_from<'s>(
+        &self,
+        from: usize,
+        inputs: &[f32],
+        scratch: &'s mut ForwardScratch,
+    ) -> Result<&'s [f32], NnError> {
+        forward_batch_from_impl(self, from, inputs, scratch)
+    }
+
     /// Index of the largest output for one sample.
     pub fn predict_class(
         &self,
@@ -783,6 +810,29 @@ mod tests {
                 layer: 0,
                 expected: 5,
                 got: 4
+            })
+        ));
+        // From a middle layer: what layer 0 produced goes on to the same output, one sample
+        // or a batch of them.
+        let mut m = ForwardScratch::new();
+        assert_eq!(n.forward_from_into(1, &acts[1], &mut m).unwrap(), &out[..]);
+        let twice: Vec<f32> = acts[1].iter().chain(&acts[1]).copied().collect();
+        let rows = n.forward_batch_from(1, &twice, &mut m).unwrap().to_vec();
+        for row in rows.chunks(3) {
+            for (a, b) in row.iter().zip(&out) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+        let width = acts[1].len();
+        assert!(matches!(
+            n.forward_from_into(1, &x, &mut m),
+            Err(NnError::InputLength { layer: 1, expected, got: 5 }) if expected == width
+        ));
+        assert!(matches!(
+            n.forward_batch_from(2, &x, &mut m),
+            Err(NnError::LayerOutOfRange {
+                layer: 2,
+                layer_count: 2
             })
         ));
     }

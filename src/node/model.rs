@@ -63,7 +63,9 @@ pub trait Model: Send + 'static {
     /// Neuron counts, input first.
     fn layer_sizes(&self) -> Vec<usize>;
 
-    /// Runs the network from weight layer `layer` (0: the input) to the output.
+    /// Runs the network from weight layer `layer` (0: the input) to the output. `input` is
+    /// one sample or a row-major batch of several (a multiple of the layer's input width);
+    /// the output is one row per sample.
     fn forward_from(&mut self, layer: usize, input: &[f32]) -> Result<Vec<f32>, ModelError>;
 
     /// Applies parameter gradients (weights row-major, then biases) to a layer.
@@ -135,11 +137,22 @@ impl Model for crate::nn::NeuralNetwork {
     }
 
     fn forward_from(&mut self, layer: usize, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        check_layer(self, layer)?;
+        let (_, cols) = crate::nn::NeuralNetwork::layer_shape(self, layer);
+        if input.is_empty() {
+            return Err(ModelError::ShapeMismatch {
+                layer,
+                expected: format!("a multiple of {cols} inputs"),
+                got: 0,
+            });
+        }
         let mut scratch = crate::nn::ForwardScratch::new();
-        let out = self
-            .forward_from_into(layer, input, &mut scratch)
-            .map_err(|e| from_nn(layer, e))?;
-        Ok(out.to_vec())
+        let out = if input.len() == cols {
+            self.forward_from_into(layer, input, &mut scratch)
+        } else {
+            self.forward_batch_from(layer, input, &mut scratch)
+        };
+        Ok(out.map_err(|e| from_nn(layer, e))?.to_vec())
     }
 
     fn apply_gradient(&mut self, layer: usize, gradient: &[f32]) -> Result<(), ModelError> {
