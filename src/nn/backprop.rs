@@ -273,23 +273,38 @@ impl NeuralNetwork {
         loss: Loss,
     ) -> Result<(f32, Gradients), NnError> {
         let n = self.sample_count(inputs, targets)?;
-        let (iw, ow) = (self.input_size(), self.output_size());
         let mut g = Gradients::zeros_like(self);
         let mut s = BackpropScratch::new();
-        let mut total = 0.0f64;
-        for i in 0..n {
-            total += self.backward_accumulate(
-                &inputs[i * iw..(i + 1) * iw],
-                &targets[i * ow..(i + 1) * ow],
-                loss,
-                &mut s,
-                &mut g,
-            )? as f64;
-        }
+        let total = self.accumulate_rows(inputs, targets, 0..n, loss, &mut s, &mut g)?;
         if n > 0 {
             g.scale(1.0 / n as f32);
         }
         Ok(((total / n.max(1) as f64) as f32, g))
+    }
+
+    /// [`Self::backward_accumulate`] for the samples `rows` of a row-major data set (whose
+    /// shape the caller has checked); returns the summed loss.
+    pub(crate) fn accumulate_rows(
+        &self,
+        inputs: &[f32],
+        targets: &[f32],
+        rows: impl IntoIterator<Item = usize>,
+        loss: Loss,
+        scratch: &mut BackpropScratch,
+        grads: &mut Gradients,
+    ) -> Result<f64, NnError> {
+        let (iw, ow) = (self.input_size(), self.output_size());
+        let mut total = 0.0f64;
+        for i in rows {
+            total += self.backward_accumulate(
+                &inputs[i * iw..(i + 1) * iw],
+                &targets[i * ow..(i + 1) * ow],
+                loss,
+                scratch,
+                grads,
+            )? as f64;
+        }
+        Ok(total)
     }
 
     /// Runs one sample forward and backward, *adding* its parameter gradients into `grads`

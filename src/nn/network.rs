@@ -144,37 +144,7 @@ pub(crate) fn forward_into_impl<'s, S: LayerSource + ?Sized>(
     input: &[f32],
     scratch: &'s mut ForwardScratch,
 ) -> Result<&'s [f32], NnError> {
-    forward_from_impl(net, 0, input, scratch)
-}
-
-/// Runs layers `from..` on `input` (what enters layer `from`): the pipeline stage's forward.
-pub(crate) fn forward_from_impl<'s, S: LayerSource + ?Sized>(
-    net: &S,
-    from: usize,
-    input: &[f32],
-    scratch: &'s mut ForwardScratch,
-) -> Result<&'s [f32], NnError> {
-    if from >= net.layer_count() {
-        return Err(NnError::LayerOutOfRange {
-            layer: from,
-            layer_count: net.layer_count(),
-        });
-    }
-    let first = net.layer_view(from);
-    if input.len() != first.inputs {
-        return Err(NnError::InputLength {
-            layer: from,
-            expected: first.inputs,
-            got: input.len(),
-        });
-    }
-    scratch.fit(net, 1);
-    for l in from..net.layer_count() {
-        let (done, rest) = scratch.outputs.split_at_mut(l);
-        let x = if l == from { input } else { &done[l - 1] };
-        net.layer_view(l).forward(x, &mut rest[0]);
-    }
-    Ok(scratch.outputs.last().map(Vec::as_slice).unwrap_or(&[]))
+    forward_from_impl(net, 0, input, scratch, Rows::One)
 }
 
 pub(crate) fn forward_batch_impl<'s, S: LayerSource + ?Sized>(
@@ -182,15 +152,24 @@ pub(crate) fn forward_batch_impl<'s, S: LayerSource + ?Sized>(
     inputs: &[f32],
     scratch: &'s mut ForwardScratch,
 ) -> Result<&'s [f32], NnError> {
-    forward_batch_from_impl(net, 0, inputs, scratch)
+    forward_from_impl(net, 0, inputs, scratch, Rows::Batch)
 }
 
-/// The batched form of [`forward_from_impl`]: `inputs` is `[batch x inputs of layer from]`.
-pub(crate) fn forward_batch_from_impl<'s, S: LayerSource + ?Sized>(
+/// What a forward pass is given: one sample (matrix-vector kernels) or a row-major batch
+/// (matrix-matrix kernels).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rows {
+    One,
+    Batch,
+}
+
+/// Runs layers `from..` on `input`, what enters layer `from` (0: the network input).
+pub(crate) fn forward_from_impl<'s, S: LayerSource + ?Sized>(
     net: &S,
     from: usize,
-    inputs: &[f32],
+    input: &[f32],
     scratch: &'s mut ForwardScratch,
+    rows: Rows,
 ) -> Result<&'s [f32], NnError> {
     if from >= net.layer_count() {
         return Err(NnError::LayerOutOfRange {
@@ -199,19 +178,25 @@ pub(crate) fn forward_batch_from_impl<'s, S: LayerSource + ?Sized>(
         });
     }
     let width = net.layer_view(from).inputs;
-    if inputs.len() % width != 0 {
+    let fits = match rows {
+        Rows::One => input.len() == width,
+        Rows::Batch => input.len() % width == 0,
+    };
+    if !fits {
         return Err(NnError::InputLength {
             layer: from,
             expected: width,
-            got: inputs.len(),
+            got: input.len(),
         });
     }
-    let batch = inputs.len() / width;
-    scratch.fit(net, batch);
+    scratch.fit(net, input.len() / width);
     for l in from..net.layer_count() {
         let (done, rest) = scratch.outputs.split_at_mut(l);
-        let x = if l == from { inputs } else { &done[l - 1] };
-        net.layer_view(l).forward_batch(x, &mut rest[0]);
+        let x = if l == from { input } else { &done[l - 1] };
+        match rows {
+            Rows::One => net.layer_view(l).forward(x, &mut rest[0]),
+            Rows::Batch => net.layer_view(l).forward_batch(x, &mut rest[0]),
+        }
     }
     Ok(scratch.outputs.last().map(Vec::as_slice).unwrap_or(&[]))
 }
@@ -542,7 +527,7 @@ impl NeuralNetwork {
         input: &[f32],
         scratch: &'s mut ForwardScratch,
     ) -> Result<&'s [f32], NnError> {
-        forward_from_impl(self, from, input, scratch)
+        forward_from_impl(self, from, input, scratch, Rows::One)
     }
 
     /// Runs a row-major batch (`inputs.len()` a multiple of the input width) forward,
@@ -563,7 +548,7 @@ impl NeuralNetwork {
         inputs: &[f32],
         scratch: &'s mut ForwardScratch,
     ) -> Result<&'s [f32], NnError> {
-        forward_batch_from_impl(self, from, inputs, scratch)
+        forward_from_impl(self, from, inputs, scratch, Rows::Batch)
     }
 
     /// Index of the largest output for one sample.

@@ -85,7 +85,6 @@ impl NeuralNetwork {
             return Err(NnError::ZeroBatchSize);
         }
         let n = self.sample_count(inputs, targets)?;
-        let (iw, ow) = (self.input_size(), self.output_size());
         let mut order: Vec<usize> = (0..n).collect();
         if shuffle {
             self.rng.shuffle(&mut order);
@@ -95,15 +94,14 @@ impl NeuralNetwork {
         let mut total = 0.0f64;
         for batch in order.chunks(batch_size) {
             grads.zero();
-            for &i in batch {
-                total += self.backward_accumulate(
-                    &inputs[i * iw..(i + 1) * iw],
-                    &targets[i * ow..(i + 1) * ow],
-                    loss,
-                    &mut scratch,
-                    &mut grads,
-                )? as f64;
-            }
+            total += self.accumulate_rows(
+                inputs,
+                targets,
+                batch.iter().copied(),
+                loss,
+                &mut scratch,
+                &mut grads,
+            )?;
             grads.scale(1.0 / batch.len() as f32);
             optimizer.step(self, &grads)?;
         }
