@@ -8,7 +8,7 @@
 
 use super::activation::Activation;
 use super::kernels;
-use super::network::{forward_into_impl, ForwardScratch, Layer, NeuralNetwork};
+use super::network::{compare_shapes, forward_into_impl, ForwardScratch, Layer, NeuralNetwork};
 use super::NnError;
 
 /// Smallest probability fed to `ln` in the cross-entropy, so a zero output gives a large
@@ -173,18 +173,7 @@ impl Gradients {
     }
 
     pub(crate) fn check_shapes(&self, shapes: &[(usize, usize)]) -> Result<(), NnError> {
-        for l in 0..self.shapes.len().max(shapes.len()) {
-            let a = self.shapes.get(l).copied().unwrap_or((0, 0));
-            let b = shapes.get(l).copied().unwrap_or((0, 0));
-            if a != b {
-                return Err(NnError::ShapeMismatch {
-                    layer: l,
-                    expected: a,
-                    got: b,
-                });
-            }
-        }
-        Ok(())
+        compare_shapes(&self.shapes, shapes)
     }
 
     pub(crate) fn layers(&self) -> &[Vec<f32>] {
@@ -326,13 +315,14 @@ impl NeuralNetwork {
                 got: target.len(),
             });
         }
-        grads.check_shapes(
-            &self
-                .layers
-                .iter()
-                .map(|l| (l.outputs, l.inputs))
-                .collect::<Vec<_>>(),
-        )?;
+        if grads
+            .shapes
+            .iter()
+            .copied()
+            .ne(self.layers.iter().map(|l| (l.outputs, l.inputs)))
+        {
+            grads.check_shapes(&self.shapes())?;
+        }
         forward_into_impl(self, input, &mut scratch.forward)?;
         let outs = &scratch.forward.outputs;
         scratch.deltas.resize_with(self.layers.len(), Vec::new);

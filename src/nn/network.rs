@@ -644,22 +644,12 @@ impl NeuralNetwork {
 
     /// Checks that `other` has the same layer shapes as `self`.
     pub fn check_same_shape(&self, other: &NeuralNetwork) -> Result<(), NnError> {
-        let n = self.layers.len().max(other.layers.len());
-        for l in 0..n {
-            let a = self.layers.get(l).map_or((0, 0), |x| (x.outputs, x.inputs));
-            let b = other
-                .layers
-                .get(l)
-                .map_or((0, 0), |x| (x.outputs, x.inputs));
-            if a != b {
-                return Err(NnError::ShapeMismatch {
-                    layer: l,
-                    expected: a,
-                    got: b,
-                });
-            }
-        }
-        Ok(())
+        compare_shapes(&self.shapes(), &other.shapes())
+    }
+
+    /// `(outputs, inputs)` of every layer.
+    pub(crate) fn shapes(&self) -> Vec<(usize, usize)> {
+        self.layers.iter().map(|l| (l.outputs, l.inputs)).collect()
     }
 
     /// Federated averaging: the parameters of `members` weighted by their sample counts.
@@ -707,6 +697,26 @@ impl NeuralNetwork {
         }
         Ok(())
     }
+}
+
+/// The first layer whose `(outputs, inputs)` differ between two shape lists (a missing
+/// layer counts as `(0, 0)`), as an error.
+pub(crate) fn compare_shapes(
+    expected: &[(usize, usize)],
+    got: &[(usize, usize)],
+) -> Result<(), NnError> {
+    for l in 0..expected.len().max(got.len()) {
+        let a = expected.get(l).copied().unwrap_or((0, 0));
+        let b = got.get(l).copied().unwrap_or((0, 0));
+        if a != b {
+            return Err(NnError::ShapeMismatch {
+                layer: l,
+                expected: a,
+                got: b,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Index of the largest value (the first on ties; 0 for an empty slice).
