@@ -7,14 +7,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use nnp::nn::{Activation, HebbianLearningMode, NeuralNetwork};
 use nnp::wire::{encode_frame, fuzzing};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 3] = [
+const TARGETS: [Target; 4] = [
     ("decode_frame", fuzzing::decode_frame),
     ("stream_decoder", fuzzing::stream_decoder),
     ("round_trip", fuzzing::round_trip),
+    ("weights_file", nnp::nn::weights_file::fuzz_weights_file),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -133,6 +135,36 @@ fn write_seed_corpus() {
         "bad-checksum-mid-stream",
         &[&[2u8, 21, 4][..], &broken].concat(),
     );
+    // Weights files: two good ones (a softmax classifier, a one-layer map) and broken copies.
+    let classifier = NeuralNetwork::builder(&[5, 4, 3])
+        .output_activation(Activation::Softmax)
+        .seed(9)
+        .build()
+        .unwrap()
+        .to_weights_bytes();
+    let single = NeuralNetwork::with_layers_and_mode(&[2, 1], 0.1, HebbianLearningMode::Oja)
+        .to_weights_bytes();
+    write("weights_file", "seed-classifier", &classifier);
+    write("weights_file", "seed-single-layer", &single);
+    write(
+        "weights_file",
+        "bad-truncated",
+        &classifier[..classifier.len() - 4],
+    );
+    let mut bad = classifier.clone();
+    bad[8] = 3; // three layers declared, two described
+    write("weights_file", "bad-layer-count", &bad);
+    let mut bad = classifier.clone();
+    bad[16 + 4] = 7; // layer 0 outputs 7, layer 1 inputs 4
+    write("weights_file", "bad-chain", &bad);
+    let mut bad = classifier.clone();
+    bad[16 + 8] = 4; // softmax on a hidden layer
+    write("weights_file", "bad-hidden-softmax", &bad);
+    let mut bad = single.clone();
+    let len = bad.len();
+    bad[len - 64..len - 60].copy_from_slice(&f32::NAN.to_le_bytes());
+    write("weights_file", "seed-nan-weight", &bad);
+
     let half = &stream[..stream.len() / 2];
     write(
         "stream_decoder",

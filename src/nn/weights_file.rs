@@ -254,6 +254,39 @@ impl NeuralNetwork {
     }
 }
 
+/// The fuzz target `weights_file` (and its stable corpus replay): a weights file is input
+/// from someone else. Checks that any bytes give a network or an error, never a panic; that
+/// the owned and the view parsers agree; and that an accepted file round-trips exactly and
+/// runs forward to the same bits through both.
+#[doc(hidden)]
+pub fn fuzz_weights_file(data: &[u8]) {
+    let owned = NeuralNetwork::from_weights_bytes(data);
+    let view = super::MappedWeights::from_bytes(data);
+    let (net, view) = match (owned, view) {
+        (Ok(net), Ok(view)) => (net, view),
+        (Err(_), Err(_)) => return,
+        (a, b) => panic!("the parsers disagree: {:?} vs {:?}", a.is_ok(), b.is_ok()),
+    };
+    assert_eq!(net.layer_sizes(), view.layer_sizes());
+    let again =
+        NeuralNetwork::from_weights_bytes(&net.to_weights_bytes()).expect("a written file parses");
+    for l in 0..net.layer_count() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(net.layer_params(l)), bits(again.layer_params(l)));
+        assert_eq!(bits(net.layer_weights(l)), bits(view.layer_weights(l)));
+        assert_eq!(net.layer_activation(l), view.layer_activation(l));
+    }
+    let input: Vec<f32> = (0..net.input_size()).map(|i| i as f32 * 0.25).collect();
+    let mut a = super::ForwardScratch::new();
+    let mut b = super::ForwardScratch::new();
+    let x = net
+        .forward_into(&input, &mut a)
+        .expect("input fits")
+        .to_vec();
+    let y = view.forward_into(&input, &mut b).expect("input fits");
+    assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
