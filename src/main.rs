@@ -79,6 +79,13 @@ enum Command {
         /// Exit after handling this many data messages.
         #[arg(long)]
         max_messages: Option<usize>,
+        /// Start from this weights file (docs/WEIGHTS.md) instead of a fresh network; its
+        /// layer sizes replace `--layers`.
+        #[arg(long)]
+        weights: Option<std::path::PathBuf>,
+        /// Write the network to this weights file when the server stops.
+        #[arg(long)]
+        save: Option<std::path::PathBuf>,
     },
     /// Connect to a node, send one message, and print the reply (ForwardData gets one).
     Send {
@@ -298,6 +305,8 @@ fn run(cli: &Cli) -> CliResult {
             capabilities,
             name,
             max_messages,
+            weights,
+            save,
         } => serve(
             cli.json,
             ServeArgs {
@@ -309,6 +318,8 @@ fn run(cli: &Cli) -> CliResult {
                 capabilities,
                 name,
                 max_messages: *max_messages,
+                weights: weights.as_deref(),
+                save: save.as_deref(),
             },
         ),
         Command::Send {
@@ -575,6 +586,8 @@ struct ServeArgs<'a> {
     capabilities: &'a [String],
     name: &'a str,
     max_messages: Option<usize>,
+    weights: Option<&'a std::path::Path>,
+    save: Option<&'a std::path::Path>,
 }
 
 fn parse_capabilities(names: &[String]) -> Result<u32, String> {
@@ -608,12 +621,22 @@ fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
         Mode::Competitive => HebbianLearningMode::Competitive,
         Mode::AntiHebbian => HebbianLearningMode::AntiHebbian,
     };
-    // A classifier's shape: sigmoid hidden layers, a softmax output.
-    let network = NeuralNetwork::builder(args.layers)
-        .learning_rate(args.learning_rate)
-        .mode(mode)
-        .output_activation(Activation::Softmax)
-        .build()?;
+    let network = match args.weights {
+        Some(path) => {
+            let mut network = NeuralNetwork::load_weights(path)
+                .map_err(|e| format!("--weights {}: {e}", path.display()))?;
+            network.set_learning_rate(args.learning_rate);
+            network.set_mode(mode);
+            network
+        }
+        // A classifier's shape: sigmoid hidden layers, a softmax output.
+        None => NeuralNetwork::builder(args.layers)
+            .learning_rate(args.learning_rate)
+            .mode(mode)
+            .output_activation(Activation::Softmax)
+            .build()?,
+    };
+    let output_layer = network.layer_count() as u16;
     let config = NodeConfig {
         capabilities: parse_capabilities(args.capabilities)?,
         ..NodeConfig::default()
@@ -628,7 +651,6 @@ fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     }
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    let output_layer = (args.layers.len() - 1) as u16;
     let mut handled = 0;
     for message in rx {
         match &message.payload {
@@ -661,6 +683,12 @@ fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
         }
     }
     node.shutdown();
+    if let Some(path) = args.save {
+        node.network()
+            .save_weights(path)
+            .map_err(|e| format!("--save {}: {e}", path.display()))?;
+        log::info!("weights written to {}", path.display());
+    }
     Ok(())
 }
 

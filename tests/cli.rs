@@ -1,6 +1,6 @@
 //! The `nnp` binary: encode, decode, and the two together.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 
 fn nnp(args: &[&str], stdin: &[u8]) -> (bool, String) {
@@ -133,7 +133,6 @@ fn decode_reports_garbage_and_finds_every_frame() {
 
 #[test]
 fn serve_and_send_in_two_processes() {
-    use std::io::BufRead;
     let mut server = Command::new(env!("CARGO_BIN_EXE_nnp"))
         .args([
             "serve",
@@ -186,4 +185,85 @@ fn serve_and_send_in_two_processes() {
         server.wait().unwrap().success(),
         "the server exits after two messages"
     );
+}
+
+/// `serve --weights` starts from a saved network and `--save` writes what it became.
+#[test]
+fn serve_loads_and_saves_weights_files() {
+    use nnp::nn::{Activation, NeuralNetwork};
+    let dir = std::env::temp_dir().join(format!("nnp-cli-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (start, end) = (dir.join("start.nnpw"), dir.join("end.nnpw"));
+    let net = NeuralNetwork::builder(&[3, 4, 2])
+        .output_activation(Activation::Softmax)
+        .seed(11)
+        .build()
+        .unwrap();
+    net.save_weights(&start).unwrap();
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--max-messages",
+            "2",
+            "--learning-rate",
+            "0.5",
+        ])
+        .arg("--weights")
+        .arg(&start)
+        .arg("--save")
+        .arg(&end)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = lines.next().unwrap().unwrap()["listening on ".len()..].to_owned();
+
+    // The loaded network answers: bit for bit the saved one's output.
+    let (ok, out) = nnp(
+        &[
+            "--json", "send", "--to", &addr, "--type", "forward", "--data", "0.5,-1,2",
+        ],
+        b"",
+    );
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let reply: Vec<f32> = v["reply"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(reply, net.forward(&[0.5, -1.0, 2.0]).unwrap().1);
+
+    // A gradient for layer 1 (2 x 4 weights + 2 biases) moves it by -0.5 x gradient.
+    let gradient: Vec<f32> = (0..10).map(|i| i as f32 * 0.1 - 0.3).collect();
+    let text = gradient
+        .iter()
+        .map(|g| g.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ok, out) = nnp(
+        &[
+            "send", "--to", &addr, "--type", "backward", "--layer", "1", "--data", &text,
+        ],
+        b"",
+    );
+    assert!(ok, "{out}");
+    assert!(server.wait().unwrap().success());
+
+    let saved = NeuralNetwork::load_weights(&end).unwrap();
+    assert_eq!(saved.layer_params(0), net.layer_params(0));
+    for ((got, before), g) in saved
+        .layer_params(1)
+        .iter()
+        .zip(net.layer_params(1))
+        .zip(&gradient)
+    {
+        assert_eq!(*got, before - 0.5 * g);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
