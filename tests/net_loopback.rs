@@ -777,3 +777,124 @@ fn a_sender_on_a_closed_connection_says_so() {
     }
     assert!(frames >= 1);
 }
+
+fn inline_config(name: &str, busy_poll: bool) -> EngineConfig {
+    EngineConfig {
+        event_loops: 0,
+        busy_poll,
+        ..config(name)
+    }
+}
+
+#[test]
+fn inline_engines_exchange_frames_and_close_in_order() {
+    for busy in [false, true] {
+        // The server's loop runs on its echo thread, the client's on this one.
+        let (_server, server_handle, server_rx, addr) = start(inline_config("server", busy));
+        let echo = echo_server(server_handle.clone(), server_rx, 2_000 + 300);
+        let (client_engine, client, mut rx) = Engine::start(inline_config("client", busy)).unwrap();
+        // connect drives the loop itself: nobody is receiving yet.
+        let conn = client.connect(addr).unwrap();
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Some(NetEvent::Connected { conn: c, .. }) => assert_eq!(c, conn),
+            other => panic!("{other:?}"),
+        }
+        for i in 0..2_000 {
+            let (layer_id, data) = stream_frame(i);
+            let msg = Message::ForwardData {
+                layer_id,
+                data: Cow::Borrowed(&data),
+            };
+            client.send(conn, &msg, Duration::from_secs(5)).unwrap();
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Some(NetEvent::Frame(f)) => assert_eq!(f.message().unwrap(), msg, "frame {i}"),
+                other => panic!("frame {i}: {other:?}"),
+            }
+        }
+        // A batch through an inline engine, echoed back in order.
+        let mut sender = client.sender(conn).unwrap();
+        for i in 0..300 {
+            let (layer_id, data) = stream_frame(i);
+            let msg = Message::ForwardData {
+                layer_id,
+                data: Cow::Borrowed(&data),
+            };
+            sender.try_send(&msg).unwrap();
+        }
+        sender.flush().unwrap();
+        let mut events = Vec::new();
+        let mut got = 0;
+        while got < 300 {
+            assert!(rx.recv_batch(&mut events, 64, Duration::from_secs(5)) > 0);
+            for event in events.drain(..) {
+                let NetEvent::Frame(f) = event else {
+                    panic!("{event:?}");
+                };
+                let (layer_id, data) = stream_frame(got);
+                assert_eq!(
+                    f.message().unwrap(),
+                    Message::ForwardData {
+                        layer_id,
+                        data: Cow::Borrowed(&data)
+                    }
+                );
+                got += 1;
+            }
+        }
+        client.close(conn, nnp::wire::DisconnectReason::NORMAL, "done");
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Some(NetEvent::Disconnected { conn: c, .. }) => assert_eq!(c, conn),
+            other => panic!("{other:?}"),
+        }
+        let closed = echo.join().unwrap();
+        assert!(closed.is_empty(), "the server echoed everything first");
+        client_engine.shutdown();
+        assert!(matches!(
+            client.try_send(
+                conn,
+                &Message::ForwardData {
+                    layer_id: 0,
+                    data: Cow::Borrowed(&[1.0])
+                }
+            ),
+            Err(NetError::UnknownConnection(_) | NetError::Shutdown | NetError::Closed(_))
+        ));
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_none());
+    }
+}
+
+#[test]
+fn an_inline_engine_talks_to_a_threaded_one_and_shuts_down_cleanly() {
+    let (_server, server_handle, server_rx, addr) = start(config("server"));
+    let echo = echo_server(server_handle, server_rx, 500);
+    let (client_engine, client, mut rx) = Engine::start(inline_config("client", false)).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let big = vec![2.5f32; 300_000]; // 1.2 MB: many partial writes, driven by recv
+    for i in 0..500 {
+        let msg = if i % 100 == 0 {
+            Message::BackwardData {
+                layer_id: 1,
+                data: Cow::Borrowed(&big),
+            }
+        } else {
+            Message::ForwardData {
+                layer_id: i,
+                data: Cow::Borrowed(&[i as f32]),
+            }
+        };
+        client.send(conn, &msg, Duration::from_secs(5)).unwrap();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Some(NetEvent::Frame(f)) => {
+                    assert_eq!(f.message().unwrap(), msg, "frame {i}");
+                    break;
+                }
+                Some(NetEvent::Connected { .. }) => {}
+                other => panic!("frame {i}: {other:?}"),
+            }
+        }
+    }
+    client_engine.shutdown();
+    let closed = echo.join().unwrap();
+    assert!(closed.is_empty());
+}

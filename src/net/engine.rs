@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,11 @@ use crate::wire::{encode_frame, frame_len, DisconnectReason, Message, MsgType, P
 /// How an engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Event-loop threads (default: one per core).
+    /// Event-loop threads (default: one per core). Zero runs the engine inline: no thread
+    /// of its own, one event loop driven by the application's calls (the receiver's
+    /// `recv`/`try_recv` poll the sockets, sends write straight to the socket when they can).
+    /// An inline engine makes progress only while some thread calls into it; with
+    /// `busy_poll`, a round trip crosses two threads where a threaded engine crosses four.
     pub event_loops: usize,
     /// What this node says in its handshakes, and the session timers.
     pub session: SessionConfig,
@@ -168,6 +172,17 @@ pub(crate) struct EngineShared {
     consumer_waker: Waker,
     consumer_sleeping: AtomicBool,
     shut_down: AtomicBool,
+    /// Whether the engine runs inline (`event_loops: 0`).
+    is_inline: bool,
+    /// The inline engine's loop, driven by whichever application thread takes the lock;
+    /// `None` for a threaded engine, and once stopped.
+    inline: Mutex<Option<Box<InlineLoop>>>,
+}
+
+/// An event loop run on the application's threads.
+struct InlineLoop {
+    event_loop: EventLoop,
+    events: Events,
 }
 
 impl EngineShared {
@@ -290,7 +305,9 @@ impl EngineShared {
             if left.is_zero() {
                 return Err(NetError::Timeout(wait));
             }
-            if !shared.wait_until(left, |s| s.queued() + len <= limit || s.queued() == 0) {
+            if !self.wait_for(shared, left, |s| {
+                s.queued() + len <= limit || s.queued() == 0
+            }) {
                 if let Some(cause) = shared.close_cause() {
                     return Err(NetError::Closed(cause));
                 }
@@ -327,7 +344,65 @@ impl EngineShared {
                 limit: self.config.send_queue_limit,
             });
         }
+        self.drive_inline(None);
         Ok(())
+    }
+
+    /// Runs the inline loop on this thread if no other thread is: a send pass (commands,
+    /// then writes) for `None`, a whole turn waiting at most `max_wait` otherwise. Returns
+    /// false if the engine is threaded, stopped, or another thread is driving it.
+    fn drive_inline(&self, max_wait: Option<Duration>) -> bool {
+        if !self.is_inline {
+            return false;
+        }
+        let mut guard = match self.inline.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        let Some(inline) = guard.as_mut() else {
+            return false;
+        };
+        let running = match max_wait {
+            None => inline.event_loop.send_now(),
+            Some(wait) => inline.event_loop.turn(&mut inline.events, Some(wait), true),
+        };
+        if !running {
+            if let Some(mut stopped) = guard.take() {
+                stopped.event_loop.shutdown();
+            }
+        }
+        true
+    }
+
+    /// Waits until `ready` holds for the connection, it closes, or `timeout` passes; an
+    /// inline engine is driven meanwhile.
+    fn wait_for(
+        &self,
+        conn: &ConnShared,
+        timeout: Duration,
+        ready: impl Fn(&ConnShared) -> bool,
+    ) -> bool {
+        if !self.is_inline {
+            return conn.wait_until(timeout, ready);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready(conn) {
+                return true;
+            }
+            if conn.is_closed() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let slice = (deadline - now).min(Duration::from_millis(1));
+            if !self.drive_inline(Some(slice)) {
+                conn.wait_until(slice, &ready);
+            }
+        }
     }
 
     pub(crate) fn wake_consumer(&self) {
@@ -376,6 +451,8 @@ impl Engine {
             consumer_waker,
             consumer_sleeping: AtomicBool::new(false),
             shut_down: AtomicBool::new(false),
+            is_inline: config.event_loops == 0,
+            inline: Mutex::new(None),
             config,
         });
         let mut rings = Vec::new();
@@ -396,6 +473,16 @@ impl Engine {
                 producer,
                 bulk_producer,
             );
+            if shared.is_inline {
+                // Kept by the engine until it stops (the loop holds the engine's state: the
+                // stop breaks that cycle).
+                *shared.inline.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Box::new(InlineLoop {
+                        event_loop,
+                        events: Events::with_capacity(1024),
+                    }));
+                continue;
+            }
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("nnp-loop-{index}"))
@@ -432,6 +519,19 @@ impl Engine {
 
     fn stop(&mut self) {
         self.handle.shared.shut_down.store(true, Ordering::SeqCst);
+        if self.handle.shared.is_inline {
+            let stopped = self
+                .handle
+                .shared
+                .inline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(mut inline) = stopped {
+                inline.event_loop.shutdown();
+            }
+            return;
+        }
         for l in &self.handle.shared.loops {
             while l.submit(Command::Shutdown).is_err() {
                 std::thread::sleep(Duration::from_millis(1));
@@ -487,6 +587,7 @@ impl EngineHandle {
                 limit: 0,
             });
         }
+        self.shared.drive_inline(None);
         log::info!("listening on {local}");
         Ok(local)
     }
@@ -533,7 +634,10 @@ impl EngineHandle {
                 limit: 0,
             });
         }
-        if shared.wait_until(timeout, ConnShared::is_established) {
+        if self
+            .shared
+            .wait_for(&shared, timeout, ConnShared::is_established)
+        {
             log::info!("connected to {addr} as {}", shared.id);
             return Ok(shared.id);
         }
@@ -633,6 +737,7 @@ impl EngineHandle {
             {
                 log::warn!("could not queue the close of {conn}: its loop is saturated");
             }
+            self.shared.drive_inline(None);
         }
     }
 
@@ -646,6 +751,7 @@ impl EngineHandle {
             conn,
             slot: shared.slot().unwrap_or(usize::MAX),
         });
+        self.shared.drive_inline(None);
         Ok(())
     }
 
@@ -851,7 +957,10 @@ impl Sender {
         let lane = &self.engine.loops[self.conn.loop_index];
         loop {
             match lane.submit(command) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.engine.drive_inline(None);
+                    return Ok(());
+                }
                 Err(back) => command = back,
             }
             let stop = if self.engine.shut_down.load(Ordering::Relaxed) {
@@ -863,7 +972,9 @@ impl Sender {
                 self.conn.release_queued(len);
                 return Err(e);
             }
-            std::thread::sleep(Duration::from_micros(50));
+            if !self.engine.drive_inline(Some(Duration::ZERO)) {
+                std::thread::sleep(Duration::from_micros(50));
+            }
         }
     }
 }
@@ -906,8 +1017,16 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    /// The next event if one is waiting.
+    /// The next event if one is waiting. An inline engine is polled once (without waiting)
+    /// when nothing is.
     pub fn try_recv(&mut self) -> Option<NetEvent> {
+        if self.shared.is_inline && self.all_empty() {
+            self.shared.drive_inline(Some(Duration::ZERO));
+        }
+        self.next_event()
+    }
+
+    fn next_event(&mut self) -> Option<NetEvent> {
         if let Some(batch) = &mut self.batch {
             if let Some(frame) = batch.pop() {
                 if batch.is_empty() {
@@ -933,7 +1052,7 @@ impl Receiver {
             let event = match delivery {
                 Delivery::Batch(batch) => {
                     self.batch = Some(batch);
-                    return self.try_recv();
+                    return self.next_event();
                 }
                 Delivery::Event(event) => event,
             };
@@ -941,7 +1060,7 @@ impl Receiver {
             {
                 // Frames pushed before the close come first.
                 self.draining_bulk = Some((index, event));
-                return self.try_recv();
+                return self.next_event();
             }
             return Some(event);
         }
@@ -998,13 +1117,13 @@ impl Receiver {
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<NetEvent> {
         // The clock is read only once the rings are empty: a stream of events costs no
         // clock reads, and the end of one stands in for the time of its last event.
-        if let Some(event) = self.try_recv() {
+        if let Some(event) = self.next_event() {
             self.got_events = true;
             return Some(event);
         }
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(event) = self.try_recv() {
+            if let Some(event) = self.next_event() {
                 self.got_events = true;
                 return Some(event);
             }
@@ -1012,11 +1131,18 @@ impl Receiver {
                 self.last_event = Instant::now();
             }
             if self.rings.iter().all(|r| r.is_abandoned()) {
-                return self.try_recv();
+                return self.next_event();
             }
             let now = Instant::now();
             if now >= deadline {
                 return None;
+            }
+            if self.shared.is_inline {
+                // Drive the loop here; if another thread is driving it, wait for its
+                // wake-up below, briefly, and try again.
+                if self.shared.drive_inline(Some(deadline - now)) {
+                    continue;
+                }
             }
             if self.shared.config.busy_poll
                 || self.last_event.elapsed() < self.shared.config.spin_before_sleep
@@ -1032,7 +1158,12 @@ impl Receiver {
                 self.shared.consumer_sleeping.store(false, Ordering::SeqCst);
                 continue;
             }
-            let wait = (deadline - now).min(Duration::from_millis(100));
+            let cap = if self.shared.is_inline {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            let wait = (deadline - now).min(cap);
             if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("receiver poll failed: {e}");

@@ -137,69 +137,102 @@ impl EventLoop {
 
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let busy = self.shared.config.busy_poll;
-        loop {
-            if !self.drain_commands() {
-                break;
-            }
-            let now = Instant::now();
-            self.service_reads(now);
-            if now.duration_since(self.last_tick) >= TICK {
-                self.tick(now);
-            }
-            self.flush_dirty(now);
-            self.wake_consumer();
+        while self.turn(&mut events, None, false) {}
+        self.shutdown();
+    }
 
-            // Adaptive spinning: right after work, the next event tends to follow within
-            // microseconds (a reply, the next frame), and a blocking poll would pay a
-            // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
-            let spinning =
-                now.duration_since(self.last_work) < self.shared.config.spin_before_sleep;
-            let timeout = if busy || spinning || !self.read_again.is_empty() {
-                Some(Duration::ZERO)
-            } else if !self.paused.is_empty() || !self.backlog.is_empty() {
-                Some(Duration::from_micros(200))
-            } else {
-                Some(TICK)
-            };
-            if timeout != Some(Duration::ZERO) {
-                self.handle.sleeping.store(true, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                if !self.handle.commands.is_empty() {
-                    self.handle.sleeping.store(false, Ordering::SeqCst);
-                    continue;
-                }
+    /// One turn: commands, reads, timers, writes, then a poll for readiness (waiting at most
+    /// `max_wait` on top of the loop's own limit). Returns false when the loop must stop.
+    /// `inline` (the application's thread drives the loop) also services what the poll found
+    /// before returning, so that a frame that arrived is in the ring when the turn ends.
+    pub(crate) fn turn(
+        &mut self,
+        events: &mut Events,
+        max_wait: Option<Duration>,
+        inline: bool,
+    ) -> bool {
+        let busy = self.shared.config.busy_poll;
+        if !self.drain_commands() {
+            return false;
+        }
+        let now = Instant::now();
+        self.service_reads(now);
+        if now.duration_since(self.last_tick) >= TICK {
+            self.tick(now);
+        }
+        self.flush_dirty(now);
+        self.wake_consumer();
+
+        // Adaptive spinning: right after work, the next event tends to follow within
+        // microseconds (a reply, the next frame), and a blocking poll would pay a
+        // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
+        let spinning = now.duration_since(self.last_work) < self.shared.config.spin_before_sleep;
+        let mut timeout = if busy || spinning || !self.read_again.is_empty() {
+            Duration::ZERO
+        } else if !self.paused.is_empty() || !self.backlog.is_empty() {
+            Duration::from_micros(200)
+        } else {
+            TICK
+        };
+        if let Some(max) = max_wait {
+            timeout = timeout.min(max);
+        }
+        if !timeout.is_zero() {
+            self.handle.sleeping.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if !self.handle.commands.is_empty() {
+                self.handle.sleeping.store(false, Ordering::SeqCst);
+                return true;
             }
-            let polled = self.poll.poll(&mut events, timeout);
-            if !events.is_empty() || !self.handle.commands.is_empty() {
-                self.last_work = Instant::now();
-            } else if busy || spinning {
-                std::thread::yield_now();
+        }
+        let polled = self.poll.poll(events, Some(timeout));
+        if !events.is_empty() || !self.handle.commands.is_empty() {
+            self.last_work = Instant::now();
+        } else if (busy || spinning) && !(busy && inline) {
+            std::thread::yield_now();
+        }
+        self.handle.sleeping.store(false, Ordering::SeqCst);
+        if let Err(e) = polled {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("event loop {} poll failed: {e}", self.index);
+                return false;
             }
-            self.handle.sleeping.store(false, Ordering::SeqCst);
-            if let Err(e) = polled {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    log::error!("event loop {} poll failed: {e}", self.index);
-                    break;
-                }
-                continue;
-            }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    LISTENER => self.accept_all(),
-                    Token(key) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_again.push(key);
-                        }
-                        if event.is_writable() {
-                            self.dirty.push(key);
-                        }
+            return true;
+        }
+        let mut found = false;
+        for event in events.iter() {
+            match event.token() {
+                WAKER => {}
+                LISTENER => self.accept_all(),
+                Token(key) => {
+                    found = true;
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.read_again.push(key);
+                    }
+                    if event.is_writable() {
+                        self.dirty.push(key);
                     }
                 }
             }
         }
-        self.shutdown();
+        if inline && found {
+            let now = Instant::now();
+            self.service_reads(now);
+            self.flush_dirty(now);
+            self.wake_consumer();
+        }
+        true
+    }
+
+    /// Hands queued commands to the connections and writes what they queued, without
+    /// polling: the inline engine's send path.
+    pub(crate) fn send_now(&mut self) -> bool {
+        if !self.drain_commands() {
+            return false;
+        }
+        self.flush_dirty(Instant::now());
+        self.wake_consumer();
+        true
     }
 
     /// Returns false when the loop must stop.
@@ -582,7 +615,7 @@ impl EventLoop {
         }
     }
 
-    fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.conns[key].commit_queued();
