@@ -35,7 +35,7 @@ fn us(ns: u64) -> f64 {
 fn report(name: &str, h: &Histogram<u64>, base: Option<&Histogram<u64>>) {
     let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);
     print!(
-        "{name:<44} p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  max {:>9.1} us",
+        "{name:<56} p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  max {:>9.1} us",
         us(q(h, 0.5)),
         us(q(h, 0.99)),
         us(q(h, 0.999)),
@@ -130,9 +130,10 @@ impl Drop for Pair {
     }
 }
 
-fn engine_config(busy: bool) -> EngineConfig {
+fn engine_config(busy: bool, inline: bool) -> EngineConfig {
     EngineConfig {
-        event_loops: 1,
+        // Inline: no loop thread, the application's thread drives the engine.
+        event_loops: if inline { 0 } else { 1 },
         busy_poll: busy,
         max_payload: 17 << 20,
         send_queue_limit: 64 << 20,
@@ -141,8 +142,9 @@ fn engine_config(busy: bool) -> EngineConfig {
 }
 
 /// A server engine echoing every frame but the background WeightSync stream, and a client.
-fn pair(busy: bool) -> Pair {
-    let (server, server_handle, mut server_rx) = Engine::start(engine_config(busy)).unwrap();
+fn pair(busy: bool, inline: bool) -> Pair {
+    let (server, server_handle, mut server_rx) =
+        Engine::start(engine_config(busy, inline)).unwrap();
     let addr = server_handle.listen("127.0.0.1:0").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
@@ -157,7 +159,7 @@ fn pair(busy: bool) -> Pair {
             }
         }
     });
-    let (client_engine, client, rx) = Engine::start(engine_config(busy)).unwrap();
+    let (client_engine, client, rx) = Engine::start(engine_config(busy, inline)).unwrap();
     let conn = client.connect(addr).unwrap();
     Pair {
         _server: server,
@@ -267,24 +269,27 @@ fn main() {
         let mode = if busy { "busy-poll" } else { "blocking" };
         let raw_small = raw_ping_pong(small, n, busy);
         report(&format!("raw TCP {small} B ({mode})"), &raw_small, None);
-        let mut p = pair(busy);
-        let h = nnp_ping_pong(&mut p, &forward, n);
-        report(
-            &format!("NNP ForwardData(100) {small} B ({mode})"),
-            &h,
-            Some(&raw_small),
-        );
         let raw_large = raw_ping_pong(large, n / 4, busy);
         report(&format!("raw TCP {large} B ({mode})"), &raw_large, None);
-        let h = nnp_ping_pong(&mut p, &ws, n / 4);
-        report(
-            &format!("NNP WeightSync(64 KiB) ({mode})"),
-            &h,
-            Some(&raw_large),
-        );
+        for inline in [false, true] {
+            let engine = if inline { "inline" } else { "1 loop thread" };
+            let mut p = pair(busy, inline);
+            let h = nnp_ping_pong(&mut p, &forward, n);
+            report(
+                &format!("NNP ForwardData(100) {small} B ({mode}, {engine})"),
+                &h,
+                Some(&raw_small),
+            );
+            let h = nnp_ping_pong(&mut p, &ws, n / 4);
+            report(
+                &format!("NNP WeightSync(64 KiB) ({mode}, {engine})"),
+                &h,
+                Some(&raw_large),
+            );
+        }
     }
 
-    let mut p = pair(false);
+    let mut p = pair(false, false);
     for rate in [10_000u64, 100_000] {
         let count = (rate as usize).min(n * 5);
         let h = nnp_fixed_rate(&mut p, rate, count);

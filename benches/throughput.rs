@@ -1,7 +1,8 @@
 //! One-way streaming throughput over loopback: NNP beside a raw TCP stream of the same bytes
 //! written in 64 KiB batches, in the same process.
 //!
-//! `cargo bench --bench throughput` (NNP_BENCH_SECONDS scales the run length).
+//! `cargo bench --bench throughput` (NNP_BENCH_SECONDS scales the run length;
+//! NNP_BENCH_FILTER=Forward runs only the streams whose name contains it).
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -64,7 +65,16 @@ fn raw_stream(frame: &[u8], count: usize) -> Rate {
     }
 }
 
-fn nnp_stream(msg: &Message<'_>, count: usize) -> Rate {
+/// How the NNP run hands frames to the engine.
+#[derive(Clone, Copy)]
+enum Api {
+    /// `EngineHandle::send`, one frame per call; the receiver takes one event per call.
+    PerFrame,
+    /// A `Sender` (frames coalesced into 64 KiB blocks) and `Receiver::recv_batch`.
+    Batched,
+}
+
+fn nnp_stream(msg: &Message<'_>, count: usize, api: Api) -> Rate {
     let config = EngineConfig {
         event_loops: 1,
         max_payload: 17 << 20,
@@ -75,17 +85,27 @@ fn nnp_stream(msg: &Message<'_>, count: usize) -> Rate {
     let counter = thread::spawn(move || {
         let mut got = 0;
         let mut bytes = 0;
+        let mut events = Vec::with_capacity(1024);
         while got < count {
-            match rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("frames keep coming")
-            {
-                NetEvent::Frame(f) => {
-                    bytes += f.bytes().len();
-                    got += 1;
+            match api {
+                Api::PerFrame => events.push(
+                    rx.recv_timeout(Duration::from_secs(20))
+                        .expect("frames keep coming"),
+                ),
+                Api::Batched => {
+                    let n = rx.recv_batch(&mut events, 1024, Duration::from_secs(20));
+                    assert!(n > 0, "frames keep coming");
                 }
-                NetEvent::Disconnected { cause, .. } => panic!("closed: {cause}"),
-                NetEvent::Connected { .. } => {}
+            }
+            for event in events.drain(..) {
+                match event {
+                    NetEvent::Frame(f) => {
+                        bytes += f.bytes().len();
+                        got += 1;
+                    }
+                    NetEvent::Disconnected { cause, .. } => panic!("closed: {cause}"),
+                    NetEvent::Connected { .. } => {}
+                }
             }
         }
         (Instant::now(), bytes)
@@ -93,8 +113,19 @@ fn nnp_stream(msg: &Message<'_>, count: usize) -> Rate {
     let (_client, client, _crx) = Engine::start(config).unwrap();
     let conn = client.connect(addr).unwrap();
     let start = Instant::now();
-    for _ in 0..count {
-        client.send(conn, msg, Duration::from_secs(20)).unwrap();
+    match api {
+        Api::PerFrame => {
+            for _ in 0..count {
+                client.send(conn, msg, Duration::from_secs(20)).unwrap();
+            }
+        }
+        Api::Batched => {
+            let mut sender = client.sender(conn).unwrap();
+            for _ in 0..count {
+                sender.send(msg, Duration::from_secs(20)).unwrap();
+            }
+            sender.flush().unwrap();
+        }
     }
     let (end, bytes) = counter.join().unwrap();
     let secs = (end - start).as_secs_f64();
@@ -105,19 +136,24 @@ fn nnp_stream(msg: &Message<'_>, count: usize) -> Rate {
 }
 
 fn run(name: &str, msg: &Message<'_>, count: usize) {
+    if std::env::var("NNP_BENCH_FILTER").is_ok_and(|f| !name.contains(&f)) {
+        return;
+    }
     let len = frame_len(msg).unwrap();
     let mut frame = Vec::with_capacity(len);
     encode_frame(msg, 0, &mut frame).unwrap();
     let raw = raw_stream(&frame, count);
-    let nnp = nnp_stream(msg, count);
-    println!(
-        "{name:<26} {len:>8} B/frame  raw {:>11.0} msg/s {:>6.2} GB/s   NNP {:>11.0} msg/s {:>6.2} GB/s   ratio {:.2}x",
-        raw.msgs_per_s,
-        raw.gb_per_s,
-        nnp.msgs_per_s,
-        nnp.gb_per_s,
-        nnp.msgs_per_s / raw.msgs_per_s
-    );
+    for (api, label) in [(Api::PerFrame, "send"), (Api::Batched, "Sender")] {
+        let nnp = nnp_stream(msg, count, api);
+        println!(
+            "{name:<18} {label:<6} {len:>8} B/frame  raw {:>11.0} msg/s {:>6.2} GB/s   NNP {:>11.0} msg/s {:>6.2} GB/s   ratio {:.2}x",
+            raw.msgs_per_s,
+            raw.gb_per_s,
+            nnp.msgs_per_s,
+            nnp.gb_per_s,
+            nnp.msgs_per_s / raw.msgs_per_s
+        );
+    }
 }
 
 fn main() {

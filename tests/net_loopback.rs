@@ -579,3 +579,322 @@ fn frames_sent_just_before_a_close_are_delivered() {
     }
     assert_eq!(layers, (0..100).collect::<Vec<u16>>());
 }
+
+/// The i-th frame of a batched stream: a length and values that depend on `i`, so that any
+/// lost, repeated, reordered or corrupted frame is caught.
+fn stream_frame(i: usize) -> (u16, Vec<f32>) {
+    let n = 1 + (i * 7919) % 300;
+    let data = (0..n).map(|k| (i * 1_000 + k) as f32 * 0.25).collect();
+    ((i % 60_000) as u16, data)
+}
+
+#[test]
+fn a_sender_batches_frames_in_order_with_every_byte_intact() {
+    const FRAMES: usize = 60_000;
+    let (_server, _handle, mut rx, addr) = start(config("server"));
+    let (_client, client, _crx) = Engine::start(config("client")).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let producer = thread::spawn(move || {
+        let mut sender = client.sender(conn).unwrap();
+        let big = vec![3.0f32; 8 * 1024]; // 32 KiB: not batched, goes alone, in order
+        for i in 0..FRAMES {
+            let (layer_id, data) = stream_frame(i);
+            let msg = Message::ForwardData {
+                layer_id,
+                data: Cow::Borrowed(&data),
+            };
+            sender.send(&msg, Duration::from_secs(10)).unwrap();
+            if i % 10_000 == 5_000 {
+                let msg = Message::BackwardData {
+                    layer_id: 7,
+                    data: Cow::Borrowed(&big),
+                };
+                sender.send(&msg, Duration::from_secs(10)).unwrap();
+            }
+            if i % 997 == 0 {
+                sender.flush().unwrap();
+            }
+        }
+        // Held frames leave at the flush: flush before sending by other means.
+        sender.flush().unwrap();
+        // send_batch: the same path, one call.
+        let tail: Vec<(u16, Vec<f32>)> = (FRAMES..FRAMES + 100).map(stream_frame).collect();
+        let msgs: Vec<Message<'_>> = tail
+            .iter()
+            .map(|(layer_id, data)| Message::ForwardData {
+                layer_id: *layer_id,
+                data: Cow::Borrowed(data),
+            })
+            .collect();
+        assert_eq!(
+            client
+                .send_batch(conn, &msgs, Duration::from_secs(10))
+                .unwrap(),
+            100
+        );
+        drop(sender);
+        client
+    });
+    let mut events = Vec::new();
+    let mut next = 0;
+    let mut bigs = 0;
+    let mut last_seq = None;
+    while next < FRAMES + 100 {
+        let n = rx.recv_batch(&mut events, 500, Duration::from_secs(20));
+        assert!(n > 0, "stream stalled at frame {next}");
+        assert!(n <= 500);
+        for event in events.drain(..) {
+            let NetEvent::Frame(frame) = event else {
+                continue;
+            };
+            let seq = frame.sequence();
+            assert!(
+                last_seq.is_none_or(|l| seq == l + 1),
+                "sequence {seq} after {last_seq:?}"
+            );
+            last_seq = Some(seq);
+            match frame.message().unwrap() {
+                Message::ForwardData { layer_id, data } => {
+                    let (want_layer, want) = stream_frame(next);
+                    assert_eq!(layer_id, want_layer, "frame {next}");
+                    assert_eq!(&data[..], &want[..], "frame {next}");
+                    let mut encoded = Vec::new();
+                    let msg = Message::ForwardData {
+                        layer_id,
+                        data: Cow::Borrowed(&want),
+                    };
+                    encode_frame(&msg, seq, &mut encoded).unwrap();
+                    assert_eq!(frame.bytes(), &encoded[..], "every byte of frame {next}");
+                    next += 1;
+                }
+                Message::BackwardData { layer_id: 7, data } => {
+                    assert_eq!(next % 10_000, 5_001, "the large frame keeps its place");
+                    assert!(data.iter().all(|&v| v == 3.0));
+                    bigs += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(bigs, 6);
+    let client = producer.join().unwrap();
+    assert_eq!(client.peer(conn).unwrap().queued_bytes, 0);
+}
+
+#[test]
+fn a_sender_gives_backpressure_and_drops_nothing() {
+    let mut cfg = config("slow");
+    cfg.rx_in_flight_limit = 1 << 20;
+    cfg.event_ring_capacity = 64;
+    let (_server, _server_handle, mut server_rx, addr) = start(cfg);
+    let mut ccfg = config("fast");
+    ccfg.send_queue_limit = 1 << 20;
+    let (_client, client, _crx) = Engine::start(ccfg).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let mut sender = client.sender(conn).unwrap();
+    let mut accepted = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (layer_id, data) = stream_frame(accepted);
+        let msg = Message::ForwardData {
+            layer_id,
+            data: Cow::Borrowed(&data),
+        };
+        match sender.try_send(&msg) {
+            Ok(()) => accepted += 1,
+            Err(NetError::WouldBlock { queued, limit }) => {
+                assert_eq!(sender.buffered_frames(), 0, "held frames were handed over");
+                thread::sleep(Duration::from_millis(200));
+                match sender.try_send(&msg) {
+                    Err(NetError::WouldBlock { .. }) => {
+                        assert!(queued + 65 * 1024 > limit, "refused near the limit");
+                        break;
+                    }
+                    Ok(()) => accepted += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "backpressure never came");
+    }
+    sender.flush().unwrap();
+    let mut got = 0;
+    while got < accepted {
+        match server_rx.recv_timeout(Duration::from_secs(10)) {
+            Some(NetEvent::Frame(f)) => {
+                let (layer_id, data) = stream_frame(got);
+                assert_eq!(
+                    f.message().unwrap(),
+                    Message::ForwardData {
+                        layer_id,
+                        data: Cow::Borrowed(&data)
+                    }
+                );
+                got += 1;
+            }
+            Some(_) => {}
+            None => panic!("only {got} of {accepted} frames arrived"),
+        }
+    }
+    assert!(server_rx.recv_timeout(Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn a_sender_on_a_closed_connection_says_so() {
+    let (_server, _handle, mut rx, addr) = start(config("server"));
+    let (_client, client, _crx) = Engine::start(config("client")).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let mut sender = client.sender(conn).unwrap();
+    let msg = Message::ForwardData {
+        layer_id: 1,
+        data: Cow::Borrowed(&[1.0, 2.0]),
+    };
+    sender.try_send(&msg).unwrap();
+    sender.flush().unwrap();
+    client.close(conn, nnp::wire::DisconnectReason::NORMAL, "bye");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match sender.try_send(&msg) {
+            Err(NetError::Closed(_)) => break,
+            Ok(()) => sender.flush().unwrap_or(()),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "the close was never seen");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(matches!(
+        client.sender(ConnId(9999)),
+        Err(NetError::UnknownConnection(_))
+    ));
+    let mut frames = 0;
+    while let Some(event) = rx.recv_timeout(Duration::from_secs(5)) {
+        match event {
+            NetEvent::Frame(_) => frames += 1,
+            NetEvent::Disconnected { .. } => break,
+            NetEvent::Connected { .. } => {}
+        }
+    }
+    assert!(frames >= 1);
+}
+
+fn inline_config(name: &str, busy_poll: bool) -> EngineConfig {
+    EngineConfig {
+        event_loops: 0,
+        busy_poll,
+        ..config(name)
+    }
+}
+
+#[test]
+fn inline_engines_exchange_frames_and_close_in_order() {
+    for busy in [false, true] {
+        // The server's loop runs on its echo thread, the client's on this one.
+        let (_server, server_handle, server_rx, addr) = start(inline_config("server", busy));
+        let echo = echo_server(server_handle.clone(), server_rx, 2_000 + 300);
+        let (client_engine, client, mut rx) = Engine::start(inline_config("client", busy)).unwrap();
+        // connect drives the loop itself: nobody is receiving yet.
+        let conn = client.connect(addr).unwrap();
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Some(NetEvent::Connected { conn: c, .. }) => assert_eq!(c, conn),
+            other => panic!("{other:?}"),
+        }
+        for i in 0..2_000 {
+            let (layer_id, data) = stream_frame(i);
+            let msg = Message::ForwardData {
+                layer_id,
+                data: Cow::Borrowed(&data),
+            };
+            client.send(conn, &msg, Duration::from_secs(5)).unwrap();
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Some(NetEvent::Frame(f)) => assert_eq!(f.message().unwrap(), msg, "frame {i}"),
+                other => panic!("frame {i}: {other:?}"),
+            }
+        }
+        // A batch through an inline engine, echoed back in order.
+        let mut sender = client.sender(conn).unwrap();
+        for i in 0..300 {
+            let (layer_id, data) = stream_frame(i);
+            let msg = Message::ForwardData {
+                layer_id,
+                data: Cow::Borrowed(&data),
+            };
+            sender.try_send(&msg).unwrap();
+        }
+        sender.flush().unwrap();
+        let mut events = Vec::new();
+        let mut got = 0;
+        while got < 300 {
+            assert!(rx.recv_batch(&mut events, 64, Duration::from_secs(5)) > 0);
+            for event in events.drain(..) {
+                let NetEvent::Frame(f) = event else {
+                    panic!("{event:?}");
+                };
+                let (layer_id, data) = stream_frame(got);
+                assert_eq!(
+                    f.message().unwrap(),
+                    Message::ForwardData {
+                        layer_id,
+                        data: Cow::Borrowed(&data)
+                    }
+                );
+                got += 1;
+            }
+        }
+        client.close(conn, nnp::wire::DisconnectReason::NORMAL, "done");
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Some(NetEvent::Disconnected { conn: c, .. }) => assert_eq!(c, conn),
+            other => panic!("{other:?}"),
+        }
+        let closed = echo.join().unwrap();
+        assert!(closed.is_empty(), "the server echoed everything first");
+        client_engine.shutdown();
+        assert!(matches!(
+            client.try_send(
+                conn,
+                &Message::ForwardData {
+                    layer_id: 0,
+                    data: Cow::Borrowed(&[1.0])
+                }
+            ),
+            Err(NetError::UnknownConnection(_) | NetError::Shutdown | NetError::Closed(_))
+        ));
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_none());
+    }
+}
+
+#[test]
+fn an_inline_engine_talks_to_a_threaded_one_and_shuts_down_cleanly() {
+    let (_server, server_handle, server_rx, addr) = start(config("server"));
+    let echo = echo_server(server_handle, server_rx, 500);
+    let (client_engine, client, mut rx) = Engine::start(inline_config("client", false)).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let big = vec![2.5f32; 300_000]; // 1.2 MB: many partial writes, driven by recv
+    for i in 0..500 {
+        let msg = if i % 100 == 0 {
+            Message::BackwardData {
+                layer_id: 1,
+                data: Cow::Borrowed(&big),
+            }
+        } else {
+            Message::ForwardData {
+                layer_id: i,
+                data: Cow::Borrowed(&[i as f32]),
+            }
+        };
+        client.send(conn, &msg, Duration::from_secs(5)).unwrap();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Some(NetEvent::Frame(f)) => {
+                    assert_eq!(f.message().unwrap(), msg, "frame {i}");
+                    break;
+                }
+                Some(NetEvent::Connected { .. }) => {}
+                other => panic!("frame {i}: {other:?}"),
+            }
+        }
+    }
+    client_engine.shutdown();
+    let closed = echo.join().unwrap();
+    assert!(closed.is_empty());
+}

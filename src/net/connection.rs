@@ -17,11 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::frame::{OutFrame, ReceivedFrame, RxBlock};
+use super::frame::{Delivery, FrameBatch, OutFrame, ReceivedFrame, RxBlock};
 use super::metrics::Counters;
 use super::peer::ConnShared;
 use super::pool::{Block, BufferPool, SIZE_CLASSES};
 use super::stream::ByteStream;
+use super::NetEvent;
 use crate::session::{Received, Session};
 use crate::wire::{
     check_frame, encode_frame, frame_len, parse_payload, FrameCheck, Header, Message, ProtocolError,
@@ -72,8 +73,9 @@ pub(crate) struct Connection {
     rx: Option<Block>,
     rx_start: usize,
     rx_filled: usize,
-    /// Data frames parsed but not yet accepted by the ring.
-    pub(crate) parked: VecDeque<ReceivedFrame>,
+    /// Data frames parsed but not yet accepted by the rings: batches of small frames, and
+    /// WeightSync frames one by one (as `Delivery::Event(NetEvent::Frame)`).
+    pub(crate) parked: VecDeque<Delivery>,
     /// The write lanes, boxed and freed when idle: most connections are idle most of the time.
     out: Option<Box<Lanes>>,
     /// Set once the read side failed or ended: stop reading.
@@ -213,15 +215,33 @@ impl Connection {
                 b
             });
             let shared = Arc::new(RxBlock::new(block, Arc::clone(cx.rx_budget)));
+            let mut small = Vec::with_capacity(data_frames.len());
+            let mut bulk = Vec::new();
             for (start, len, msg_type) in data_frames {
-                self.parked.push_back(ReceivedFrame::new(
-                    Arc::clone(&shared),
-                    start,
-                    len,
-                    msg_type,
-                    self.shared.id,
-                ));
+                if msg_type == crate::wire::MsgType::WeightSync {
+                    bulk.push(ReceivedFrame::new(
+                        Arc::clone(&shared),
+                        start,
+                        len,
+                        msg_type,
+                        self.shared.id,
+                    ));
+                } else {
+                    small.push((start as u32, len as u32, msg_type));
+                }
             }
+            if !small.is_empty() {
+                self.parked.push_back(Delivery::Batch(FrameBatch {
+                    block: Arc::clone(&shared),
+                    frames: small,
+                    next: 0,
+                    conn: self.shared.id,
+                }));
+            }
+            self.parked.extend(
+                bulk.into_iter()
+                    .map(|f| Delivery::Event(NetEvent::Frame(f))),
+            );
             self.rx = fresh;
             self.rx_start = 0;
             self.rx_filled = tail;
@@ -281,11 +301,9 @@ impl Connection {
         encode_frame(message, sequence, &mut dst)?;
         let lanes = self.lanes();
         lanes.wire_bytes += len;
-        lanes.wire.push_back(OutFrame {
-            block,
-            len,
-            msg_type: message.msg_type(),
-        });
+        lanes
+            .wire
+            .push_back(OutFrame::single(block, len, message.msg_type()));
         Ok(())
     }
 
@@ -305,14 +323,17 @@ impl Connection {
             else {
                 return;
             };
-            match session.next_send_sequence(frame.msg_type) {
-                Ok(seq) => {
-                    frame.set_sequence(seq);
+            match frame.assign_sequences(session) {
+                Ok(()) => {
                     lanes.wire_bytes += frame.len;
                     lanes.wire.push_back(frame);
                 }
                 Err(e) => {
-                    log::debug!("dropping a queued {:?} frame: {e}", frame.msg_type);
+                    log::debug!(
+                        "dropping {} queued frame(s) ({:?} first): {e}",
+                        frame.frames,
+                        frame.msg_type
+                    );
                     shared.release_queued(frame.len);
                 }
             }
@@ -372,7 +393,7 @@ impl Connection {
             lanes.wire_offset = 0;
             let frame = lanes.wire.pop_front().expect("front exists");
             lanes.wire_bytes -= frame.len;
-            frames += 1;
+            frames += u64::from(frame.frames);
             if frame.msg_type.required_capability().is_some() {
                 shared.release_queued(frame.len);
             }

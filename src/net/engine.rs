@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,9 +12,10 @@ use crossbeam_queue::ArrayQueue;
 use mio::{Events, Poll, Token, Waker};
 
 use super::event_loop::{Command, EventLoop, LoopHandle, WAKER};
-use super::frame::{OutFrame, ReceivedFrame};
+use super::frame::{Delivery, FrameBatch, OutFrame, ReceivedFrame};
 use super::metrics::{EngineMetrics, MetricsSnapshot};
 use super::peer::{CloseCause, ConnId, ConnShared, PeerStatus};
+use super::pool::Block;
 use super::pool::BufferPool;
 use super::stream::{ByteStream, PlainTcp};
 use crate::session::{PeerInfo, Role, SessionConfig};
@@ -23,7 +24,11 @@ use crate::wire::{encode_frame, frame_len, DisconnectReason, Message, MsgType, P
 /// How an engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Event-loop threads (default: one per core).
+    /// Event-loop threads (default: one per core). Zero runs the engine inline: no thread
+    /// of its own, one event loop driven by the application's calls (the receiver's
+    /// `recv`/`try_recv` poll the sockets, sends write straight to the socket when they can).
+    /// An inline engine makes progress only while some thread calls into it; with
+    /// `busy_poll`, a round trip crosses two threads where a threaded engine crosses four.
     pub event_loops: usize,
     /// What this node says in its handshakes, and the session timers.
     pub session: SessionConfig,
@@ -167,6 +172,17 @@ pub(crate) struct EngineShared {
     consumer_waker: Waker,
     consumer_sleeping: AtomicBool,
     shut_down: AtomicBool,
+    /// Whether the engine runs inline (`event_loops: 0`).
+    is_inline: bool,
+    /// The inline engine's loop, driven by whichever application thread takes the lock;
+    /// `None` for a threaded engine, and once stopped.
+    inline: Mutex<Option<Box<InlineLoop>>>,
+}
+
+/// An event loop run on the application's threads.
+struct InlineLoop {
+    event_loop: EventLoop,
+    events: Events,
 }
 
 impl EngineShared {
@@ -223,6 +239,172 @@ impl EngineShared {
         }
     }
 
+    /// Checks that `message` may be sent on the connection now; returns its type and frame
+    /// length.
+    fn check_message(
+        &self,
+        shared: &ConnShared,
+        message: &Message<'_>,
+    ) -> Result<(MsgType, usize), NetError> {
+        let msg_type = message.msg_type();
+        if let Some(cause) = shared.is_closed().then(|| shared.close_cause()).flatten() {
+            return Err(NetError::Closed(cause));
+        }
+        if self.shut_down.load(Ordering::Relaxed) {
+            return Err(NetError::Shutdown);
+        }
+        if !shared.is_established() {
+            return Err(NetError::NotEstablished(shared.id));
+        }
+        match msg_type.required_capability() {
+            None => {
+                return Err(NetError::Protocol(ProtocolError::UnexpectedMessage {
+                    msg_type,
+                    state: "established (control frames are the session's own)",
+                }))
+            }
+            Some(capability) if shared.capabilities() & capability == 0 => {
+                return Err(NetError::Protocol(ProtocolError::CapabilityNotAgreed {
+                    msg_type,
+                    capability,
+                }))
+            }
+            Some(_) => {}
+        }
+        let len = frame_len(message)?;
+        if len > crate::wire::HEADER_LEN + self.config.max_payload as usize {
+            return Err(NetError::Protocol(ProtocolError::FrameTooLarge {
+                length: (len - crate::wire::HEADER_LEN) as u32,
+                max: self.config.max_payload,
+            }));
+        }
+        Ok((msg_type, len))
+    }
+
+    /// Reserves `len` bytes of the connection's send queue: at once or `WouldBlock` without
+    /// `wait`, else waiting for room. `before_wait` runs once before the first wait (a
+    /// sender hands over what it holds, so that the queue can drain).
+    fn reserve(
+        &self,
+        shared: &ConnShared,
+        len: usize,
+        wait: Option<Duration>,
+        before_wait: &mut dyn FnMut(),
+    ) -> Result<(), NetError> {
+        let limit = self.config.send_queue_limit;
+        let mut deadline = None;
+        while let Err(queued) = shared.try_reserve(len, limit) {
+            let Some(wait) = wait else {
+                return Err(NetError::WouldBlock { queued, limit });
+            };
+            let deadline = *deadline.get_or_insert_with(|| {
+                before_wait();
+                Instant::now() + wait
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(NetError::Timeout(wait));
+            }
+            if !self.wait_for(shared, left, |s| {
+                s.queued() + len <= limit || s.queued() == 0
+            }) {
+                if let Some(cause) = shared.close_cause() {
+                    return Err(NetError::Closed(cause));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes one frame into its own block and queues it (its `len` bytes already
+    /// reserved; released on failure).
+    fn encode_and_submit(
+        &self,
+        shared: &ConnShared,
+        message: &Message<'_>,
+        msg_type: MsgType,
+        len: usize,
+    ) -> Result<(), NetError> {
+        let mut block = self.pool.take(len);
+        let mut dst = &mut block.bytes_mut()[..len];
+        if let Err(e) = encode_frame(message, 0, &mut dst) {
+            shared.release_queued(len);
+            return Err(e.into());
+        }
+        let frame = OutFrame::single(block, len, msg_type);
+        let command = Command::Send {
+            conn: shared.id,
+            slot: shared.slot().unwrap_or(usize::MAX),
+            frame,
+        };
+        if self.loops[shared.loop_index].submit(command).is_err() {
+            shared.release_queued(len);
+            return Err(NetError::WouldBlock {
+                queued: shared.queued(),
+                limit: self.config.send_queue_limit,
+            });
+        }
+        self.drive_inline(None);
+        Ok(())
+    }
+
+    /// Runs the inline loop on this thread if no other thread is: a send pass (commands,
+    /// then writes) for `None`, a whole turn waiting at most `max_wait` otherwise. Returns
+    /// false if the engine is threaded, stopped, or another thread is driving it.
+    fn drive_inline(&self, max_wait: Option<Duration>) -> bool {
+        if !self.is_inline {
+            return false;
+        }
+        let mut guard = match self.inline.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        let Some(inline) = guard.as_mut() else {
+            return false;
+        };
+        let running = match max_wait {
+            None => inline.event_loop.send_now(),
+            Some(wait) => inline.event_loop.turn(&mut inline.events, Some(wait), true),
+        };
+        if !running {
+            if let Some(mut stopped) = guard.take() {
+                stopped.event_loop.shutdown();
+            }
+        }
+        true
+    }
+
+    /// Waits until `ready` holds for the connection, it closes, or `timeout` passes; an
+    /// inline engine is driven meanwhile.
+    fn wait_for(
+        &self,
+        conn: &ConnShared,
+        timeout: Duration,
+        ready: impl Fn(&ConnShared) -> bool,
+    ) -> bool {
+        if !self.is_inline {
+            return conn.wait_until(timeout, ready);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready(conn) {
+                return true;
+            }
+            if conn.is_closed() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let slice = (deadline - now).min(Duration::from_millis(1));
+            if !self.drive_inline(Some(slice)) {
+                conn.wait_until(slice, &ready);
+            }
+        }
+    }
+
     pub(crate) fn wake_consumer(&self) {
         fence(Ordering::SeqCst);
         if self.consumer_sleeping.swap(false, Ordering::SeqCst) {
@@ -269,6 +451,8 @@ impl Engine {
             consumer_waker,
             consumer_sleeping: AtomicBool::new(false),
             shut_down: AtomicBool::new(false),
+            is_inline: config.event_loops == 0,
+            inline: Mutex::new(None),
             config,
         });
         let mut rings = Vec::new();
@@ -289,6 +473,16 @@ impl Engine {
                 producer,
                 bulk_producer,
             );
+            if shared.is_inline {
+                // Kept by the engine until it stops (the loop holds the engine's state: the
+                // stop breaks that cycle).
+                *shared.inline.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Box::new(InlineLoop {
+                        event_loop,
+                        events: Events::with_capacity(1024),
+                    }));
+                continue;
+            }
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("nnp-loop-{index}"))
@@ -298,9 +492,11 @@ impl Engine {
         let handle = EngineHandle { shared };
         let receiver = Receiver {
             rings,
+            batch: None,
             bulk_rings,
             draining_bulk: None,
             last_event: Instant::now(),
+            got_events: false,
             next: 0,
             poll: consumer_poll,
             events: Events::with_capacity(8),
@@ -323,6 +519,19 @@ impl Engine {
 
     fn stop(&mut self) {
         self.handle.shared.shut_down.store(true, Ordering::SeqCst);
+        if self.handle.shared.is_inline {
+            let stopped = self
+                .handle
+                .shared
+                .inline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(mut inline) = stopped {
+                inline.event_loop.shutdown();
+            }
+            return;
+        }
         for l in &self.handle.shared.loops {
             while l.submit(Command::Shutdown).is_err() {
                 std::thread::sleep(Duration::from_millis(1));
@@ -378,6 +587,7 @@ impl EngineHandle {
                 limit: 0,
             });
         }
+        self.shared.drive_inline(None);
         log::info!("listening on {local}");
         Ok(local)
     }
@@ -424,7 +634,10 @@ impl EngineHandle {
                 limit: 0,
             });
         }
-        if shared.wait_until(timeout, ConnShared::is_established) {
+        if self
+            .shared
+            .wait_for(&shared, timeout, ConnShared::is_established)
+        {
             log::info!("connected to {addr} as {}", shared.id);
             return Ok(shared.id);
         }
@@ -467,78 +680,46 @@ impl EngineHandle {
         message: &Message<'_>,
         wait: Option<Duration>,
     ) -> Result<(), NetError> {
-        let msg_type = message.msg_type();
-        if let Some(cause) = shared.is_closed().then(|| shared.close_cause()).flatten() {
-            return Err(NetError::Closed(cause));
+        let (msg_type, len) = self.shared.check_message(shared, message)?;
+        self.shared.reserve(shared, len, wait, &mut || {})?;
+        self.shared
+            .encode_and_submit(shared, message, msg_type, len)
+    }
+
+    /// A batching sender for `conn`: it encodes small frames back to back into one pooled
+    /// block and hands the block to the event loop as one command when it is full or
+    /// flushed, so a stream of small frames costs one hand-off and one write per ~64 KiB.
+    pub fn sender(&self, conn: ConnId) -> Result<Sender, NetError> {
+        let shared = self
+            .shared
+            .conn(conn)
+            .ok_or(NetError::UnknownConnection(conn))?;
+        Ok(Sender {
+            engine: Arc::clone(&self.shared),
+            conn: shared,
+            block: None,
+            len: 0,
+            frames: 0,
+            first_type: MsgType::ForwardData,
+        })
+    }
+
+    /// Queues every message on `conn`, in order, as few hand-offs to the event loop as
+    /// possible (see [`Sender`]), waiting at most `timeout` for room per message. On an error
+    /// the messages before the failing one are queued, the rest are not; returns how many
+    /// were queued otherwise.
+    pub fn send_batch(
+        &self,
+        conn: ConnId,
+        messages: &[Message<'_>],
+        timeout: Duration,
+    ) -> Result<usize, NetError> {
+        let mut sender = self.sender(conn)?;
+        for message in messages {
+            sender.send(message, timeout)?;
         }
-        if !shared.is_established() {
-            return Err(NetError::NotEstablished(shared.id));
-        }
-        match msg_type.required_capability() {
-            None => {
-                return Err(NetError::Protocol(ProtocolError::UnexpectedMessage {
-                    msg_type,
-                    state: "established (control frames are the session's own)",
-                }))
-            }
-            Some(capability) if shared.capabilities() & capability == 0 => {
-                return Err(NetError::Protocol(ProtocolError::CapabilityNotAgreed {
-                    msg_type,
-                    capability,
-                }))
-            }
-            Some(_) => {}
-        }
-        let len = frame_len(message)?;
-        if len > crate::wire::HEADER_LEN + self.shared.config.max_payload as usize {
-            return Err(NetError::Protocol(ProtocolError::FrameTooLarge {
-                length: (len - crate::wire::HEADER_LEN) as u32,
-                max: self.shared.config.max_payload,
-            }));
-        }
-        let limit = self.shared.config.send_queue_limit;
-        let deadline = wait.map(|w| Instant::now() + w);
-        while let Err(queued) = shared.try_reserve(len, limit) {
-            let Some(deadline) = deadline else {
-                return Err(NetError::WouldBlock { queued, limit });
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(NetError::Timeout(wait.unwrap_or_default()));
-            }
-            if !shared.wait_until(left, |s| s.queued() + len <= limit || s.queued() == 0) {
-                if let Some(cause) = shared.close_cause() {
-                    return Err(NetError::Closed(cause));
-                }
-            }
-        }
-        let mut block = self.shared.pool.take(len);
-        let mut dst = &mut block.bytes_mut()[..len];
-        if let Err(e) = encode_frame(message, 0, &mut dst) {
-            shared.release_queued(len);
-            return Err(e.into());
-        }
-        let frame = OutFrame {
-            block,
-            len,
-            msg_type,
-        };
-        let command = Command::Send {
-            conn: shared.id,
-            slot: shared.slot().unwrap_or(usize::MAX),
-            frame,
-        };
-        if self.shared.loops[shared.loop_index]
-            .submit(command)
-            .is_err()
-        {
-            shared.release_queued(len);
-            return Err(NetError::WouldBlock {
-                queued: shared.queued(),
-                limit,
-            });
-        }
-        Ok(())
+        sender.flush()?;
+        Ok(messages.len())
     }
 
     /// Closes `conn` gracefully with a Disconnect frame.
@@ -556,6 +737,7 @@ impl EngineHandle {
             {
                 log::warn!("could not queue the close of {conn}: its loop is saturated");
             }
+            self.shared.drive_inline(None);
         }
     }
 
@@ -569,6 +751,7 @@ impl EngineHandle {
             conn,
             slot: shared.slot().unwrap_or(usize::MAX),
         });
+        self.shared.drive_inline(None);
         Ok(())
     }
 
@@ -635,6 +818,175 @@ fn status(shared: &ConnShared) -> PeerStatus {
     }
 }
 
+/// Frames larger than this are not batched by a [`Sender`]: they go alone, as with
+/// [`EngineHandle::send`].
+pub const SENDER_BATCH_FRAME_MAX: usize = 16 * 1024;
+/// The block a [`Sender`] encodes into: it hands it over when the next frame does not fit.
+const SENDER_BLOCK: usize = 64 * 1024;
+
+/// A batching sender for one connection, from [`EngineHandle::sender`]: small frames are
+/// encoded back to back into one pooled block that reaches the event loop as one command
+/// (when the next frame does not fit, on [`Sender::flush`], or when the sender is dropped),
+/// so a stream of small frames costs one hand-off, one wake-up and one write per ~64 KiB
+/// rather than per frame.
+///
+/// Frames are held until then: call `flush` when a burst is complete. Every frame is counted
+/// in the connection's send queue from the moment it is accepted, so backpressure is the
+/// same as [`EngineHandle::try_send`]'s: [`Sender::try_send`] refuses with
+/// [`NetError::WouldBlock`] (after handing over what it holds, so the queue can drain) and
+/// [`Sender::send`] waits. Frames leave in the order they are handed to the loop: a
+/// sender's frames keep their order (a WeightSync or a frame larger than
+/// [`SENDER_BATCH_FRAME_MAX`] goes alone, after the frames batched before it), and frames held
+/// in a sender leave after anything sent on the connection by other means before the flush.
+pub struct Sender {
+    engine: Arc<EngineShared>,
+    conn: Arc<ConnShared>,
+    block: Option<Block>,
+    len: usize,
+    frames: u32,
+    first_type: MsgType,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("conn", &self.conn.id)
+            .field("buffered_frames", &self.frames)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sender {
+    /// The connection.
+    pub fn conn(&self) -> ConnId {
+        self.conn.id
+    }
+
+    /// Frames accepted and not yet handed to the event loop.
+    pub fn buffered_frames(&self) -> usize {
+        self.frames as usize
+    }
+
+    /// Accepts `message` at once, or fails with [`NetError::WouldBlock`] if the connection's
+    /// send queue is full. Never drops a message silently.
+    pub fn try_send(&mut self, message: &Message<'_>) -> Result<(), NetError> {
+        self.send_inner(message, None)
+    }
+
+    /// Accepts `message`, waiting (at most `timeout`) while the send queue is full.
+    pub fn send(&mut self, message: &Message<'_>, timeout: Duration) -> Result<(), NetError> {
+        self.send_inner(message, Some(timeout))
+    }
+
+    fn send_inner(
+        &mut self,
+        message: &Message<'_>,
+        wait: Option<Duration>,
+    ) -> Result<(), NetError> {
+        let (msg_type, len) = self.engine.check_message(&self.conn, message)?;
+        let engine = Arc::clone(&self.engine);
+        let conn = Arc::clone(&self.conn);
+        let mut flushed = Ok(());
+        let reserved = engine.reserve(&conn, len, wait, &mut || flushed = self.flush());
+        if let Err(e) = flushed {
+            if reserved.is_ok() {
+                self.conn.release_queued(len);
+            }
+            return Err(e);
+        }
+        if let Err(e) = reserved {
+            if matches!(e, NetError::WouldBlock { .. }) {
+                // What is held must leave, or the queue this frame waits for never drains.
+                self.flush()?;
+            }
+            return Err(e);
+        }
+        if len > SENDER_BATCH_FRAME_MAX || msg_type == MsgType::WeightSync {
+            if let Err(e) = self.flush() {
+                self.conn.release_queued(len);
+                return Err(e);
+            }
+            return self
+                .engine
+                .encode_and_submit(&self.conn, message, msg_type, len);
+        }
+        if self.len + len > SENDER_BLOCK {
+            if let Err(e) = self.flush() {
+                self.conn.release_queued(len);
+                return Err(e);
+            }
+        }
+        let block = self
+            .block
+            .get_or_insert_with(|| engine.pool.take(SENDER_BLOCK));
+        let mut dst = &mut block.bytes_mut()[self.len..self.len + len];
+        if let Err(e) = encode_frame(message, 0, &mut dst) {
+            self.conn.release_queued(len);
+            return Err(e.into());
+        }
+        if self.frames == 0 {
+            self.first_type = msg_type;
+        }
+        self.len += len;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Hands every frame held to the event loop. Waits while the loop's command queue is
+    /// full; fails (releasing the frames) only if the connection closed or the engine shut
+    /// down meanwhile.
+    pub fn flush(&mut self) -> Result<(), NetError> {
+        if self.frames == 0 {
+            return Ok(());
+        }
+        let Some(block) = self.block.take() else {
+            return Ok(());
+        };
+        let frame = OutFrame {
+            block,
+            len: std::mem::take(&mut self.len),
+            msg_type: self.first_type,
+            frames: std::mem::take(&mut self.frames),
+        };
+        let len = frame.len;
+        let mut command = Command::Send {
+            conn: self.conn.id,
+            slot: self.conn.slot().unwrap_or(usize::MAX),
+            frame,
+        };
+        let lane = &self.engine.loops[self.conn.loop_index];
+        loop {
+            match lane.submit(command) {
+                Ok(()) => {
+                    self.engine.drive_inline(None);
+                    return Ok(());
+                }
+                Err(back) => command = back,
+            }
+            let stop = if self.engine.shut_down.load(Ordering::Relaxed) {
+                Some(NetError::Shutdown)
+            } else {
+                self.conn.close_cause().map(NetError::Closed)
+            };
+            if let Some(e) = stop {
+                self.conn.release_queued(len);
+                return Err(e);
+            }
+            if !self.engine.drive_inline(Some(Duration::ZERO)) {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            log::debug!("frames held by a sender on {} not sent: {e}", self.conn.id);
+        }
+    }
+}
+
 /// Where the engine's events arrive: one ring per event loop, drained in turn. Blocks in a
 /// mio poll (woken by the loops' `Waker`) or, in busy-poll mode, spins.
 ///
@@ -642,12 +994,16 @@ fn status(shared: &ConnShared) -> PeerStatus {
 /// empty, so small frames overtake a large transfer. Order is kept within each ring, and a
 /// connection's Disconnected event still comes after all of its frames.
 pub struct Receiver {
-    rings: Vec<rtrb::Consumer<NetEvent>>,
+    rings: Vec<rtrb::Consumer<Delivery>>,
+    /// The batch of small frames being given out.
+    batch: Option<FrameBatch>,
     bulk_rings: Vec<rtrb::Consumer<NetEvent>>,
     /// A Disconnected event held back until its loop's bulk ring is drained.
     draining_bulk: Option<(usize, NetEvent)>,
     /// When the last event was taken (for adaptive spinning).
     last_event: Instant,
+    /// Events were taken since `last_event` was last set.
+    got_events: bool,
     next: usize,
     poll: Poll,
     events: Events,
@@ -661,8 +1017,25 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    /// The next event if one is waiting.
+    /// The next event if one is waiting. An inline engine is polled once (without waiting)
+    /// when nothing is.
     pub fn try_recv(&mut self) -> Option<NetEvent> {
+        if self.shared.is_inline && self.all_empty() {
+            self.shared.drive_inline(Some(Duration::ZERO));
+        }
+        self.next_event()
+    }
+
+    fn next_event(&mut self) -> Option<NetEvent> {
+        if let Some(batch) = &mut self.batch {
+            if let Some(frame) = batch.pop() {
+                if batch.is_empty() {
+                    self.batch = None;
+                }
+                return Some(NetEvent::Frame(frame));
+            }
+            self.batch = None;
+        }
         if let Some((index, _)) = &self.draining_bulk {
             if let Ok(event) = self.bulk_rings[*index].pop() {
                 return Some(event);
@@ -672,17 +1045,24 @@ impl Receiver {
         let n = self.rings.len();
         for i in 0..n {
             let index = (self.next + i) % n;
-            if let Ok(event) = self.rings[index].pop() {
-                self.next = index;
-                if matches!(event, NetEvent::Disconnected { .. })
-                    && !self.bulk_rings[index].is_empty()
-                {
-                    // Frames pushed before the close come first.
-                    self.draining_bulk = Some((index, event));
-                    return self.try_recv();
+            let Ok(delivery) = self.rings[index].pop() else {
+                continue;
+            };
+            self.next = index;
+            let event = match delivery {
+                Delivery::Batch(batch) => {
+                    self.batch = Some(batch);
+                    return self.next_event();
                 }
-                return Some(event);
+                Delivery::Event(event) => event,
+            };
+            if matches!(event, NetEvent::Disconnected { .. }) && !self.bulk_rings[index].is_empty()
+            {
+                // Frames pushed before the close come first.
+                self.draining_bulk = Some((index, event));
+                return self.next_event();
             }
+            return Some(event);
         }
         for i in 0..n {
             let index = (self.next + i) % n;
@@ -693,8 +1073,41 @@ impl Receiver {
         None
     }
 
+    /// Moves up to `max` waiting events into `out` without blocking; returns how many. Small
+    /// frames arrive from the loops in batches (one per socket read), and this takes them
+    /// with no synchronisation per frame.
+    pub fn drain_into(&mut self, out: &mut Vec<NetEvent>, max: usize) -> usize {
+        let mut taken = 0;
+        while taken < max {
+            let Some(event) = self.try_recv() else {
+                break;
+            };
+            out.push(event);
+            taken += 1;
+        }
+        self.got_events |= taken > 0;
+        taken
+    }
+
+    /// Waits (at most `timeout`) for at least one event, then moves up to `max` waiting
+    /// events into `out`; returns how many (0 on timeout or once the engine has shut down and
+    /// every event was taken).
+    pub fn recv_batch(&mut self, out: &mut Vec<NetEvent>, max: usize, timeout: Duration) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        match self.recv_timeout(timeout) {
+            Some(event) => {
+                out.push(event);
+                1 + self.drain_into(out, max - 1)
+            }
+            None => 0,
+        }
+    }
+
     fn all_empty(&self) -> bool {
         self.draining_bulk.is_none()
+            && self.batch.is_none()
             && self.rings.iter().all(|r| r.is_empty())
             && self.bulk_rings.iter().all(|r| r.is_empty())
     }
@@ -702,18 +1115,34 @@ impl Receiver {
     /// The next event, waiting at most `timeout`. `None` on timeout or once the engine has
     /// shut down and every event was taken.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<NetEvent> {
+        // The clock is read only once the rings are empty: a stream of events costs no
+        // clock reads, and the end of one stands in for the time of its last event.
+        if let Some(event) = self.next_event() {
+            self.got_events = true;
+            return Some(event);
+        }
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(event) = self.try_recv() {
-                self.last_event = Instant::now();
+            if let Some(event) = self.next_event() {
+                self.got_events = true;
                 return Some(event);
             }
+            if std::mem::take(&mut self.got_events) {
+                self.last_event = Instant::now();
+            }
             if self.rings.iter().all(|r| r.is_abandoned()) {
-                return self.try_recv();
+                return self.next_event();
             }
             let now = Instant::now();
             if now >= deadline {
                 return None;
+            }
+            if self.shared.is_inline {
+                // Drive the loop here; if another thread is driving it, wait for its
+                // wake-up below, briefly, and try again.
+                if self.shared.drive_inline(Some(deadline - now)) {
+                    continue;
+                }
             }
             if self.shared.config.busy_poll
                 || self.last_event.elapsed() < self.shared.config.spin_before_sleep
@@ -729,7 +1158,12 @@ impl Receiver {
                 self.shared.consumer_sleeping.store(false, Ordering::SeqCst);
                 continue;
             }
-            let wait = (deadline - now).min(Duration::from_millis(100));
+            let cap = if self.shared.is_inline {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            let wait = (deadline - now).min(cap);
             if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("receiver poll failed: {e}");

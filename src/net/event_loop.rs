@@ -18,7 +18,7 @@ use slab::Slab;
 
 use super::connection::{Connection, ReadContext, ReadOutcome};
 use super::engine::{EngineShared, NetEvent};
-use super::frame::{OutFrame, ReceivedFrame};
+use super::frame::{Delivery, OutFrame};
 use super::peer::{CloseCause, ConnId, ConnShared};
 use super::stream::{ByteStream, PlainTcp};
 use crate::session::{Role, Session, SessionEvent};
@@ -28,6 +28,8 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 /// How often every session's timers are checked, at the most.
 const TICK: Duration = Duration::from_millis(50);
+/// Reads (each handed on before the next) per connection per loop turn.
+const READ_ROUNDS: usize = 8;
 
 /// Work handed to a loop by the application or by another loop.
 pub(crate) enum Command {
@@ -85,10 +87,10 @@ pub(crate) struct EventLoop {
     poll: Poll,
     handle: Arc<LoopHandle>,
     shared: Arc<EngineShared>,
-    events_out: rtrb::Producer<NetEvent>,
+    events_out: rtrb::Producer<Delivery>,
     bulk_out: rtrb::Producer<NetEvent>,
     /// Events that did not fit in the ring.
-    backlog: VecDeque<NetEvent>,
+    backlog: VecDeque<Delivery>,
     conns: Slab<Connection>,
     listeners: Vec<TcpListener>,
     /// Connections that may have more to read.
@@ -110,7 +112,7 @@ impl EventLoop {
         poll: Poll,
         handle: Arc<LoopHandle>,
         shared: Arc<EngineShared>,
-        events_out: rtrb::Producer<NetEvent>,
+        events_out: rtrb::Producer<Delivery>,
         bulk_out: rtrb::Producer<NetEvent>,
     ) -> Self {
         EventLoop {
@@ -135,69 +137,102 @@ impl EventLoop {
 
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let busy = self.shared.config.busy_poll;
-        loop {
-            if !self.drain_commands() {
-                break;
-            }
-            let now = Instant::now();
-            self.service_reads(now);
-            if now.duration_since(self.last_tick) >= TICK {
-                self.tick(now);
-            }
-            self.flush_dirty(now);
-            self.wake_consumer();
+        while self.turn(&mut events, None, false) {}
+        self.shutdown();
+    }
 
-            // Adaptive spinning: right after work, the next event tends to follow within
-            // microseconds (a reply, the next frame), and a blocking poll would pay a
-            // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
-            let spinning =
-                now.duration_since(self.last_work) < self.shared.config.spin_before_sleep;
-            let timeout = if busy || spinning || !self.read_again.is_empty() {
-                Some(Duration::ZERO)
-            } else if !self.paused.is_empty() || !self.backlog.is_empty() {
-                Some(Duration::from_micros(200))
-            } else {
-                Some(TICK)
-            };
-            if timeout != Some(Duration::ZERO) {
-                self.handle.sleeping.store(true, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                if !self.handle.commands.is_empty() {
-                    self.handle.sleeping.store(false, Ordering::SeqCst);
-                    continue;
-                }
+    /// One turn: commands, reads, timers, writes, then a poll for readiness (waiting at most
+    /// `max_wait` on top of the loop's own limit). Returns false when the loop must stop.
+    /// `inline` (the application's thread drives the loop) also services what the poll found
+    /// before returning, so that a frame that arrived is in the ring when the turn ends.
+    pub(crate) fn turn(
+        &mut self,
+        events: &mut Events,
+        max_wait: Option<Duration>,
+        inline: bool,
+    ) -> bool {
+        let busy = self.shared.config.busy_poll;
+        if !self.drain_commands() {
+            return false;
+        }
+        let now = Instant::now();
+        self.service_reads(now);
+        if now.duration_since(self.last_tick) >= TICK {
+            self.tick(now);
+        }
+        self.flush_dirty(now);
+        self.wake_consumer();
+
+        // Adaptive spinning: right after work, the next event tends to follow within
+        // microseconds (a reply, the next frame), and a blocking poll would pay a
+        // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
+        let spinning = now.duration_since(self.last_work) < self.shared.config.spin_before_sleep;
+        let mut timeout = if busy || spinning || !self.read_again.is_empty() {
+            Duration::ZERO
+        } else if !self.paused.is_empty() || !self.backlog.is_empty() {
+            Duration::from_micros(200)
+        } else {
+            TICK
+        };
+        if let Some(max) = max_wait {
+            timeout = timeout.min(max);
+        }
+        if !timeout.is_zero() {
+            self.handle.sleeping.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if !self.handle.commands.is_empty() {
+                self.handle.sleeping.store(false, Ordering::SeqCst);
+                return true;
             }
-            let polled = self.poll.poll(&mut events, timeout);
-            if !events.is_empty() || !self.handle.commands.is_empty() {
-                self.last_work = Instant::now();
-            } else if busy || spinning {
-                std::thread::yield_now();
+        }
+        let polled = self.poll.poll(events, Some(timeout));
+        if !events.is_empty() || !self.handle.commands.is_empty() {
+            self.last_work = Instant::now();
+        } else if (busy || spinning) && !(busy && inline) {
+            std::thread::yield_now();
+        }
+        self.handle.sleeping.store(false, Ordering::SeqCst);
+        if let Err(e) = polled {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("event loop {} poll failed: {e}", self.index);
+                return false;
             }
-            self.handle.sleeping.store(false, Ordering::SeqCst);
-            if let Err(e) = polled {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    log::error!("event loop {} poll failed: {e}", self.index);
-                    break;
-                }
-                continue;
-            }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    LISTENER => self.accept_all(),
-                    Token(key) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_again.push(key);
-                        }
-                        if event.is_writable() {
-                            self.dirty.push(key);
-                        }
+            return true;
+        }
+        let mut found = false;
+        for event in events.iter() {
+            match event.token() {
+                WAKER => {}
+                LISTENER => self.accept_all(),
+                Token(key) => {
+                    found = true;
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.read_again.push(key);
+                    }
+                    if event.is_writable() {
+                        self.dirty.push(key);
                     }
                 }
             }
         }
-        self.shutdown();
+        if inline && found {
+            let now = Instant::now();
+            self.service_reads(now);
+            self.flush_dirty(now);
+            self.wake_consumer();
+        }
+        true
+    }
+
+    /// Hands queued commands to the connections and writes what they queued, without
+    /// polling: the inline engine's send path.
+    pub(crate) fn send_now(&mut self) -> bool {
+        if !self.drain_commands() {
+            return false;
+        }
+        self.flush_dirty(Instant::now());
+        self.wake_consumer();
+        true
     }
 
     /// Returns false when the loop must stop.
@@ -349,12 +384,31 @@ impl EventLoop {
             if conn.read_closed {
                 continue;
             }
-            let outcome = conn.read(&cx);
-            let mut parked = std::mem::take(&mut conn.parked);
-            self.push_parked(&mut parked);
-            let conn = &mut self.conns[key];
-            let is_paused = !parked.is_empty();
-            conn.parked = parked;
+            // Each read's frames go to the ring before the next read, so that a fast stream
+            // is read several times per turn while the consumer keeps up.
+            let mut rounds = 0;
+            let (outcome, is_paused) = loop {
+                let conn = &mut self.conns[key];
+                let outcome = conn.read(&cx);
+                let mut parked = std::mem::take(&mut conn.parked);
+                self.push_parked(&mut parked);
+                let conn = &mut self.conns[key];
+                let is_paused = !parked.is_empty();
+                conn.parked = parked;
+                rounds += 1;
+                let budget_left = rx_budget.load(Ordering::Relaxed) <= cx.rx_limit;
+                if matches!(outcome, Ok(ReadOutcome::Paused))
+                    && !is_paused
+                    && budget_left
+                    && !conn.read_closed
+                {
+                    if rounds < READ_ROUNDS {
+                        continue;
+                    }
+                    break (Ok(ReadOutcome::MoreLater), false);
+                }
+                break (outcome, is_paused);
+            };
             match outcome {
                 Ok(ReadOutcome::MoreLater) if !is_paused => again.push(key),
                 Ok(ReadOutcome::Paused) | Ok(ReadOutcome::MoreLater) => self.paused.push(key),
@@ -380,32 +434,38 @@ impl EventLoop {
     /// Hands parked frames to the consumer, in order, until a ring is full: WeightSync frames
     /// go to the bulk ring, which the receiver drains only when the main ring is empty, so a
     /// large transfer does not hold up small frames on the receiving side either.
-    fn push_parked(&mut self, parked: &mut VecDeque<ReceivedFrame>) {
-        while let Some(frame) = parked.pop_front() {
-            let bulk = frame.msg_type() == MsgType::WeightSync;
-            if !bulk && !self.backlog.is_empty() {
-                parked.push_front(frame);
-                break;
-            }
-            let ring = if bulk {
-                &mut self.bulk_out
-            } else {
-                &mut self.events_out
-            };
-            if let Err(rtrb::PushError::Full(NetEvent::Frame(frame))) =
-                ring.push(NetEvent::Frame(frame))
-            {
-                parked.push_front(frame);
-                break;
+    fn push_parked(&mut self, parked: &mut VecDeque<Delivery>) {
+        while let Some(delivery) = parked.pop_front() {
+            match delivery {
+                Delivery::Event(NetEvent::Frame(frame))
+                    if frame.msg_type() == MsgType::WeightSync =>
+                {
+                    if let Err(rtrb::PushError::Full(NetEvent::Frame(frame))) =
+                        self.bulk_out.push(NetEvent::Frame(frame))
+                    {
+                        parked.push_front(Delivery::Event(NetEvent::Frame(frame)));
+                        break;
+                    }
+                }
+                delivery => {
+                    if !self.backlog.is_empty() {
+                        parked.push_front(delivery);
+                        break;
+                    }
+                    if let Err(rtrb::PushError::Full(delivery)) = self.events_out.push(delivery) {
+                        parked.push_front(delivery);
+                        break;
+                    }
+                }
             }
             self.pushed = true;
         }
     }
 
     fn retry_paused(&mut self) {
-        while let Some(event) = self.backlog.pop_front() {
-            if let Err(rtrb::PushError::Full(event)) = self.events_out.push(event) {
-                self.backlog.push_front(event);
+        while let Some(delivery) = self.backlog.pop_front() {
+            if let Err(rtrb::PushError::Full(delivery)) = self.events_out.push(delivery) {
+                self.backlog.push_front(delivery);
                 break;
             }
             self.pushed = true;
@@ -517,12 +577,8 @@ impl EventLoop {
         // Frames already accepted still reach the consumer, before the close.
         let mut parked = std::mem::take(&mut conn.parked);
         self.push_parked(&mut parked);
-        for frame in parked {
-            push_event(
-                &mut self.events_out,
-                &mut self.backlog,
-                NetEvent::Frame(frame),
-            );
+        for delivery in parked {
+            push_delivery(&mut self.events_out, &mut self.backlog, delivery);
         }
         conn.shared.set_closed(cause.clone());
         let cause = conn.shared.close_cause().unwrap_or(cause);
@@ -559,7 +615,7 @@ impl EventLoop {
         }
     }
 
-    fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.conns[key].commit_queued();
@@ -582,14 +638,22 @@ impl EventLoop {
     }
 }
 
-/// Pushes to the ring, or to the backlog when the ring is full (events other than frames are
-/// rare and must not be lost).
-fn push_event(ring: &mut rtrb::Producer<NetEvent>, backlog: &mut VecDeque<NetEvent>, e: NetEvent) {
+/// Pushes an event to the ring, or to the backlog when the ring is full (events other than
+/// frames are rare and must not be lost).
+fn push_event(ring: &mut rtrb::Producer<Delivery>, backlog: &mut VecDeque<Delivery>, e: NetEvent) {
+    push_delivery(ring, backlog, Delivery::Event(e));
+}
+
+fn push_delivery(
+    ring: &mut rtrb::Producer<Delivery>,
+    backlog: &mut VecDeque<Delivery>,
+    d: Delivery,
+) {
     if !backlog.is_empty() {
-        backlog.push_back(e);
+        backlog.push_back(d);
         return;
     }
-    if let Err(rtrb::PushError::Full(e)) = ring.push(e) {
-        backlog.push_back(e);
+    if let Err(rtrb::PushError::Full(d)) = ring.push(d) {
+        backlog.push_back(d);
     }
 }

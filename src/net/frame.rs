@@ -91,26 +91,133 @@ impl ReceivedFrame {
     }
 }
 
-/// An encoded frame waiting to be written; its sequence number is patched in when it takes
-/// its place in the connection's wire order.
+/// Encoded frames waiting to be written: one frame, or (from a [`super::Sender`]) several small
+/// data frames back to back in one block. Sequence numbers are patched in when the frames take
+/// their place in the connection's wire order.
 #[derive(Debug)]
 pub(crate) struct OutFrame {
     pub(crate) block: Block,
+    /// Bytes of the block in use (all frames).
     pub(crate) len: usize,
+    /// The type of the first frame (every frame of a batch is a small data frame).
     pub(crate) msg_type: MsgType,
+    /// Frames in the block.
+    pub(crate) frames: u32,
 }
 
 impl OutFrame {
+    /// One frame.
+    pub(crate) fn single(block: Block, len: usize, msg_type: MsgType) -> OutFrame {
+        OutFrame {
+            block,
+            len,
+            msg_type,
+            frames: 1,
+        }
+    }
+
     /// Whether the frame goes in the bulk lane, behind which small frames may overtake.
     pub(crate) fn is_bulk(&self) -> bool {
-        self.msg_type == MsgType::WeightSync || self.len > super::BULK_THRESHOLD
+        self.frames == 1
+            && (self.msg_type == MsgType::WeightSync || self.len > super::BULK_THRESHOLD)
     }
 
     pub(crate) fn set_sequence(&mut self, sequence: u64) {
         self.block.bytes_mut()[10..18].copy_from_slice(&sequence.to_be_bytes());
     }
 
+    /// The frames' offsets, lengths and types, walked through their headers.
+    fn each_frame(&self) -> impl Iterator<Item = (usize, usize, Option<MsgType>)> + '_ {
+        let bytes = &self.block.bytes()[..self.len];
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            let header = Header::ref_from_buf(bytes.get(pos..)?)?;
+            let len = HEADER_LEN + header.payload_len() as usize;
+            let at = pos;
+            pos += len;
+            Some((at, len, MsgType::from_u8(bytes[at + 5])))
+        })
+    }
+
+    /// Gives every frame in the block the session's next data sequence number. Nothing is
+    /// taken unless every frame may be sent.
+    pub(crate) fn assign_sequences(
+        &mut self,
+        session: &mut crate::session::Session,
+    ) -> Result<(), ProtocolError> {
+        if self.frames == 1 {
+            let seq = session.next_send_sequence(self.msg_type)?;
+            self.set_sequence(seq);
+            return Ok(());
+        }
+        // Check every frame first (a type checked once per run of equal types), then number
+        // them: a batch is sent whole or not at all.
+        let mut checked = None;
+        let mut count = 0;
+        for (at, _, msg_type) in self.each_frame() {
+            let msg_type = msg_type.ok_or(ProtocolError::UnknownMessageType {
+                msg_type: self.block.bytes()[at + 5],
+            })?;
+            if checked != Some(msg_type) {
+                session.check_send(msg_type)?;
+                checked = Some(msg_type);
+            }
+            count += 1;
+        }
+        debug_assert_eq!(count, self.frames);
+        let mut at = 0;
+        while at < self.len {
+            let bytes = self.block.bytes_mut();
+            let msg_type = MsgType::from_u8(bytes[at + 5]).expect("checked above");
+            let payload = u32::from_be_bytes(bytes[at + 6..at + 10].try_into().expect("4 bytes"));
+            let seq = session.next_send_sequence(msg_type)?;
+            bytes[at + 10..at + 18].copy_from_slice(&seq.to_be_bytes());
+            at += HEADER_LEN + payload as usize;
+        }
+        Ok(())
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.block.bytes()[..self.len]
+    }
+}
+
+/// What a loop hands to the receiver through its main ring.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// One event (a connection change, or a frame).
+    Event(super::NetEvent),
+    /// Small data frames of one read.
+    Batch(FrameBatch),
+}
+
+/// Small data frames of one connection read into one block, handed to the receiver as one
+/// ring entry and given out one by one.
+#[derive(Debug)]
+pub(crate) struct FrameBatch {
+    pub(crate) block: Arc<RxBlock>,
+    /// Offset, length and type of each frame, in arrival order.
+    pub(crate) frames: Vec<(u32, u32, MsgType)>,
+    /// The next frame to give out.
+    pub(crate) next: usize,
+    pub(crate) conn: ConnId,
+}
+
+impl FrameBatch {
+    /// The next frame of the batch, a view sharing its block.
+    pub(crate) fn pop(&mut self) -> Option<ReceivedFrame> {
+        let &(start, len, msg_type) = self.frames.get(self.next)?;
+        self.next += 1;
+        Some(ReceivedFrame {
+            block: Arc::clone(&self.block),
+            start,
+            len,
+            msg_type,
+            conn: self.conn,
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.next >= self.frames.len()
     }
 }

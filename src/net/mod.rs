@@ -22,7 +22,10 @@ mod peer;
 pub mod pool;
 pub mod stream;
 
-pub use engine::{Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver};
+pub use engine::{
+    Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver, Sender,
+    SENDER_BATCH_FRAME_MAX,
+};
 pub use frame::ReceivedFrame;
 pub use metrics::{new_rtt_histogram, CounterSnapshot, MetricsSnapshot};
 pub use peer::{CloseCause, ConnId, PeerStatus};
