@@ -7,7 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nnp::net::{
-    CloseCause, ConnId, Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver,
+    CloseCause, ConnId, Engine, EngineConfig, EngineHandle, NetError, NetEvent, ReceivedFrame,
+    Receiver,
 };
 use nnp::session::SessionConfig;
 use nnp::wire::{
@@ -582,6 +583,18 @@ fn frames_sent_just_before_a_close_are_delivered() {
 
 /// The i-th frame of a batched stream: a length and values that depend on `i`, so that any
 /// lost, repeated, reordered or corrupted frame is caught.
+/// Asserts that `f` is frame number `k` of the stream [`stream_frame`] describes.
+fn assert_is_stream_frame(f: &ReceivedFrame, k: usize) {
+    let (layer_id, data) = stream_frame(k);
+    assert_eq!(
+        f.message().unwrap(),
+        Message::ForwardData {
+            layer_id,
+            data: Cow::Borrowed(&data)
+        }
+    );
+}
+
 fn stream_frame(i: usize) -> (u16, Vec<f32>) {
     let n = 1 + (i * 7919) % 300;
     let data = (0..n).map(|k| (i * 1_000 + k) as f32 * 0.25).collect();
@@ -723,14 +736,7 @@ fn a_sender_gives_backpressure_and_drops_nothing() {
     while got < accepted {
         match server_rx.recv_timeout(Duration::from_secs(10)) {
             Some(NetEvent::Frame(f)) => {
-                let (layer_id, data) = stream_frame(got);
-                assert_eq!(
-                    f.message().unwrap(),
-                    Message::ForwardData {
-                        layer_id,
-                        data: Cow::Borrowed(&data)
-                    }
-                );
+                assert_is_stream_frame(&f, got);
                 got += 1;
             }
             Some(_) => {}
@@ -830,14 +836,7 @@ fn inline_engines_exchange_frames_and_close_in_order() {
                 let NetEvent::Frame(f) = event else {
                     panic!("{event:?}");
                 };
-                let (layer_id, data) = stream_frame(got);
-                assert_eq!(
-                    f.message().unwrap(),
-                    Message::ForwardData {
-                        layer_id,
-                        data: Cow::Borrowed(&data)
-                    }
-                );
+                assert_is_stream_frame(&f, got);
                 got += 1;
             }
         }
