@@ -130,8 +130,9 @@ impl Drop for Pair {
     }
 }
 
-fn engine_config(busy: bool, inline: bool) -> EngineConfig {
+fn engine_config(busy: bool, inline: bool, send_buffer: Option<usize>) -> EngineConfig {
     EngineConfig {
+        socket_send_buffer: send_buffer,
         // Inline: no loop thread, the application's thread drives the engine.
         event_loops: if inline { 0 } else { 1 },
         busy_poll: busy,
@@ -142,9 +143,9 @@ fn engine_config(busy: bool, inline: bool) -> EngineConfig {
 }
 
 /// A server engine echoing every frame but the background WeightSync stream, and a client.
-fn pair(busy: bool, inline: bool) -> Pair {
+fn pair(busy: bool, inline: bool, send_buffer: Option<usize>) -> Pair {
     let (server, server_handle, mut server_rx) =
-        Engine::start(engine_config(busy, inline)).unwrap();
+        Engine::start(engine_config(busy, inline, send_buffer)).unwrap();
     let addr = server_handle.listen("127.0.0.1:0").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
@@ -159,7 +160,8 @@ fn pair(busy: bool, inline: bool) -> Pair {
             }
         }
     });
-    let (client_engine, client, rx) = Engine::start(engine_config(busy, inline)).unwrap();
+    let (client_engine, client, rx) =
+        Engine::start(engine_config(busy, inline, send_buffer)).unwrap();
     let conn = client.connect(addr).unwrap();
     Pair {
         _server: server,
@@ -265,7 +267,8 @@ fn main() {
         n / 10
     );
 
-    for busy in [false, true] {
+    let only_hol = std::env::var("NNP_BENCH_ONLY").is_ok_and(|v| v == "hol");
+    for busy in [false, true].into_iter().filter(|_| !only_hol) {
         let mode = if busy { "busy-poll" } else { "blocking" };
         let raw_small = raw_ping_pong(small, n, busy);
         report(&format!("raw TCP {small} B ({mode})"), &raw_small, None);
@@ -273,7 +276,7 @@ fn main() {
         report(&format!("raw TCP {large} B ({mode})"), &raw_large, None);
         for inline in [false, true] {
             let engine = if inline { "inline" } else { "1 loop thread" };
-            let mut p = pair(busy, inline);
+            let mut p = pair(busy, inline, None);
             let h = nnp_ping_pong(&mut p, &forward, n);
             report(
                 &format!("NNP ForwardData(100) {small} B ({mode}, {engine})"),
@@ -289,8 +292,8 @@ fn main() {
         }
     }
 
-    let mut p = pair(false, false);
-    for rate in [10_000u64, 100_000] {
+    let mut p = pair(false, false, None);
+    for rate in [10_000u64, 100_000].into_iter().filter(|_| !only_hol) {
         let count = (rate as usize).min(n * 5);
         let h = nnp_fixed_rate(&mut p, rate, count);
         report(&format!("NNP ForwardData fixed rate {rate}/s"), &h, None);
@@ -298,9 +301,18 @@ fn main() {
 
     // ForwardData ping-pong while 16 MiB WeightSyncs stream on the same connection, sent as
     // 64 KiB slices (what the node API does) so small frames can pass between them, one
-    // sync after another with a 10 ms pause.
-    let quiet = nnp_ping_pong(&mut p, &forward, n);
-    report("NNP ForwardData quiet", &quiet, None);
+    // sync after another with a 10 ms pause: with the kernel's autotuned send buffer, then
+    // with SO_SNDBUF capped at 256 KiB, which bounds the bulk bytes a small frame can queue
+    // behind in the kernel.
+    head_of_line(&mut p, &forward, n, "autotuned SO_SNDBUF");
+    drop(p);
+    let mut p = pair(false, false, Some(256 << 10));
+    head_of_line(&mut p, &forward, n, "SO_SNDBUF 256 KiB");
+}
+
+fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
+    let quiet = nnp_ping_pong(p, forward, n);
+    report(&format!("NNP ForwardData quiet ({label})"), &quiet, None);
     let stop = Arc::new(AtomicBool::new(false));
     let streamer = {
         let (client, conn, stop) = (p.client.clone(), p.conn, Arc::clone(&stop));
@@ -335,11 +347,11 @@ fn main() {
         })
     };
     thread::sleep(Duration::from_millis(50));
-    let busy = nnp_ping_pong(&mut p, &forward, n / 2);
+    let busy = nnp_ping_pong(p, forward, n / 2);
     stop.store(true, Ordering::Relaxed);
     let streamed = streamer.join().unwrap();
     report(
-        "NNP ForwardData beside 16 MiB WeightSyncs",
+        &format!("NNP ForwardData beside 16 MiB WeightSyncs ({label})"),
         &busy,
         Some(&quiet),
     );
