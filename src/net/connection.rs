@@ -25,7 +25,8 @@ use super::stream::ByteStream;
 use super::NetEvent;
 use crate::session::{Received, Session};
 use crate::wire::{
-    check_frame, encode_frame, frame_len, parse_payload, FrameCheck, Header, Message, ProtocolError,
+    check_frame, encode_frame, frame_len, parse_payload, FrameCheck, Header, Message, MsgType,
+    ProtocolError,
 };
 
 /// Bytes in wire order below which the next frames are scheduled.
@@ -161,7 +162,10 @@ impl Connection {
         let Some(block) = self.rx.as_ref() else {
             return;
         };
-        let mut data_frames: Vec<(usize, usize, crate::wire::MsgType)> = Vec::new();
+        // Data frames as they parse: small ones become one batch (this Vec is the batch's),
+        // WeightSync frames go one by one to the bulk ring.
+        let mut small: Vec<(u32, u32, MsgType)> = Vec::new();
+        let mut bulk: Vec<(usize, usize)> = Vec::new();
         let mut pos = self.rx_start;
         let mut needed = 0;
         let mut frames = 0u64;
@@ -174,7 +178,10 @@ impl Connection {
                     let result = parse_payload(msg_type, &frame[crate::wire::HEADER_LEN..])
                         .and_then(|msg| self.session.handle_frame(cx.now, header.sequence(), &msg));
                     match result {
-                        Ok(Received::Data) => data_frames.push((pos, len, msg_type)),
+                        Ok(Received::Data) if msg_type == MsgType::WeightSync => {
+                            bulk.push((pos, len))
+                        }
+                        Ok(Received::Data) => small.push((pos as u32, len as u32, msg_type)),
                         Ok(Received::Control) => {}
                         Err(e) => break Err(e),
                     }
@@ -204,7 +211,7 @@ impl Connection {
         }
         self.rx_start = pos;
         let tail = self.rx_filled - pos;
-        if !data_frames.is_empty() {
+        if !small.is_empty() || !bulk.is_empty() {
             // Share the block with the frames; carry the unfinished tail to a fresh block.
             let block = self.rx.take().expect("block present");
             let fresh = (tail > 0).then(|| {
@@ -215,21 +222,6 @@ impl Connection {
                 b
             });
             let shared = Arc::new(RxBlock::new(block, Arc::clone(cx.rx_budget)));
-            let mut small = Vec::with_capacity(data_frames.len());
-            let mut bulk = Vec::new();
-            for (start, len, msg_type) in data_frames {
-                if msg_type == crate::wire::MsgType::WeightSync {
-                    bulk.push(ReceivedFrame::new(
-                        Arc::clone(&shared),
-                        start,
-                        len,
-                        msg_type,
-                        self.shared.id,
-                    ));
-                } else {
-                    small.push((start as u32, len as u32, msg_type));
-                }
-            }
             if !small.is_empty() {
                 self.parked.push_back(Delivery::Batch(FrameBatch {
                     block: Arc::clone(&shared),
@@ -238,10 +230,15 @@ impl Connection {
                     conn: self.shared.id,
                 }));
             }
-            self.parked.extend(
-                bulk.into_iter()
-                    .map(|f| Delivery::Event(NetEvent::Frame(f))),
-            );
+            self.parked.extend(bulk.into_iter().map(|(start, len)| {
+                Delivery::Event(NetEvent::Frame(ReceivedFrame::new(
+                    Arc::clone(&shared),
+                    start,
+                    len,
+                    MsgType::WeightSync,
+                    self.shared.id,
+                )))
+            }));
             self.rx = fresh;
             self.rx_start = 0;
             self.rx_filled = tail;
