@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use nnp::cli::inspect::{from_hex, scan, to_hex, to_json, Found};
 use nnp::net::{new_rtt_histogram, Engine, EngineConfig, EngineHandle, NetEvent};
+use nnp::nn::HebbianLearningMode;
 use nnp::wire::{
     encode_frame, frame_len, DisconnectReason, ErrorCode, Message, SyncMode, WeightSync,
     DEFAULT_MAX_PAYLOAD,
@@ -65,8 +66,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 32, 10])]
         layers: Vec<usize>,
         /// Hebbian rule.
-        #[arg(long, value_enum, default_value_t = Mode::Oja)]
-        mode: Mode,
+        #[arg(long, default_value = "oja", value_parser = clap::value_parser!(HebbianLearningMode))]
+        mode: HebbianLearningMode,
         /// Learning rate.
         #[arg(long, default_value_t = 0.1)]
         learning_rate: f32,
@@ -126,22 +127,6 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    /// Hebb's rule with row normalisation.
-    Classic,
-    /// Oja's rule.
-    Oja,
-    /// Sanger's generalised Hebbian algorithm.
-    Sanger,
-    /// Bienenstock-Cooper-Munro, sliding threshold.
-    Bcm,
-    /// Winner-take-all competitive learning.
-    Competitive,
-    /// Anti-Hebbian decorrelation.
-    AntiHebbian,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -581,7 +566,7 @@ struct ServeArgs<'a> {
     host: &'a str,
     port: u16,
     layers: &'a [usize],
-    mode: Mode,
+    mode: HebbianLearningMode,
     learning_rate: f32,
     capabilities: &'a [String],
     name: &'a str,
@@ -608,31 +593,23 @@ fn parse_capabilities(names: &[String]) -> Result<u32, String> {
 }
 
 fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
-    use nnp::nn::{Activation, HebbianLearningMode, NeuralNetwork};
+    use nnp::nn::{Activation, NeuralNetwork};
     use nnp::node::{DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig};
     if args.layers.len() < 2 || args.layers.contains(&0) {
         return Err("--layers needs at least two non-zero sizes, e.g. 64,32,10".into());
     }
-    let mode = match args.mode {
-        Mode::Classic => HebbianLearningMode::Classic,
-        Mode::Oja => HebbianLearningMode::Oja,
-        Mode::Sanger => HebbianLearningMode::Sanger,
-        Mode::Bcm => HebbianLearningMode::Bcm,
-        Mode::Competitive => HebbianLearningMode::Competitive,
-        Mode::AntiHebbian => HebbianLearningMode::AntiHebbian,
-    };
     let network = match args.weights {
         Some(path) => {
             let mut network = NeuralNetwork::load_weights(path)
                 .map_err(|e| format!("--weights {}: {e}", path.display()))?;
             network.set_learning_rate(args.learning_rate);
-            network.set_mode(mode);
+            network.set_mode(args.mode);
             network
         }
         // A classifier's shape: sigmoid hidden layers, a softmax output.
         None => NeuralNetwork::builder(args.layers)
             .learning_rate(args.learning_rate)
-            .mode(mode)
+            .mode(args.mode)
             .output_activation(Activation::Softmax)
             .build()?,
     };

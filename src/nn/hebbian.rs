@@ -53,6 +53,46 @@ pub enum HebbianLearningMode {
     AntiHebbian,
 }
 
+impl HebbianLearningMode {
+    /// Every rule, in declaration order.
+    pub const ALL: [HebbianLearningMode; 6] = [
+        Self::Classic,
+        Self::Oja,
+        Self::Sanger,
+        Self::Bcm,
+        Self::Competitive,
+        Self::AntiHebbian,
+    ];
+
+    /// The rule's name in lower case, as configuration and the command line spell it
+    /// (`classic`, `oja`, `sanger`, `bcm`, `competitive`, `anti-hebbian`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Oja => "oja",
+            Self::Sanger => "sanger",
+            Self::Bcm => "bcm",
+            Self::Competitive => "competitive",
+            Self::AntiHebbian => "anti-hebbian",
+        }
+    }
+}
+
+impl std::str::FromStr for HebbianLearningMode {
+    type Err = String;
+
+    /// Parses [`HebbianLearningMode::name`], ignoring case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown Hebbian rule {s:?}: one of {}", names.join(", "))
+            })
+    }
+}
+
 /// Rates of the Hebbian machinery other than the learning rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HebbianParams {
@@ -324,6 +364,16 @@ impl NeuralNetwork {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mode_names_round_trip() {
+        for mode in HebbianLearningMode::ALL {
+            assert_eq!(mode.name().parse::<HebbianLearningMode>(), Ok(mode));
+        }
+        assert_eq!("OJA".parse(), Ok(HebbianLearningMode::Oja));
+        let err = "hebb".parse::<HebbianLearningMode>().unwrap_err();
+        assert!(err.contains("anti-hebbian"), "{err}");
+    }
+
     use super::*;
     use crate::nn::{Activation, NeuralNetwork};
 
