@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -119,6 +119,8 @@ struct Pair {
     conn: ConnId,
     stop: Arc<AtomicBool>,
     echo: Option<thread::JoinHandle<()>>,
+    /// Background WeightSync payload bytes the server has received.
+    bulk_received: Arc<AtomicU64>,
 }
 
 impl Drop for Pair {
@@ -130,9 +132,16 @@ impl Drop for Pair {
     }
 }
 
-fn engine_config(busy: bool, inline: bool, send_buffer: Option<usize>) -> EngineConfig {
+/// Kernel socket buffer sizes (SO_SNDBUF, SO_RCVBUF); `None` leaves autotuning.
+#[derive(Clone, Copy)]
+struct SocketBuffers(Option<usize>, Option<usize>);
+
+const AUTOTUNED: SocketBuffers = SocketBuffers(None, None);
+
+fn engine_config(busy: bool, inline: bool, buffers: SocketBuffers) -> EngineConfig {
     EngineConfig {
-        socket_send_buffer: send_buffer,
+        socket_send_buffer: buffers.0,
+        socket_recv_buffer: buffers.1,
         // Inline: no loop thread, the application's thread drives the engine.
         event_loops: if inline { 0 } else { 1 },
         busy_poll: busy,
@@ -143,25 +152,31 @@ fn engine_config(busy: bool, inline: bool, send_buffer: Option<usize>) -> Engine
 }
 
 /// A server engine echoing every frame but the background WeightSync stream, and a client.
-fn pair(busy: bool, inline: bool, send_buffer: Option<usize>) -> Pair {
+fn pair(busy: bool, inline: bool, buffers: SocketBuffers) -> Pair {
     let (server, server_handle, mut server_rx) =
-        Engine::start(engine_config(busy, inline, send_buffer)).unwrap();
+        Engine::start(engine_config(busy, inline, buffers)).unwrap();
     let addr = server_handle.listen("127.0.0.1:0").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
+    let bulk_received = Arc::new(AtomicU64::new(0));
+    let bulk2 = Arc::clone(&bulk_received);
     let echo = thread::spawn(move || {
         while !stop2.load(Ordering::Relaxed) {
             if let Some(NetEvent::Frame(f)) = server_rx.recv_timeout(Duration::from_millis(50)) {
                 let msg = f.message().unwrap();
-                // Layer 2 WeightSyncs are the background stream: consumed, not echoed.
-                if !matches!(&msg, Message::WeightSync(ws) if ws.layer_id == 2) {
-                    let _ = server_handle.send(f.conn(), &msg, Duration::from_secs(5));
+                // Layer 2 WeightSyncs are the background stream: counted, not echoed.
+                match &msg {
+                    Message::WeightSync(ws) if ws.layer_id == 2 => {
+                        bulk2.fetch_add(ws.values.len() as u64 * 4, Ordering::Relaxed);
+                    }
+                    _ => {
+                        let _ = server_handle.send(f.conn(), &msg, Duration::from_secs(5));
+                    }
                 }
             }
         }
     });
-    let (client_engine, client, rx) =
-        Engine::start(engine_config(busy, inline, send_buffer)).unwrap();
+    let (client_engine, client, rx) = Engine::start(engine_config(busy, inline, buffers)).unwrap();
     let conn = client.connect(addr).unwrap();
     Pair {
         _server: server,
@@ -171,6 +186,7 @@ fn pair(busy: bool, inline: bool, send_buffer: Option<usize>) -> Pair {
         conn,
         stop,
         echo: Some(echo),
+        bulk_received,
     }
 }
 
@@ -276,7 +292,7 @@ fn main() {
         report(&format!("raw TCP {large} B ({mode})"), &raw_large, None);
         for inline in [false, true] {
             let engine = if inline { "inline" } else { "1 loop thread" };
-            let mut p = pair(busy, inline, None);
+            let mut p = pair(busy, inline, AUTOTUNED);
             let h = nnp_ping_pong(&mut p, &forward, n);
             report(
                 &format!("NNP ForwardData(100) {small} B ({mode}, {engine})"),
@@ -292,37 +308,72 @@ fn main() {
         }
     }
 
-    let mut p = pair(false, false, None);
+    let mut p = pair(false, false, AUTOTUNED);
     for rate in [10_000u64, 100_000].into_iter().filter(|_| !only_hol) {
         let count = (rate as usize).min(n * 5);
         let h = nnp_fixed_rate(&mut p, rate, count);
         report(&format!("NNP ForwardData fixed rate {rate}/s"), &h, None);
     }
 
+    drop(p);
+
     // ForwardData ping-pong while 16 MiB WeightSyncs stream on the same connection, sent as
     // 64 KiB slices (what the node API does) so small frames can pass between them, one
-    // sync after another with a 10 ms pause: with the kernel's autotuned send buffer, then
-    // with SO_SNDBUF capped at 256 KiB, which bounds the bulk bytes a small frame can queue
-    // behind in the kernel.
-    head_of_line(&mut p, &forward, n, "autotuned SO_SNDBUF");
-    drop(p);
-    let mut p = pair(false, false, Some(256 << 10));
-    head_of_line(&mut p, &forward, n, "SO_SNDBUF 256 KiB");
+    // sync after another with a 10 ms pause. Four settings: a loop thread per engine with
+    // the kernel's autotuned buffers, then with SO_SNDBUF capped (bounding the bulk bytes a
+    // small frame queues behind in the sender's kernel), then inline engines with both
+    // SO_SNDBUF and SO_RCVBUF capped (bounding the bytes between the writer and the
+    // reader), autotuned and capped.
+    let kib = |k: usize| Some(k << 10);
+    let runs = [
+        ("1 loop thread, autotuned buffers", false, AUTOTUNED),
+        (
+            "1 loop thread, SO_SNDBUF 256 KiB",
+            false,
+            SocketBuffers(kib(256), None),
+        ),
+        ("inline, autotuned buffers", true, AUTOTUNED),
+        (
+            "inline, SO_SNDBUF+SO_RCVBUF 64 KiB",
+            true,
+            SocketBuffers(kib(64), kib(64)),
+        ),
+    ];
+    let filter = std::env::var("NNP_BENCH_HOL").ok();
+    for (label, inline, buffers) in runs {
+        if filter.as_deref().is_some_and(|f| !label.contains(f)) {
+            continue;
+        }
+        let mut p = pair(false, inline, buffers);
+        head_of_line(&mut p, &forward, n, label);
+    }
 }
 
 fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
     let quiet = nnp_ping_pong(p, forward, n);
     report(&format!("NNP ForwardData quiet ({label})"), &quiet, None);
     let stop = Arc::new(AtomicBool::new(false));
+    let pause = Duration::from_millis(
+        std::env::var("NNP_BENCH_HOL_PAUSE_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    // Payload bytes of background WeightSync queued so far: a sync is in flight while the
+    // server has received less.
+    let queued = Arc::new(AtomicU64::new(p.bulk_received.load(Ordering::Relaxed)));
     let streamer = {
         let (client, conn, stop) = (p.client.clone(), p.conn, Arc::clone(&stop));
+        let (queued, received) = (Arc::clone(&queued), Arc::clone(&p.bulk_received));
         thread::spawn(move || {
             let slice = vec![1.0f32; 16 * 1024];
             let rows = 2048u32;
             let cols = 2047u32;
             let total = rows * cols + rows;
-            let mut sent = 0u64;
+            let mut syncs = 0u32;
+            let mut in_flight = Duration::ZERO;
             while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
                 let mut offset = 0u32;
                 while offset < total && !stop.load(Ordering::Relaxed) {
                     let len = (total - offset).min(slice.len() as u32);
@@ -335,28 +386,73 @@ fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
                         sample_count: 1,
                         values: Cow::Borrowed(&slice[..len as usize]),
                     });
+                    queued.fetch_add(u64::from(len) * 4, Ordering::Relaxed);
                     client.send(conn, &msg, Duration::from_secs(10)).unwrap();
                     offset += len;
-                    sent += u64::from(len) * 4;
                 }
-                // One 16 MiB sync every ~20 ms (about 0.8 GB/s): a weight sync in flight
-                // most of the time, without starving the two cores the whole test shares.
-                thread::sleep(Duration::from_millis(10));
+                // The whole sync reaches the server, then a pause: syncs do not pile up in
+                // the send queue, and the round trips can be told apart by whether one was
+                // in flight.
+                while received.load(Ordering::Relaxed) < queued.load(Ordering::Relaxed)
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    thread::sleep(Duration::from_micros(200));
+                }
+                syncs += 1;
+                in_flight += started.elapsed();
+                thread::sleep(pause);
             }
-            sent
+            (syncs, in_flight)
         })
     };
     thread::sleep(Duration::from_millis(50));
-    let busy = nnp_ping_pong(p, forward, n / 2);
+    // Long enough for dozens of syncs, whatever the sample count.
+    let seconds: f64 = std::env::var("NNP_BENCH_HOL_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let received_before = p.bulk_received.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let (mut during, mut between) = (histogram(), histogram());
+    let streaming =
+        |p: &Pair| p.bulk_received.load(Ordering::Relaxed) < queued.load(Ordering::Relaxed);
+    while during.len() < (n / 2) as u64 || start.elapsed().as_secs_f64() < seconds {
+        let was_streaming = streaming(p);
+        let t = Instant::now();
+        p.client
+            .send(p.conn, forward, Duration::from_secs(10))
+            .unwrap();
+        let f = next_frame(&mut p.rx);
+        let rtt = t.elapsed().as_nanos() as u64;
+        drop(f);
+        if was_streaming || streaming(p) {
+            during.record(rtt).unwrap();
+        } else {
+            between.record(rtt).unwrap();
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let received = p.bulk_received.load(Ordering::Relaxed) - received_before;
     stop.store(true, Ordering::Relaxed);
-    let streamed = streamer.join().unwrap();
+    let (syncs, in_flight) = streamer.join().unwrap();
     report(
-        &format!("NNP ForwardData beside 16 MiB WeightSyncs ({label})"),
-        &busy,
+        &format!("NNP ForwardData while a 16 MiB WeightSync streams ({label})"),
+        &during,
+        Some(&quiet),
+    );
+    report(
+        &format!("NNP ForwardData between syncs ({label})"),
+        &between,
         Some(&quiet),
     );
     println!(
-        "  (streamed {:.1} MiB of WeightSync meanwhile; ratio column is to the quiet run)",
-        streamed as f64 / (1 << 20) as f64
+        "  ({} round trips during syncs, {} between, in {elapsed:.1} s; {syncs} syncs, {:.1} ms \
+         each from first send to last byte received ({:.2} GB/s), {:.2} GB/s overall; ratio \
+         column is to the quiet run)",
+        during.len(),
+        between.len(),
+        in_flight.as_secs_f64() * 1e3 / f64::from(syncs.max(1)),
+        f64::from(syncs) * 16.0 * (1 << 20) as f64 / in_flight.as_secs_f64() / 1e9,
+        received as f64 / elapsed / 1e9
     );
 }

@@ -49,6 +49,17 @@ pub(crate) enum ReadOutcome {
     Eof,
 }
 
+/// How far a flush got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Everything queued left.
+    All,
+    /// The socket is full: wait for it to be writable.
+    Blocked,
+    /// The byte budget ran out with the socket still taking bytes: come back next turn.
+    Budget,
+}
+
 /// Outgoing frames: two lanes waiting, and the frames in wire order.
 #[derive(Default)]
 struct Lanes {
@@ -342,15 +353,26 @@ impl Connection {
         self.out.as_ref().is_some_and(|l| !l.is_empty())
     }
 
-    /// Writes as much as the socket takes. Returns `Ok(true)` when everything queued left.
-    pub(crate) fn flush(&mut self, now: Instant, traffic: &Counters) -> io::Result<bool> {
+    /// Writes as much as the socket takes, or about `budget` bytes (a write in progress is
+    /// finished): a thread that must also read the replies does not spend a turn copying
+    /// megabytes of bulk into the kernel.
+    pub(crate) fn flush(
+        &mut self,
+        now: Instant,
+        traffic: &Counters,
+        budget: usize,
+    ) -> io::Result<Flushed> {
         let Some(lanes) = self.out.as_deref_mut() else {
-            return Ok(true);
+            return Ok(Flushed::All);
         };
+        let mut left = budget;
         loop {
             Self::schedule(lanes, &mut self.session, &self.shared, WIRE_LOW_WATER);
             if lanes.wire.is_empty() {
-                return Ok(true);
+                return Ok(Flushed::All);
+            }
+            if left == 0 {
+                return Ok(Flushed::Budget);
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
@@ -362,10 +384,11 @@ impl Connection {
             let written = match self.stream.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            left = left.saturating_sub(written);
             self.session.on_sent(now);
             let (frames, bytes) = Self::consume_written(lanes, &self.shared, written);
             self.shared.counters.add_out(frames, bytes);

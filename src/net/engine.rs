@@ -56,6 +56,12 @@ pub struct EngineConfig {
     /// A small buffer bounds how long a bulk transfer already handed to the kernel delays a
     /// small frame queued after it.
     pub socket_send_buffer: Option<usize>,
+    /// The kernel receive buffer per socket (SO_RCVBUF, set before the connection opens, so
+    /// the window is sized by it); `None` leaves the kernel's autotuning. With
+    /// `socket_send_buffer` it bounds the bulk bytes the kernel holds between a sender and a
+    /// reader, which is what a small frame behind a bulk transfer waits for: a latency-first
+    /// setting, at a cost in bulk throughput (PERF.md measures both).
+    pub socket_recv_buffer: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +78,7 @@ impl Default for EngineConfig {
             spin_before_sleep: Duration::from_micros(50),
             connect_timeout: Duration::from_secs(10),
             socket_send_buffer: None,
+            socket_recv_buffer: None,
         }
     }
 }
@@ -177,6 +184,9 @@ pub(crate) struct EngineShared {
     /// The inline engine's loop, driven by whichever application thread takes the lock;
     /// `None` for a threaded engine, and once stopped.
     inline: Mutex<Option<Box<InlineLoop>>>,
+    /// Set while the receiver waits for the inline loop's lock: senders then leave their
+    /// commands for it rather than taking the lock themselves.
+    receiver_waiting: AtomicBool,
 }
 
 /// An event loop run on the application's threads.
@@ -355,13 +365,48 @@ impl EngineShared {
         if !self.is_inline {
             return false;
         }
-        let mut guard = match self.inline.try_lock() {
+        if self.receiver_waiting.load(Ordering::Relaxed) {
+            // The receiver drives next (the queued commands included): a stream of sends
+            // must not keep it from the lock while a reply waits in a socket.
+            return false;
+        }
+        let guard = match self.inline.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return false,
         };
-        let Some(inline) = guard.as_mut() else {
+        Self::run_inline(guard, max_wait);
+        true
+    }
+
+    /// Runs a whole turn of the inline loop (waiting at most `max_wait`) on the receiving
+    /// thread, waiting for the lock if another thread holds it: the others hold it for a
+    /// send pass or a bounded wait, and the receiver must not sleep meanwhile with a reply
+    /// unread in the socket that nobody else will read.
+    fn drive_inline_for_receiver(&self, max_wait: Duration) -> bool {
+        if !self.is_inline {
             return false;
+        }
+        let guard = match self.inline.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.receiver_waiting.store(true, Ordering::Relaxed);
+                let guard = self.inline.lock().unwrap_or_else(|p| p.into_inner());
+                self.receiver_waiting.store(false, Ordering::Relaxed);
+                guard
+            }
+        };
+        Self::run_inline(guard, Some(max_wait));
+        true
+    }
+
+    fn run_inline(
+        mut guard: std::sync::MutexGuard<'_, Option<Box<InlineLoop>>>,
+        max_wait: Option<Duration>,
+    ) {
+        let Some(inline) = guard.as_mut() else {
+            return;
         };
         let running = match max_wait {
             None => inline.event_loop.send_now(),
@@ -372,7 +417,6 @@ impl EngineShared {
                 stopped.event_loop.shutdown();
             }
         }
-        true
     }
 
     /// Waits until `ready` holds for the connection, it closes, or `timeout` passes; an
@@ -453,6 +497,7 @@ impl Engine {
             shut_down: AtomicBool::new(false),
             is_inline: config.event_loops == 0,
             inline: Mutex::new(None),
+            receiver_waiting: AtomicBool::new(false),
             config,
         });
         let mut rings = Vec::new();
@@ -575,7 +620,7 @@ impl EngineHandle {
         let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")
         })?;
-        let listener = mio::net::TcpListener::bind(addr)?;
+        let listener = bind_listener(addr, &self.shared.config)?;
         let local = listener.local_addr()?;
         let index = self.shared.next_loop.fetch_add(1, Ordering::Relaxed) % self.shared.loops.len();
         if self.shared.loops[index]
@@ -598,7 +643,7 @@ impl EngineHandle {
         let timeout = self.shared.config.connect_timeout;
         let mut last_error = None;
         for addr in addr.to_socket_addrs()? {
-            match std::net::TcpStream::connect_timeout(&addr, timeout) {
+            match connect_socket(&addr, timeout, &self.shared.config) {
                 Ok(stream) => return self.adopt_connected(stream, addr, timeout),
                 Err(e) => last_error = Some(e),
             }
@@ -798,13 +843,51 @@ impl EngineHandle {
     }
 }
 
-/// Applies the configured socket options (best effort: a refusal is logged, not fatal).
+/// Applies the configured socket buffer sizes (best effort: a refusal is logged, not fatal).
 pub(crate) fn tune_socket(socket: &impl std::os::fd::AsFd, config: &EngineConfig) {
+    let socket = socket2::SockRef::from(socket);
     if let Some(size) = config.socket_send_buffer {
-        if let Err(e) = socket2::SockRef::from(socket).set_send_buffer_size(size) {
+        if let Err(e) = socket.set_send_buffer_size(size) {
             log::debug!("SO_SNDBUF {size} refused: {e}");
         }
     }
+    if let Some(size) = config.socket_recv_buffer {
+        if let Err(e) = socket.set_recv_buffer_size(size) {
+            log::debug!("SO_RCVBUF {size} refused: {e}");
+        }
+    }
+}
+
+/// A listening socket with the configured buffer sizes set before `listen`, so that accepted
+/// connections inherit them and their window is sized by them from the SYN on.
+fn bind_listener(addr: SocketAddr, config: &EngineConfig) -> io::Result<mio::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    tune_socket(&socket, config);
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// A connected socket with the configured buffer sizes set before the SYN.
+fn connect_socket(
+    addr: &SocketAddr,
+    timeout: Duration,
+    config: &EngineConfig,
+) -> io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(*addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    tune_socket(&socket, config);
+    socket.connect_timeout(&(*addr).into(), timeout)?;
+    Ok(socket.into())
 }
 
 fn status(shared: &ConnShared) -> PeerStatus {
@@ -1138,9 +1221,8 @@ impl Receiver {
                 return None;
             }
             if self.shared.is_inline {
-                // Drive the loop here; if another thread is driving it, wait for its
-                // wake-up below, briefly, and try again.
-                if self.shared.drive_inline(Some(deadline - now)) {
+                // Drive the loop here, once the thread driving it (if any) is done.
+                if self.shared.drive_inline_for_receiver(deadline - now) {
                     continue;
                 }
             }

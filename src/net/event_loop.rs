@@ -16,7 +16,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::connection::{Connection, ReadContext, ReadOutcome};
+use super::connection::{Connection, Flushed, ReadContext, ReadOutcome};
 use super::engine::{EngineShared, NetEvent};
 use super::frame::{Delivery, OutFrame};
 use super::peer::{CloseCause, ConnId, ConnShared};
@@ -30,6 +30,9 @@ pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 const TICK: Duration = Duration::from_millis(50);
 /// Reads (each handed on before the next) per connection per loop turn.
 const READ_ROUNDS: usize = 8;
+/// Bytes written per connection per loop turn (bulk beyond it waits for the next turn), so
+/// that a loop that streams a large transfer still reads and hands on replies promptly.
+const WRITE_BUDGET: usize = 64 * 1024;
 
 /// Work handed to a loop by the application or by another loop.
 pub(crate) enum Command {
@@ -104,6 +107,12 @@ pub(crate) struct EventLoop {
     last_tick: Instant,
     /// When the loop last had something to do (for adaptive spinning).
     last_work: Instant,
+    /// Set while an application thread drives the loop (an inline engine): reading stops
+    /// once small frames are in the ring, so that the thread returns to take them rather
+    /// than reading on through a bulk stream behind them.
+    driven_inline: bool,
+    /// Small frames were handed to the ring since this was last cleared.
+    pushed_small: bool,
 }
 
 impl EventLoop {
@@ -132,6 +141,8 @@ impl EventLoop {
             pushed: false,
             last_tick: Instant::now(),
             last_work: Instant::now(),
+            driven_inline: false,
+            pushed_small: false,
         }
     }
 
@@ -152,6 +163,7 @@ impl EventLoop {
         inline: bool,
     ) -> bool {
         let busy = self.shared.config.busy_poll;
+        self.driven_inline = inline;
         if !self.drain_commands() {
             return false;
         }
@@ -160,14 +172,15 @@ impl EventLoop {
         if now.duration_since(self.last_tick) >= TICK {
             self.tick(now);
         }
-        self.flush_dirty(now);
+        self.flush_dirty(now, WRITE_BUDGET);
         self.wake_consumer();
 
         // Adaptive spinning: right after work, the next event tends to follow within
         // microseconds (a reply, the next frame), and a blocking poll would pay a
         // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
         let spinning = now.duration_since(self.last_work) < self.shared.config.spin_before_sleep;
-        let mut timeout = if busy || spinning || !self.read_again.is_empty() {
+        let more = !self.read_again.is_empty() || !self.dirty.is_empty();
+        let mut timeout = if busy || spinning || more {
             Duration::ZERO
         } else if !self.paused.is_empty() || !self.backlog.is_empty() {
             Duration::from_micros(200)
@@ -218,7 +231,7 @@ impl EventLoop {
         if inline && found {
             let now = Instant::now();
             self.service_reads(now);
-            self.flush_dirty(now);
+            self.flush_dirty(now, WRITE_BUDGET);
             self.wake_consumer();
         }
         true
@@ -230,7 +243,7 @@ impl EventLoop {
         if !self.drain_commands() {
             return false;
         }
-        self.flush_dirty(Instant::now());
+        self.flush_dirty(Instant::now(), WRITE_BUDGET);
         self.wake_consumer();
         true
     }
@@ -387,6 +400,7 @@ impl EventLoop {
             // Each read's frames go to the ring before the next read, so that a fast stream
             // is read several times per turn while the consumer keeps up.
             let mut rounds = 0;
+            self.pushed_small = false;
             let (outcome, is_paused) = loop {
                 let conn = &mut self.conns[key];
                 let outcome = conn.read(&cx);
@@ -402,7 +416,7 @@ impl EventLoop {
                     && budget_left
                     && !conn.read_closed
                 {
-                    if rounds < READ_ROUNDS {
+                    if rounds < READ_ROUNDS && !(self.driven_inline && self.pushed_small) {
                         continue;
                     }
                     break (Ok(ReadOutcome::MoreLater), false);
@@ -456,6 +470,7 @@ impl EventLoop {
                         parked.push_front(delivery);
                         break;
                     }
+                    self.pushed_small = true;
                 }
             }
             self.pushed = true;
@@ -535,7 +550,9 @@ impl EventLoop {
         }
     }
 
-    fn flush_dirty(&mut self, now: Instant) {
+    /// Writes what the dirty connections queued, about `budget` bytes each at most; those
+    /// with more to write stay dirty.
+    fn flush_dirty(&mut self, now: Instant, budget: usize) {
         if self.dirty.is_empty() {
             return;
         }
@@ -547,14 +564,15 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            match conn.flush(now, &self.shared.metrics.traffic) {
-                Ok(true) => {
+            match conn.flush(now, &self.shared.metrics.traffic, budget) {
+                Ok(Flushed::All) => {
                     if conn.session.is_closed() {
                         let cause = conn.shared.close_cause().unwrap_or(CloseCause::Eof);
                         finished.push((key, cause));
                     }
                 }
-                Ok(false) => {}
+                Ok(Flushed::Blocked) => {}
+                Ok(Flushed::Budget) => self.dirty.push(key),
                 Err(e) => {
                     self.shared.metrics.count_io_error();
                     finished.push((key, CloseCause::Io(e.kind())));
@@ -624,7 +642,7 @@ impl EventLoop {
                 .close(DisconnectReason::SHUTDOWN, "node shutting down");
             self.after_session(key);
         }
-        self.flush_dirty(Instant::now());
+        self.flush_dirty(Instant::now(), usize::MAX);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.finish(key, CloseCause::Shutdown);
