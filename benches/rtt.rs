@@ -283,8 +283,15 @@ fn main() {
         n / 10
     );
 
-    let only_hol = std::env::var("NNP_BENCH_ONLY").is_ok_and(|v| v == "hol");
-    for busy in [false, true].into_iter().filter(|_| !only_hol) {
+    // NNP_BENCH_ONLY: `hol` runs the head-of-line section alone, `busy` the busy-poll
+    // ping-pongs alone.
+    let only = std::env::var("NNP_BENCH_ONLY").unwrap_or_default();
+    let only_hol = only == "hol";
+    let only_busy = only == "busy";
+    for busy in [false, true]
+        .into_iter()
+        .filter(|&b| !only_hol && (b || !only_busy))
+    {
         let mode = if busy { "busy-poll" } else { "blocking" };
         let raw_small = raw_ping_pong(small, n, busy);
         report(&format!("raw TCP {small} B ({mode})"), &raw_small, None);
@@ -308,6 +315,9 @@ fn main() {
         }
     }
 
+    if only_busy {
+        return;
+    }
     let mut p = pair(false, false, AUTOTUNED);
     for rate in [10_000u64, 100_000].into_iter().filter(|_| !only_hol) {
         let count = (rate as usize).min(n * 5);

@@ -897,3 +897,79 @@ fn an_inline_engine_talks_to_a_threaded_one_and_shuts_down_cleanly() {
     let closed = echo.join().unwrap();
     assert!(closed.is_empty());
 }
+
+#[test]
+fn an_inline_engine_serves_replies_while_another_thread_streams_bulk() {
+    // Small kernel buffers on both sides: the bulk stream is often blocked in the socket, so
+    // the receiving thread must both write the queued bulk and read the replies, while the
+    // streaming thread keeps sending through the same inline engine.
+    let small_buffers = |name| EngineConfig {
+        socket_send_buffer: Some(64 << 10),
+        socket_recv_buffer: Some(64 << 10),
+        ..inline_config(name, false)
+    };
+    let (_server, server_handle, server_rx, addr) = start(small_buffers("server"));
+    let syncs = 64;
+    let pings = 300;
+    // The server's loop runs on its echo thread, so it starts before the connect.
+    let echo = echo_server(server_handle, server_rx, syncs + pings);
+    let (client_engine, client, mut rx) = Engine::start(small_buffers("client")).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let streamer = {
+        let client = client.clone();
+        thread::spawn(move || {
+            for k in 0..syncs {
+                let values = vec![k as f32; 16 * 1024];
+                client
+                    .send(conn, &weight_sync(&values), Duration::from_secs(20))
+                    .unwrap();
+            }
+        })
+    };
+    let mut pongs = 0;
+    let mut synced = Vec::new();
+    for i in 0..pings {
+        let data = [i as f32; 100];
+        let msg = Message::ForwardData {
+            layer_id: 1,
+            data: Cow::Borrowed(&data),
+        };
+        client.send(conn, &msg, Duration::from_secs(20)).unwrap();
+        // Echoed WeightSyncs may come first; the reply to this ping comes before the next.
+        loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Some(NetEvent::Frame(f)) => match f.message().unwrap() {
+                    Message::WeightSync(ws) => {
+                        assert!(ws.values.iter().all(|&v| v == ws.values[0]));
+                        synced.push(ws.values[0] as usize);
+                    }
+                    echoed => {
+                        assert_eq!(echoed, msg, "ping {i}");
+                        pongs += 1;
+                        break;
+                    }
+                },
+                Some(NetEvent::Connected { .. }) => {}
+                other => panic!("ping {i}: {other:?}"),
+            }
+        }
+    }
+    streamer.join().unwrap();
+    while synced.len() < syncs {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Some(NetEvent::Frame(f)) => match f.message().unwrap() {
+                Message::WeightSync(ws) => synced.push(ws.values[0] as usize),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(pongs, pings);
+    assert_eq!(
+        synced,
+        (0..syncs).collect::<Vec<_>>(),
+        "every sync, in order"
+    );
+    client_engine.shutdown();
+    assert!(echo.join().unwrap().len() <= 1);
+}

@@ -102,6 +102,9 @@ pub(crate) struct ReadContext<'a> {
     pub(crate) max_payload: u32,
     pub(crate) now: Instant,
     pub(crate) traffic: &'a Counters,
+    /// Keep an empty read block when the socket runs dry (busy polling reads again at once;
+    /// the loop's tick releases it when the connection goes quiet).
+    pub(crate) keep_rx: bool,
 }
 
 impl Connection {
@@ -136,11 +139,14 @@ impl Connection {
                 .rx
                 .get_or_insert_with(|| cx.pool.take(SIZE_CLASSES[SIZE_CLASSES.len() - 1]));
             let room = &mut block.bytes_mut()[self.rx_filled..];
+            let asked = room.len();
             let n = match self.stream.read(room) {
                 Ok(0) => return Ok(ReadOutcome::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.release_empty_rx();
+                    if !cx.keep_rx {
+                        self.release_empty_rx();
+                    }
                     return Ok(ReadOutcome::Drained);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -154,6 +160,11 @@ impl Connection {
             cx.traffic.add_in(0, n as u64);
             self.parse(cx);
             if self.read_closed {
+                return Ok(ReadOutcome::Drained);
+            }
+            if n < asked {
+                // A short read emptied the socket: bytes arriving later raise a new edge, so
+                // the read that would only say WouldBlock is saved (tokio does the same).
                 return Ok(ReadOutcome::Drained);
             }
         }
@@ -374,14 +385,21 @@ impl Connection {
             if left == 0 {
                 return Ok(Flushed::Budget);
             }
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (i, frame) in lanes.wire.iter().take(MAX_IOVECS).enumerate() {
-                let skip = if i == 0 { lanes.wire_offset } else { 0 };
-                slices[i] = IoSlice::new(&frame.bytes()[skip..]);
-                count += 1;
-            }
-            let written = match self.stream.write_vectored(&slices[..count]) {
+            let result = if lanes.wire.len() == 1 {
+                // The common case of a lone frame, without filling an iovec array.
+                let bytes = &lanes.wire[0].bytes()[lanes.wire_offset..];
+                self.stream.write_vectored(&[IoSlice::new(bytes)])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for (i, frame) in lanes.wire.iter().take(MAX_IOVECS).enumerate() {
+                    let skip = if i == 0 { lanes.wire_offset } else { 0 };
+                    slices[i] = IoSlice::new(&frame.bytes()[skip..]);
+                    count += 1;
+                }
+                self.stream.write_vectored(&slices[..count])
+            };
+            let written = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
@@ -430,6 +448,7 @@ impl Connection {
         if self.parked.is_empty() {
             self.parked = VecDeque::new();
         }
+        self.release_empty_rx();
         self.session.release_idle_memory();
     }
 

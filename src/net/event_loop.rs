@@ -33,6 +33,11 @@ const READ_ROUNDS: usize = 8;
 /// Bytes written per connection per loop turn (bulk beyond it waits for the next turn), so
 /// that a loop that streams a large transfer still reads and hands on replies promptly.
 const WRITE_BUDGET: usize = 64 * 1024;
+/// A busy-polled inline loop with at most this many connections reads them directly each
+/// turn rather than asking epoll first.
+const DIRECT_READ_MAX: usize = 8;
+/// ... and polls epoll (listeners, writability, wake-ups) once per this many turns.
+const DIRECT_POLL_EVERY: u32 = 16;
 
 /// Work handed to a loop by the application or by another loop.
 pub(crate) enum Command {
@@ -113,6 +118,10 @@ pub(crate) struct EventLoop {
     driven_inline: bool,
     /// Small frames were handed to the ring since this was last cleared.
     pushed_small: bool,
+    /// Turns since the last epoll in direct-read mode.
+    direct_turns: u32,
+    /// Emptied key lists kept for reuse, so a turn allocates nothing.
+    spare_keys: Vec<Vec<usize>>,
 }
 
 impl EventLoop {
@@ -143,6 +152,8 @@ impl EventLoop {
             last_work: Instant::now(),
             driven_inline: false,
             pushed_small: false,
+            direct_turns: 0,
+            spare_keys: Vec::new(),
         }
     }
 
@@ -167,6 +178,17 @@ impl EventLoop {
         if !self.drain_commands() {
             return false;
         }
+        // Busy-polling an inline engine with few connections: read them directly, as a
+        // spinning raw socket does, so that a reply costs one `read` rather than an
+        // `epoll_wait` and a `read`; epoll is still asked every few turns.
+        let direct = busy && inline && self.conns.len() <= DIRECT_READ_MAX;
+        if direct {
+            for (key, conn) in self.conns.iter() {
+                if !conn.read_closed && conn.parked.is_empty() && !self.read_again.contains(&key) {
+                    self.read_again.push(key);
+                }
+            }
+        }
         let now = Instant::now();
         self.service_reads(now);
         if now.duration_since(self.last_tick) >= TICK {
@@ -174,6 +196,13 @@ impl EventLoop {
         }
         self.flush_dirty(now, WRITE_BUDGET);
         self.wake_consumer();
+        if direct {
+            self.direct_turns += 1;
+            if self.direct_turns < DIRECT_POLL_EVERY {
+                return true;
+            }
+            self.direct_turns = 0;
+        }
 
         // Adaptive spinning: right after work, the next event tends to follow within
         // microseconds (a reply, the next frame), and a blocking poll would pay a
@@ -377,7 +406,11 @@ impl EventLoop {
 
     fn service_reads(&mut self, now: Instant) {
         self.retry_paused();
-        let keys = std::mem::take(&mut self.read_again);
+        if self.read_again.is_empty() {
+            return;
+        }
+        let spare = self.spare_keys.pop().unwrap_or_default();
+        let mut keys = std::mem::replace(&mut self.read_again, spare);
         let engine = Arc::clone(&self.shared);
         let rx_budget = Arc::clone(&self.rx_budget);
         let cx = ReadContext {
@@ -387,10 +420,10 @@ impl EventLoop {
             max_payload: engine.config.max_payload,
             now,
             traffic: &engine.metrics.traffic,
+            keep_rx: engine.config.busy_poll,
         };
-        let mut again = Vec::new();
         let mut closing = Vec::new();
-        for key in keys {
+        for &key in &keys {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -424,7 +457,7 @@ impl EventLoop {
                 break (outcome, is_paused);
             };
             match outcome {
-                Ok(ReadOutcome::MoreLater) if !is_paused => again.push(key),
+                Ok(ReadOutcome::MoreLater) if !is_paused => self.read_again.push(key),
                 Ok(ReadOutcome::Paused) | Ok(ReadOutcome::MoreLater) => self.paused.push(key),
                 Ok(ReadOutcome::Drained) => {
                     if is_paused {
@@ -439,7 +472,8 @@ impl EventLoop {
             }
             self.after_session(key);
         }
-        self.read_again.extend(again);
+        keys.clear();
+        self.spare_keys.push(keys);
         for (key, cause) in closing {
             self.finish(key, cause);
         }
@@ -556,11 +590,12 @@ impl EventLoop {
         if self.dirty.is_empty() {
             return;
         }
-        let mut keys = std::mem::take(&mut self.dirty);
+        let spare = self.spare_keys.pop().unwrap_or_default();
+        let mut keys = std::mem::replace(&mut self.dirty, spare);
         keys.sort_unstable();
         keys.dedup();
         let mut finished = Vec::new();
-        for key in keys {
+        for &key in &keys {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -579,6 +614,8 @@ impl EventLoop {
                 }
             }
         }
+        keys.clear();
+        self.spare_keys.push(keys);
         for (key, cause) in finished {
             self.finish(key, cause);
         }

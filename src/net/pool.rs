@@ -18,13 +18,15 @@ use crossbeam_queue::ArrayQueue;
 struct Align64([u8; 64]);
 
 /// Block sizes of the pool's classes, smallest first.
-pub const SIZE_CLASSES: [usize; 3] = [512, 4096, 64 * 1024];
+/// The largest is what a connection reads into: big enough for a 64 KiB slice of weights
+/// with its headers in one read and one pooled block, on both sides.
+pub const SIZE_CLASSES: [usize; 4] = [512, 4096, 64 * 1024, 128 * 1024];
 
-/// How many free blocks each class keeps at most (about 2 + 4 + 16 MiB).
-const FREE_LIMITS: [usize; 3] = [4096, 1024, 256];
+/// How many free blocks each class keeps at most (about 2 + 4 + 16 + 16 MiB).
+const FREE_LIMITS: [usize; 4] = [4096, 1024, 256, 128];
 
 struct PoolInner {
-    free: [ArrayQueue<Box<[Align64]>>; 3],
+    free: [ArrayQueue<Box<[Align64]>>; SIZE_CLASSES.len()],
     /// Bytes in blocks currently handed out (pooled or dedicated).
     in_use: AtomicUsize,
 }
@@ -85,8 +87,8 @@ impl BufferPool {
     }
 
     /// Free blocks held for reuse, per class.
-    pub fn free_blocks(&self) -> [usize; 3] {
-        [0, 1, 2].map(|c| self.inner.free[c].len())
+    pub fn free_blocks(&self) -> [usize; SIZE_CLASSES.len()] {
+        std::array::from_fn(|c| self.inner.free[c].len())
     }
 }
 
@@ -151,7 +153,8 @@ mod tests {
             (512, 512),
             (513, 4096),
             (65536, 65536),
-            (70000, 70016),
+            (70000, 131072),
+            (131073, 131136),
         ] {
             let b = pool.take(len);
             assert_eq!(b.capacity(), cap, "len {len}");
@@ -168,12 +171,16 @@ mod tests {
         assert_eq!(pool.bytes_in_use(), 512);
         drop(b);
         assert_eq!(pool.bytes_in_use(), 0);
-        assert_eq!(pool.free_blocks(), [1, 0, 0]);
+        assert_eq!(pool.free_blocks(), [1, 0, 0, 0]);
         let b = pool.take(200);
         assert_eq!(b.bytes().as_ptr(), addr, "the same block comes back");
         let big = pool.take(1 << 20);
         assert_eq!(pool.bytes_in_use(), 512 + (1 << 20));
         drop(big);
-        assert_eq!(pool.free_blocks(), [0, 0, 0], "dedicated blocks are freed");
+        assert_eq!(
+            pool.free_blocks(),
+            [0, 0, 0, 0],
+            "dedicated blocks are freed"
+        );
     }
 }
