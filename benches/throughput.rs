@@ -2,7 +2,8 @@
 //! written in 64 KiB batches, in the same process.
 //!
 //! `cargo bench --bench throughput` (NNP_BENCH_SECONDS scales the run length;
-//! NNP_BENCH_FILTER=Forward runs only the streams whose name contains it).
+//! NNP_BENCH_FILTER=Forward runs only the streams whose name contains it, NNP_BENCH_RUN=inline
+//! only the NNP runs whose label contains it).
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -74,14 +75,17 @@ enum Api {
     Batched,
 }
 
-fn nnp_stream(msg: &Message<'_>, count: usize, api: Api) -> Rate {
+/// `inline`: engines with no loop thread, driven by the sending and the receiving thread
+/// (two threads in all, as the raw stream has); otherwise one loop thread per engine.
+fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
     let config = EngineConfig {
-        event_loops: 1,
+        event_loops: if inline { 0 } else { 1 },
         max_payload: 17 << 20,
         ..EngineConfig::default()
     };
     let (_server, server, mut rx) = Engine::start(config.clone()).unwrap();
     let addr = server.listen("127.0.0.1:0").unwrap();
+    // The counter drives an inline server, so it runs before the connect.
     let counter = thread::spawn(move || {
         let mut got = 0;
         let mut bytes = 0;
@@ -142,16 +146,44 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
     let len = frame_len(msg).unwrap();
     let mut frame = Vec::with_capacity(len);
     encode_frame(msg, 0, &mut frame).unwrap();
-    let raw = raw_stream(&frame, count);
-    for (api, label) in [(Api::PerFrame, "send"), (Api::Batched, "Sender")] {
-        let nnp = nnp_stream(msg, count, api);
+    let runs = [
+        (Api::PerFrame, false, "send, loop thread"),
+        (Api::Batched, false, "Sender, loop thread"),
+        (Api::PerFrame, true, "send, inline"),
+        (Api::Batched, true, "Sender, inline"),
+    ];
+    // The machine is shared and its speed drifts between runs: each NNP run is paired with
+    // a raw run just before it, and the median of the pairs' ratios is reported.
+    let repeats: usize = std::env::var("NNP_BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let only = std::env::var("NNP_BENCH_RUN").ok();
+    for (api, inline, label) in runs {
+        if only.as_deref().is_some_and(|o| !label.contains(o)) {
+            continue;
+        }
+        let mut pairs: Vec<(Rate, Rate)> = (0..repeats.max(1))
+            .map(|_| {
+                (
+                    raw_stream(&frame, count),
+                    nnp_stream(msg, count, api, inline),
+                )
+            })
+            .collect();
+        let ratio = |(raw, nnp): &(Rate, Rate)| nnp.msgs_per_s / raw.msgs_per_s;
+        pairs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+        let (raw, nnp) = &pairs[pairs.len() / 2];
         println!(
-            "{name:<18} {label:<6} {len:>8} B/frame  raw {:>11.0} msg/s {:>6.2} GB/s   NNP {:>11.0} msg/s {:>6.2} GB/s   ratio {:.2}x",
+            "{name:<18} {label:<19} {len:>8} B/frame  raw {:>11.0} msg/s {:>6.2} GB/s   NNP {:>11.0} msg/s {:>6.2} GB/s   ratio {:.2}x (median of {}; range {:.2}x-{:.2}x)",
             raw.msgs_per_s,
             raw.gb_per_s,
             nnp.msgs_per_s,
             nnp.gb_per_s,
-            nnp.msgs_per_s / raw.msgs_per_s
+            ratio(&pairs[pairs.len() / 2]),
+            pairs.len(),
+            ratio(&pairs[0]),
+            ratio(&pairs[pairs.len() - 1]),
         );
     }
 }

@@ -1162,6 +1162,20 @@ impl Receiver {
     pub fn drain_into(&mut self, out: &mut Vec<NetEvent>, max: usize) -> usize {
         let mut taken = 0;
         while taken < max {
+            // The batch in hand first, frame after frame, with no other checks.
+            if let Some(batch) = &mut self.batch {
+                while taken < max {
+                    let Some(frame) = batch.pop() else {
+                        break;
+                    };
+                    out.push(NetEvent::Frame(frame));
+                    taken += 1;
+                }
+                if batch.is_empty() {
+                    self.batch = None;
+                }
+                continue;
+            }
             let Some(event) = self.try_recv() else {
                 break;
             };
