@@ -131,6 +131,8 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
             sender.flush().unwrap();
         }
     }
+    // An inline client writes only while this thread calls into it.
+    client.wait_sent(conn, Duration::from_secs(60)).unwrap();
     let (end, bytes) = counter.join().unwrap();
     let secs = (end - start).as_secs_f64();
     Rate {

@@ -973,3 +973,43 @@ fn an_inline_engine_serves_replies_while_another_thread_streams_bulk() {
     client_engine.shutdown();
     assert!(echo.join().unwrap().len() <= 1);
 }
+
+#[test]
+fn wait_sent_drives_an_inline_engine_until_its_queue_is_in_the_kernel() {
+    let (_server, _server_handle, mut server_rx, addr) = start(config("server"));
+    let frames = 8;
+    let counter = thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < frames {
+            match server_rx.recv_timeout(Duration::from_secs(20)) {
+                Some(NetEvent::Frame(f)) => match f.message().unwrap() {
+                    Message::WeightSync(ws) => got.push(ws.values[0] as usize),
+                    other => panic!("{other:?}"),
+                },
+                Some(NetEvent::Connected { .. }) => {}
+                other => panic!("after {} frames: {other:?}", got.len()),
+            }
+        }
+        got
+    });
+    // Small kernel buffers: most of the 8 MiB is still queued in the engine when the last
+    // send returns, and only this thread can write it.
+    let (client_engine, client, _rx) = Engine::start(EngineConfig {
+        socket_send_buffer: Some(64 << 10),
+        socket_recv_buffer: Some(64 << 10),
+        ..inline_config("client", false)
+    })
+    .unwrap();
+    let conn = client.connect(addr).unwrap();
+    for k in 0..frames {
+        let values = vec![k as f32; 256 * 1024];
+        client
+            .send(conn, &weight_sync(&values), Duration::from_secs(20))
+            .unwrap();
+    }
+    client.wait_sent(conn, Duration::from_secs(20)).unwrap();
+    assert_eq!(client.peer(conn).unwrap().queued_bytes, 0);
+    // Nobody drives the client from here on: what the server still needs is in the kernel.
+    assert_eq!(counter.join().unwrap(), (0..frames).collect::<Vec<_>>());
+    client_engine.shutdown();
+}

@@ -27,7 +27,8 @@ pub struct EngineConfig {
     /// Event-loop threads (default: one per core). Zero runs the engine inline: no thread
     /// of its own, one event loop driven by the application's calls (the receiver's
     /// `recv`/`try_recv` poll the sockets, sends write straight to the socket when they can).
-    /// An inline engine makes progress only while some thread calls into it; with
+    /// An inline engine makes progress only while some thread calls into it (a sender that
+    /// stops calling waits in [`EngineHandle::wait_sent`] first); with
     /// `busy_poll`, a round trip crosses two threads where a threaded engine crosses four.
     pub event_loops: usize,
     /// What this node says in its handshakes, and the session timers.
@@ -765,6 +766,24 @@ impl EngineHandle {
         }
         sender.flush()?;
         Ok(messages.len())
+    }
+
+    /// Waits (at most `timeout`) until everything queued on `conn` has been handed to the
+    /// kernel, driving an inline engine meanwhile: an inline engine writes only while some
+    /// thread calls into it, so a sender that is about to stop calling (or to exit) waits
+    /// here first. Frames held in a [`Sender`] count once it flushes them.
+    pub fn wait_sent(&self, conn: ConnId, timeout: Duration) -> Result<(), NetError> {
+        let shared = self
+            .shared
+            .conn(conn)
+            .ok_or(NetError::UnknownConnection(conn))?;
+        if self.shared.wait_for(&shared, timeout, |s| s.queued() == 0) {
+            return Ok(());
+        }
+        match shared.close_cause() {
+            Some(cause) => Err(NetError::Closed(cause)),
+            None => Err(NetError::Timeout(timeout)),
+        }
     }
 
     /// Closes `conn` gracefully with a Disconnect frame.
