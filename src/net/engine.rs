@@ -343,9 +343,13 @@ impl EngineShared {
             return Err(e.into());
         }
         let frame = OutFrame::single(block, len, msg_type);
+        let slot = shared.slot().unwrap_or(usize::MAX);
+        let Some(frame) = self.send_inline_now(shared.id, slot, frame) else {
+            return Ok(());
+        };
         let command = Command::Send {
             conn: shared.id,
-            slot: shared.slot().unwrap_or(usize::MAX),
+            slot,
             frame,
         };
         if self.loops[shared.loop_index].submit(command).is_err() {
@@ -357,6 +361,29 @@ impl EngineShared {
         }
         self.drive_inline(None);
         Ok(())
+    }
+
+    /// Hands `frame` straight to an inline loop and writes, if this thread can take the loop
+    /// now; gives the frame back otherwise (a threaded engine, a busy loop, a waiting
+    /// receiver), for the command queue.
+    fn send_inline_now(&self, conn: ConnId, slot: usize, frame: OutFrame) -> Option<OutFrame> {
+        if !self.is_inline || self.receiver_waiting.load(Ordering::Relaxed) {
+            return Some(frame);
+        }
+        let mut guard = match self.inline.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Some(frame),
+        };
+        let Some(inline) = guard.as_mut() else {
+            return Some(frame);
+        };
+        if !inline.event_loop.send_frame_now(conn, slot, frame) {
+            if let Some(mut stopped) = guard.take() {
+                stopped.event_loop.shutdown();
+            }
+        }
+        None
     }
 
     /// Runs the inline loop on this thread if no other thread is: a send pass (commands,

@@ -277,6 +277,26 @@ impl EventLoop {
         true
     }
 
+    /// The inline send path for one frame from the thread that holds the loop: the queued
+    /// commands first (they came before it), then the frame straight into its connection, and
+    /// the writes; no trip through the command queue. Returns false when the loop must stop.
+    pub(crate) fn send_frame_now(&mut self, conn: ConnId, slot: usize, frame: OutFrame) -> bool {
+        let running = self.drain_commands();
+        match self.slot_of(conn, slot) {
+            Some(key) if running => {
+                self.conns[key].enqueue(frame);
+                self.dirty.push(key);
+            }
+            _ => log::debug!("frame for closed connection {conn} dropped"),
+        }
+        if !running {
+            return false;
+        }
+        self.flush_dirty(Instant::now(), WRITE_BUDGET);
+        self.wake_consumer();
+        true
+    }
+
     /// Returns false when the loop must stop.
     fn drain_commands(&mut self) -> bool {
         while let Some(command) = self.handle.commands.pop() {
