@@ -17,11 +17,16 @@ use hdrhistogram::Histogram;
 use nnp::net::{ConnId, Engine, EngineConfig, EngineHandle, NetEvent, Receiver};
 use nnp::wire::{frame_len, Message, SyncMode, WeightSync};
 
-fn iters() -> usize {
-    std::env::var("NNP_BENCH_ITERS")
+/// The environment variable `name` parsed, or `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000)
+        .unwrap_or(default)
+}
+
+fn iters() -> usize {
+    env_or("NNP_BENCH_ITERS", 20_000)
 }
 
 fn histogram() -> Histogram<u64> {
@@ -32,7 +37,8 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-fn report(name: &str, h: &Histogram<u64>, base: Option<&Histogram<u64>>) {
+/// Prints `h`'s percentiles and, with a baseline, their ratios to it (`base.1` names it).
+fn report(name: &str, h: &Histogram<u64>, base: Option<(&Histogram<u64>, &str)>) {
     let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);
     print!(
         "{name:<56} p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  max {:>9.1} us",
@@ -41,9 +47,9 @@ fn report(name: &str, h: &Histogram<u64>, base: Option<&Histogram<u64>>) {
         us(q(h, 0.999)),
         us(h.max())
     );
-    if let Some(b) = base {
+    if let Some((b, base_name)) = base {
         print!(
-            "   ratio to raw: p50 {:.2}x  p99 {:.2}x  p99.9 {:.2}x",
+            "   ratio to {base_name}: p50 {:.2}x  p99 {:.2}x  p99.9 {:.2}x",
             q(h, 0.5) as f64 / q(b, 0.5) as f64,
             q(h, 0.99) as f64 / q(b, 0.99) as f64,
             q(h, 0.999) as f64 / q(b, 0.999) as f64
@@ -304,13 +310,13 @@ fn main() {
             report(
                 &format!("NNP ForwardData(100) {small} B ({mode}, {engine})"),
                 &h,
-                Some(&raw_small),
+                Some((&raw_small, "raw")),
             );
             let h = nnp_ping_pong(&mut p, &ws, n / 4);
             report(
                 &format!("NNP WeightSync(64 KiB) ({mode}, {engine})"),
                 &h,
-                Some(&raw_large),
+                Some((&raw_large, "raw")),
             );
         }
     }
@@ -363,12 +369,7 @@ fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
     let quiet = nnp_ping_pong(p, forward, n);
     report(&format!("NNP ForwardData quiet ({label})"), &quiet, None);
     let stop = Arc::new(AtomicBool::new(false));
-    let pause = Duration::from_millis(
-        std::env::var("NNP_BENCH_HOL_PAUSE_MS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
-    );
+    let pause = Duration::from_millis(env_or("NNP_BENCH_HOL_PAUSE_MS", 10));
     // Payload bytes of background WeightSync queued so far: a sync is in flight while the
     // server has received less.
     let queued = Arc::new(AtomicU64::new(p.bulk_received.load(Ordering::Relaxed)));
@@ -417,10 +418,7 @@ fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
     };
     thread::sleep(Duration::from_millis(50));
     // Long enough for dozens of syncs, whatever the sample count.
-    let seconds: f64 = std::env::var("NNP_BENCH_HOL_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+    let seconds: f64 = env_or("NNP_BENCH_HOL_SECONDS", 3.0);
     let received_before = p.bulk_received.load(Ordering::Relaxed);
     let start = Instant::now();
     let (mut during, mut between) = (histogram(), histogram());
@@ -448,17 +446,16 @@ fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
     report(
         &format!("NNP ForwardData while a 16 MiB WeightSync streams ({label})"),
         &during,
-        Some(&quiet),
+        Some((&quiet, "quiet")),
     );
     report(
         &format!("NNP ForwardData between syncs ({label})"),
         &between,
-        Some(&quiet),
+        Some((&quiet, "quiet")),
     );
     println!(
         "  ({} round trips during syncs, {} between, in {elapsed:.1} s; {syncs} syncs, {:.1} ms \
-         each from first send to last byte received ({:.2} GB/s), {:.2} GB/s overall; ratio \
-         column is to the quiet run)",
+         each from first send to last byte received ({:.2} GB/s), {:.2} GB/s overall)",
         during.len(),
         between.len(),
         in_flight.as_secs_f64() * 1e3 / f64::from(syncs.max(1)),

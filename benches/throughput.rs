@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use nnp::net::{Engine, EngineConfig, NetEvent};
 use nnp::wire::{encode_frame, frame_len, Message, SyncMode, WeightSync};
 
-fn seconds() -> f64 {
-    std::env::var("NNP_BENCH_SECONDS")
+/// The environment variable `name` parsed, or `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0)
+        .unwrap_or(default)
 }
 
 struct Rate {
@@ -156,10 +157,7 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
     ];
     // The machine is shared and its speed drifts between runs: each NNP run is paired with
     // a raw run just before it, and the median of the pairs' ratios is reported.
-    let repeats: usize = std::env::var("NNP_BENCH_REPEATS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let repeats: usize = env_or("NNP_BENCH_REPEATS", 3);
     let only = std::env::var("NNP_BENCH_RUN").ok();
     for (api, inline, label) in runs {
         if only.as_deref().is_some_and(|o| !label.contains(o)) {
@@ -175,14 +173,15 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
             .collect();
         let ratio = |(raw, nnp): &(Rate, Rate)| nnp.msgs_per_s / raw.msgs_per_s;
         pairs.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-        let (raw, nnp) = &pairs[pairs.len() / 2];
+        let median = &pairs[pairs.len() / 2];
+        let (raw, nnp) = median;
         println!(
             "{name:<18} {label:<19} {len:>8} B/frame  raw {:>11.0} msg/s {:>6.2} GB/s   NNP {:>11.0} msg/s {:>6.2} GB/s   ratio {:.2}x (median of {}; range {:.2}x-{:.2}x)",
             raw.msgs_per_s,
             raw.gb_per_s,
             nnp.msgs_per_s,
             nnp.gb_per_s,
-            ratio(&pairs[pairs.len() / 2]),
+            ratio(median),
             pairs.len(),
             ratio(&pairs[0]),
             ratio(&pairs[pairs.len() - 1]),
@@ -191,7 +190,7 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
 }
 
 fn main() {
-    let secs = seconds();
+    let secs: f64 = env_or("NNP_BENCH_SECONDS", 2.0);
     let data = vec![0.5f32; 100];
     let forward = Message::ForwardData {
         layer_id: 0,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -364,47 +364,45 @@ impl EngineShared {
     }
 
     /// Hands `frame` straight to an inline loop and writes, if this thread can take the loop
-    /// now; gives the frame back otherwise (a threaded engine, a busy loop, a waiting
-    /// receiver), for the command queue.
+    /// now; gives the frame back otherwise (a threaded engine, a busy or stopped loop, a
+    /// waiting receiver), for the command queue.
     fn send_inline_now(&self, conn: ConnId, slot: usize, frame: OutFrame) -> Option<OutFrame> {
-        if !self.is_inline || self.receiver_waiting.load(Ordering::Relaxed) {
-            return Some(frame);
-        }
-        let mut guard = match self.inline.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Some(frame),
-        };
-        let Some(inline) = guard.as_mut() else {
-            return Some(frame);
-        };
-        if !inline.event_loop.send_frame_now(conn, slot, frame) {
-            if let Some(mut stopped) = guard.take() {
-                stopped.event_loop.shutdown();
+        match self.inline_for_sender() {
+            Some(guard) if guard.is_some() => {
+                Self::run_inline(guard, |l| l.event_loop.send_now(Some((conn, slot, frame))));
+                None
             }
+            _ => Some(frame),
         }
-        None
     }
 
     /// Runs the inline loop on this thread if no other thread is: a send pass (commands,
     /// then writes) for `None`, a whole turn waiting at most `max_wait` otherwise. Returns
     /// false if the engine is threaded, stopped, or another thread is driving it.
     fn drive_inline(&self, max_wait: Option<Duration>) -> bool {
-        if !self.is_inline {
+        let Some(guard) = self.inline_for_sender() else {
             return false;
-        }
-        if self.receiver_waiting.load(Ordering::Relaxed) {
-            // The receiver drives next (the queued commands included): a stream of sends
-            // must not keep it from the lock while a reply waits in a socket.
-            return false;
-        }
-        let guard = match self.inline.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
         };
-        Self::run_inline(guard, max_wait);
+        Self::run_inline(guard, |l| match max_wait {
+            None => l.event_loop.send_now(None),
+            Some(wait) => l.event_loop.turn(&mut l.events, Some(wait), true),
+        });
         true
+    }
+
+    /// The inline loop's lock for a sending thread: only if the engine is inline, nobody
+    /// holds it, and the receiver is not waiting for it (it drives next, the queued commands
+    /// included: a stream of sends must not keep it from the lock while a reply waits in a
+    /// socket).
+    fn inline_for_sender(&self) -> Option<MutexGuard<'_, Option<Box<InlineLoop>>>> {
+        if !self.is_inline || self.receiver_waiting.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.inline.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Runs a whole turn of the inline loop (waiting at most `max_wait`) on the receiving
@@ -425,22 +423,22 @@ impl EngineShared {
                 guard
             }
         };
-        Self::run_inline(guard, Some(max_wait));
+        Self::run_inline(guard, |l| {
+            l.event_loop.turn(&mut l.events, Some(max_wait), true)
+        });
         true
     }
 
+    /// Runs `work` on the inline loop (if it has not stopped), and stops the loop when
+    /// `work` says so.
     fn run_inline(
-        mut guard: std::sync::MutexGuard<'_, Option<Box<InlineLoop>>>,
-        max_wait: Option<Duration>,
+        mut guard: MutexGuard<'_, Option<Box<InlineLoop>>>,
+        work: impl FnOnce(&mut InlineLoop) -> bool,
     ) {
         let Some(inline) = guard.as_mut() else {
             return;
         };
-        let running = match max_wait {
-            None => inline.event_loop.send_now(),
-            Some(wait) => inline.event_loop.turn(&mut inline.events, Some(wait), true),
-        };
-        if !running {
+        if !work(inline) {
             if let Some(mut stopped) = guard.take() {
                 stopped.event_loop.shutdown();
             }
@@ -907,17 +905,23 @@ pub(crate) fn tune_socket(socket: &impl std::os::fd::AsFd, config: &EngineConfig
 /// A listening socket with the configured buffer sizes set before `listen`, so that accepted
 /// connections inherit them and their window is sized by them from the SYN on.
 fn bind_listener(addr: SocketAddr, config: &EngineConfig) -> io::Result<mio::net::TcpListener> {
+    let socket = tcp_socket(addr, config)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// A TCP socket for `addr`'s family with the configured buffer sizes.
+fn tcp_socket(addr: SocketAddr, config: &EngineConfig) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
-    socket.set_reuse_address(true)?;
     tune_socket(&socket, config);
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(mio::net::TcpListener::from_std(socket.into()))
+    Ok(socket)
 }
 
 /// A connected socket with the configured buffer sizes set before the SYN.
@@ -926,12 +930,7 @@ fn connect_socket(
     timeout: Duration,
     config: &EngineConfig,
 ) -> io::Result<std::net::TcpStream> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(*addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    tune_socket(&socket, config);
+    let socket = tcp_socket(*addr, config)?;
     socket.connect_timeout(&(*addr).into(), timeout)?;
     Ok(socket.into())
 }

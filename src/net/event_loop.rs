@@ -112,12 +112,6 @@ pub(crate) struct EventLoop {
     last_tick: Instant,
     /// When the loop last had something to do (for adaptive spinning).
     last_work: Instant,
-    /// Set while an application thread drives the loop (an inline engine): reading stops
-    /// once small frames are in the ring, so that the thread returns to take them rather
-    /// than reading on through a bulk stream behind them.
-    driven_inline: bool,
-    /// Small frames were handed to the ring since this was last cleared.
-    pushed_small: bool,
     /// Turns since the last epoll in direct-read mode.
     direct_turns: u32,
     /// Emptied key lists kept for reuse, so a turn allocates nothing.
@@ -150,8 +144,6 @@ impl EventLoop {
             pushed: false,
             last_tick: Instant::now(),
             last_work: Instant::now(),
-            driven_inline: false,
-            pushed_small: false,
             direct_turns: 0,
             spare_keys: Vec::new(),
         }
@@ -174,7 +166,6 @@ impl EventLoop {
         inline: bool,
     ) -> bool {
         let busy = self.shared.config.busy_poll;
-        self.driven_inline = inline;
         if !self.drain_commands() {
             return false;
         }
@@ -190,7 +181,7 @@ impl EventLoop {
             }
         }
         let now = Instant::now();
-        self.service_reads(now);
+        self.service_reads(now, inline);
         if now.duration_since(self.last_tick) >= TICK {
             self.tick(now);
         }
@@ -259,35 +250,26 @@ impl EventLoop {
         }
         if inline && found {
             let now = Instant::now();
-            self.service_reads(now);
+            self.service_reads(now, inline);
             self.flush_dirty(now, WRITE_BUDGET);
             self.wake_consumer();
         }
         true
     }
 
-    /// Hands queued commands to the connections and writes what they queued, without
-    /// polling: the inline engine's send path.
-    pub(crate) fn send_now(&mut self) -> bool {
-        if !self.drain_commands() {
-            return false;
-        }
-        self.flush_dirty(Instant::now(), WRITE_BUDGET);
-        self.wake_consumer();
-        true
-    }
-
-    /// The inline send path for one frame from the thread that holds the loop: the queued
-    /// commands first (they came before it), then the frame straight into its connection, and
-    /// the writes; no trip through the command queue. Returns false when the loop must stop.
-    pub(crate) fn send_frame_now(&mut self, conn: ConnId, slot: usize, frame: OutFrame) -> bool {
+    /// The inline engine's send path, without polling: the queued commands (they came
+    /// first), then `frame` (if any) straight into its connection, then the writes. Returns
+    /// false when the loop must stop.
+    pub(crate) fn send_now(&mut self, frame: Option<(ConnId, usize, OutFrame)>) -> bool {
         let running = self.drain_commands();
-        match self.slot_of(conn, slot) {
-            Some(key) if running => {
-                self.conns[key].enqueue(frame);
-                self.dirty.push(key);
+        if let Some((conn, slot, frame)) = frame {
+            match self.slot_of(conn, slot) {
+                Some(key) if running => {
+                    self.conns[key].enqueue(frame);
+                    self.dirty.push(key);
+                }
+                _ => log::debug!("frame for closed connection {conn} dropped"),
             }
-            _ => log::debug!("frame for closed connection {conn} dropped"),
         }
         if !running {
             return false;
@@ -424,7 +406,11 @@ impl EventLoop {
         self.index
     }
 
-    fn service_reads(&mut self, now: Instant) {
+    /// Reads the connections that may have bytes. `for_consumer` (an application thread
+    /// drives the loop, as an inline engine's does): a connection's reading stops once small
+    /// frames are in the ring, so that the thread returns to take them rather than reading
+    /// on through a bulk stream behind them.
+    fn service_reads(&mut self, now: Instant, for_consumer: bool) {
         self.retry_paused();
         if self.read_again.is_empty() {
             return;
@@ -453,12 +439,12 @@ impl EventLoop {
             // Each read's frames go to the ring before the next read, so that a fast stream
             // is read several times per turn while the consumer keeps up.
             let mut rounds = 0;
-            self.pushed_small = false;
+            let mut pushed_small = false;
             let (outcome, is_paused) = loop {
                 let conn = &mut self.conns[key];
                 let outcome = conn.read(&cx);
                 let mut parked = std::mem::take(&mut conn.parked);
-                self.push_parked(&mut parked);
+                pushed_small |= self.push_parked(&mut parked);
                 let conn = &mut self.conns[key];
                 let is_paused = !parked.is_empty();
                 conn.parked = parked;
@@ -469,7 +455,7 @@ impl EventLoop {
                     && budget_left
                     && !conn.read_closed
                 {
-                    if rounds < READ_ROUNDS && !(self.driven_inline && self.pushed_small) {
+                    if rounds < READ_ROUNDS && !(for_consumer && pushed_small) {
                         continue;
                     }
                     break (Ok(ReadOutcome::MoreLater), false);
@@ -502,7 +488,9 @@ impl EventLoop {
     /// Hands parked frames to the consumer, in order, until a ring is full: WeightSync frames
     /// go to the bulk ring, which the receiver drains only when the main ring is empty, so a
     /// large transfer does not hold up small frames on the receiving side either.
-    fn push_parked(&mut self, parked: &mut VecDeque<Delivery>) {
+    /// Returns whether any small frame went to the main ring.
+    fn push_parked(&mut self, parked: &mut VecDeque<Delivery>) -> bool {
+        let mut pushed_small = false;
         while let Some(delivery) = parked.pop_front() {
             match delivery {
                 Delivery::Event(NetEvent::Frame(frame))
@@ -524,11 +512,12 @@ impl EventLoop {
                         parked.push_front(delivery);
                         break;
                     }
-                    self.pushed_small = true;
+                    pushed_small = true;
                 }
             }
             self.pushed = true;
         }
+        pushed_small
     }
 
     fn retry_paused(&mut self) {

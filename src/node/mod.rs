@@ -382,15 +382,13 @@ impl<M: Model> DistributedNetwork<M> {
                 correlations,
             } => {
                 let layer = *layer_id as usize;
-                let shape = network.layer_shape(layer)?;
-                if shape != (*rows as usize, *cols as usize) {
-                    return Err(ModelError::ShapeMismatch {
-                        layer,
-                        expected: format!("{}x{} correlations", shape.0, shape.1),
-                        got: correlations.len(),
-                    }
-                    .into());
-                }
+                check_shape(
+                    &*network,
+                    layer,
+                    (*rows, *cols),
+                    "correlations",
+                    correlations.len(),
+                )?;
                 network.integrate_correlations(layer, correlations, *learning_rate)?;
                 HandleOutcome::CorrelationsIntegrated { layer }
             }
@@ -404,15 +402,8 @@ impl<M: Model> DistributedNetwork<M> {
                 values,
             } => {
                 let layer = *layer_id as usize;
-                let shape = network.layer_shape(layer)?;
-                if shape != (*rows as usize, *cols as usize) {
-                    return Err(ModelError::ShapeMismatch {
-                        layer,
-                        expected: format!("a {}x{} layer", shape.0, shape.1),
-                        got: (*rows as usize) * (*cols as usize),
-                    }
-                    .into());
-                }
+                let claimed = (*rows as usize) * (*cols as usize);
+                check_shape(&*network, layer, (*rows, *cols), "layer weights", claimed)?;
                 let offset = *offset as usize;
                 match mode {
                     SyncMode::Replace => network.write_params(layer, offset, values)?,
@@ -544,4 +535,25 @@ impl Iterator for NodeReceiver {
     fn next(&mut self) -> Option<NetworkMessage> {
         self.recv()
     }
+}
+
+/// Checks that a message's `rows x cols` matches the local layer; `what` and `got` describe
+/// the message's side for the error.
+fn check_shape(
+    network: &impl Model,
+    layer: usize,
+    (rows, cols): (u32, u32),
+    what: &str,
+    got: usize,
+) -> Result<(), NodeError> {
+    let shape = network.layer_shape(layer)?;
+    if shape != (rows as usize, cols as usize) {
+        return Err(ModelError::ShapeMismatch {
+            layer,
+            expected: format!("{}x{} {what}", shape.0, shape.1),
+            got,
+        }
+        .into());
+    }
+    Ok(())
 }
