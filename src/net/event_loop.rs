@@ -662,6 +662,7 @@ impl EventLoop {
 
     fn tick(&mut self, now: Instant) {
         self.last_tick = now;
+        self.shared.pool.trim();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];

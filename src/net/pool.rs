@@ -27,6 +27,11 @@ const FREE_LIMITS: [usize; 4] = [4096, 1024, 256, 128];
 
 struct PoolInner {
     free: [ArrayQueue<Box<[Align64]>>; SIZE_CLASSES.len()],
+    /// Per class, the fewest free blocks seen since the last [`BufferPool::trim`]: blocks
+    /// that stayed free that whole time are surplus (a burst's leftovers, not a stream's
+    /// working set). Updated without a read-modify-write; an occasional lost update only
+    /// makes a trim keep a few blocks more.
+    low_water: [AtomicUsize; SIZE_CLASSES.len()],
     /// Bytes in blocks currently handed out (pooled or dedicated).
     in_use: AtomicUsize,
 }
@@ -57,6 +62,7 @@ impl BufferPool {
         BufferPool {
             inner: Arc::new(PoolInner {
                 free: FREE_LIMITS.map(ArrayQueue::new),
+                low_water: std::array::from_fn(|_| AtomicUsize::new(0)),
                 in_use: AtomicUsize::new(0),
             }),
         }
@@ -66,9 +72,15 @@ impl BufferPool {
     pub fn take(&self, len: usize) -> Block {
         let class = SIZE_CLASSES.iter().position(|&size| size >= len);
         let data = match class {
-            Some(c) => self.inner.free[c]
-                .pop()
-                .unwrap_or_else(|| zeroed_units(SIZE_CLASSES[c])),
+            Some(c) => {
+                let free = &self.inner.free[c];
+                let data = free.pop();
+                let low_water = &self.inner.low_water[c];
+                if free.len() < low_water.load(Ordering::Relaxed) {
+                    low_water.store(free.len(), Ordering::Relaxed);
+                }
+                data.unwrap_or_else(|| zeroed_units(SIZE_CLASSES[c]))
+            }
             None => zeroed_units(len),
         };
         self.inner
@@ -84,6 +96,19 @@ impl BufferPool {
     /// Bytes in blocks handed out and not yet dropped.
     pub fn bytes_in_use(&self) -> usize {
         self.inner.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Frees the blocks that stayed unused since the previous call (per class, the fewest
+    /// free blocks seen meanwhile), so that memory a burst needed (thousands of handshakes,
+    /// say) goes back to the allocator once the burst is over, while a stream's working set,
+    /// taken and returned all the time, stays. Called by the event loops on their tick.
+    pub fn trim(&self) {
+        for (free, low_water) in self.inner.free.iter().zip(&self.inner.low_water) {
+            for _ in 0..low_water.load(Ordering::Relaxed).min(free.len()) {
+                drop(free.pop());
+            }
+            low_water.store(free.len(), Ordering::Relaxed);
+        }
     }
 
     /// Free blocks held for reuse, per class.
@@ -182,5 +207,26 @@ mod tests {
             [0, 0, 0, 0],
             "dedicated blocks are freed"
         );
+    }
+
+    #[test]
+    fn trim_frees_what_stayed_unused_between_calls_and_keeps_the_working_set() {
+        let pool = BufferPool::new();
+        // A burst: 100 small blocks out at once, then all back.
+        let burst: Vec<Block> = (0..100).map(|_| pool.take(100)).collect();
+        drop(burst);
+        assert_eq!(pool.free_blocks()[0], 100);
+        pool.trim(); // the burst's own interval: the free list was empty during it
+        assert_eq!(pool.free_blocks()[0], 100);
+        // A stream: 3 blocks in use at a time, the rest untouched for a whole interval.
+        for _ in 0..50 {
+            let working: Vec<Block> = (0..3).map(|_| pool.take(100)).collect();
+            drop(working);
+        }
+        pool.trim();
+        assert_eq!(pool.free_blocks()[0], 3, "only the working set is kept");
+        // Nothing taken for a whole interval: everything goes.
+        pool.trim();
+        assert_eq!(pool.free_blocks()[0], 0);
     }
 }
