@@ -138,29 +138,43 @@ impl Drop for Pair {
     }
 }
 
-/// Kernel socket buffer sizes (SO_SNDBUF, SO_RCVBUF); `None` leaves autotuning.
-#[derive(Clone, Copy)]
-struct SocketBuffers(Option<usize>, Option<usize>);
+/// The engine settings the head-of-line runs vary.
+#[derive(Clone, Copy, Default)]
+struct Tuning {
+    /// SO_SNDBUF and SO_RCVBUF; `None` leaves the kernel's autotuning.
+    send_buffer: Option<usize>,
+    recv_buffer: Option<usize>,
+    /// `EngineConfig::bulk_rate`.
+    bulk_rate: Option<u64>,
+    /// `EngineConfig::send_queue_limit`.
+    queue_limit: usize,
+}
 
-const AUTOTUNED: SocketBuffers = SocketBuffers(None, None);
+const AUTOTUNED: Tuning = Tuning {
+    send_buffer: None,
+    recv_buffer: None,
+    bulk_rate: None,
+    queue_limit: 64 << 20,
+};
 
-fn engine_config(busy: bool, inline: bool, buffers: SocketBuffers) -> EngineConfig {
+fn engine_config(busy: bool, inline: bool, tuning: Tuning) -> EngineConfig {
     EngineConfig {
-        socket_send_buffer: buffers.0,
-        socket_recv_buffer: buffers.1,
+        socket_send_buffer: tuning.send_buffer,
+        socket_recv_buffer: tuning.recv_buffer,
+        bulk_rate: tuning.bulk_rate,
         // Inline: no loop thread, the application's thread drives the engine.
         event_loops: if inline { 0 } else { 1 },
         busy_poll: busy,
         max_payload: 17 << 20,
-        send_queue_limit: 64 << 20,
+        send_queue_limit: tuning.queue_limit,
         ..EngineConfig::default()
     }
 }
 
 /// A server engine echoing every frame but the background WeightSync stream, and a client.
-fn pair(busy: bool, inline: bool, buffers: SocketBuffers) -> Pair {
+fn pair(busy: bool, inline: bool, tuning: Tuning) -> Pair {
     let (server, server_handle, mut server_rx) =
-        Engine::start(engine_config(busy, inline, buffers)).unwrap();
+        Engine::start(engine_config(busy, inline, tuning)).unwrap();
     let addr = server_handle.listen("127.0.0.1:0").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
@@ -182,7 +196,7 @@ fn pair(busy: bool, inline: bool, buffers: SocketBuffers) -> Pair {
             }
         }
     });
-    let (client_engine, client, rx) = Engine::start(engine_config(busy, inline, buffers)).unwrap();
+    let (client_engine, client, rx) = Engine::start(engine_config(busy, inline, tuning)).unwrap();
     let conn = client.connect(addr).unwrap();
     Pair {
         _server: server,
@@ -334,34 +348,50 @@ fn main() {
     drop(p);
 
     // ForwardData ping-pong while 16 MiB WeightSyncs stream on the same connection, sent as
-    // 64 KiB slices (what the node API does) so small frames can pass between them, one
-    // sync after another with a 10 ms pause. Four settings: a loop thread per engine with
-    // the kernel's autotuned buffers, then with SO_SNDBUF capped (bounding the bulk bytes a
-    // small frame queues behind in the sender's kernel), then inline engines with both
-    // SO_SNDBUF and SO_RCVBUF capped (bounding the bytes between the writer and the
-    // reader), autotuned and capped.
-    let kib = |k: usize| Some(k << 10);
+    // 64 KiB slices (what the node API does; NNP_BENCH_HOL_SLICE sets the values per slice)
+    // so small frames can pass between them, one sync after another with a 10 ms pause.
+    // Settings: a loop thread per engine and inline engines with the kernel's autotuned
+    // buffers; inline engines with SO_SNDBUF and SO_RCVBUF capped (bounding the bulk bytes
+    // between the writer and the reader); both engines with bulk frames paced
+    // (`EngineConfig::bulk_rate`, NNP_BENCH_HOL_RATE bytes/s, default 1 GB/s), which bounds
+    // the bulk bytes ahead of a small frame and leaves the cores room.
+    let rate: u64 = env_or("NNP_BENCH_HOL_RATE", 1_000_000_000);
+    // A paced sender's queue is kept short too (1 MiB), so the streaming thread encodes as
+    // the frames leave rather than all 16 MiB in one burst that takes a core for
+    // milliseconds.
+    let paced = Tuning {
+        bulk_rate: Some(rate),
+        queue_limit: 1 << 20,
+        ..AUTOTUNED
+    };
+    let capped = Tuning {
+        send_buffer: Some(64 << 10),
+        recv_buffer: Some(64 << 10),
+        ..AUTOTUNED
+    };
+    let gbs = rate as f64 / 1e9;
     let runs = [
-        ("1 loop thread, autotuned buffers", false, AUTOTUNED),
         (
-            "1 loop thread, SO_SNDBUF 256 KiB",
+            "1 loop thread, autotuned buffers".to_string(),
             false,
-            SocketBuffers(kib(256), None),
+            AUTOTUNED,
         ),
-        ("inline, autotuned buffers", true, AUTOTUNED),
+        ("inline, autotuned buffers".to_string(), true, AUTOTUNED),
         (
-            "inline, SO_SNDBUF+SO_RCVBUF 64 KiB",
+            "inline, SO_SNDBUF+SO_RCVBUF 64 KiB".to_string(),
             true,
-            SocketBuffers(kib(64), kib(64)),
+            capped,
         ),
+        (format!("1 loop thread, paced {gbs:.2} GB/s"), false, paced),
+        (format!("inline, paced {gbs:.2} GB/s"), true, paced),
     ];
     let filter = std::env::var("NNP_BENCH_HOL").ok();
-    for (label, inline, buffers) in runs {
+    for (label, inline, tuning) in runs {
         if filter.as_deref().is_some_and(|f| !label.contains(f)) {
             continue;
         }
-        let mut p = pair(false, inline, buffers);
-        head_of_line(&mut p, &forward, n, label);
+        let mut p = pair(false, inline, tuning);
+        head_of_line(&mut p, &forward, n, &label);
     }
 }
 
@@ -377,7 +407,7 @@ fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
         let (client, conn, stop) = (p.client.clone(), p.conn, Arc::clone(&stop));
         let (queued, received) = (Arc::clone(&queued), Arc::clone(&p.bulk_received));
         thread::spawn(move || {
-            let slice = vec![1.0f32; 16 * 1024];
+            let slice = vec![1.0f32; env_or("NNP_BENCH_HOL_SLICE", 16 * 1024)];
             let rows = 2048u32;
             let cols = 2047u32;
             let total = rows * cols + rows;

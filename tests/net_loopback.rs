@@ -1013,3 +1013,78 @@ fn wait_sent_drives_an_inline_engine_until_its_queue_is_in_the_kernel() {
     assert_eq!(counter.join().unwrap(), (0..frames).collect::<Vec<_>>());
     client_engine.shutdown();
 }
+
+#[test]
+fn paced_bulk_frames_leave_no_faster_than_the_rate_and_small_frames_pass_them() {
+    const FRAMES: usize = 12;
+    const RATE: u64 = 10_000_000;
+    for inline in [false, true] {
+        let (_server, _server_handle, mut server_rx, addr) = start(config("server"));
+        let receiving = thread::spawn(move || {
+            // (what arrived, when): WeightSyncs by their first value, the ForwardData as None.
+            let mut got = Vec::new();
+            while got.len() < FRAMES + 1 {
+                match server_rx.recv_timeout(Duration::from_secs(20)) {
+                    Some(NetEvent::Frame(f)) => {
+                        let what = match f.message().unwrap() {
+                            Message::WeightSync(ws) => {
+                                assert!(ws.values.iter().all(|&v| v == ws.values[0]));
+                                Some(ws.values[0] as usize)
+                            }
+                            Message::ForwardData { .. } => None,
+                            other => panic!("{other:?}"),
+                        };
+                        got.push((what, Instant::now()));
+                    }
+                    Some(NetEvent::Connected { .. }) => {}
+                    other => panic!("after {} frames: {other:?}", got.len()),
+                }
+            }
+            got
+        });
+        let base = if inline {
+            inline_config("client", false)
+        } else {
+            config("client")
+        };
+        let (client_engine, client, _rx) = Engine::start(EngineConfig {
+            bulk_rate: Some(RATE),
+            ..base
+        })
+        .unwrap();
+        let conn = client.connect(addr).unwrap();
+        let start = Instant::now();
+        let mut frame_len = 0;
+        for k in 0..FRAMES {
+            let values = vec![k as f32; 16 * 1024];
+            let msg = weight_sync(&values);
+            frame_len = nnp::wire::frame_len(&msg).unwrap();
+            client.send(conn, &msg, Duration::from_secs(10)).unwrap();
+        }
+        let small = Message::ForwardData {
+            layer_id: 1,
+            data: Cow::Borrowed(&[2.0]),
+        };
+        client.send(conn, &small, Duration::from_secs(10)).unwrap();
+        client.wait_sent(conn, Duration::from_secs(20)).unwrap();
+        let got = receiving.join().unwrap();
+
+        let bulk: Vec<_> = got.iter().filter_map(|(k, _)| *k).collect();
+        assert_eq!(bulk, (0..FRAMES).collect::<Vec<_>>(), "inline: {inline}");
+        let small_at = got.iter().position(|(k, _)| k.is_none()).unwrap();
+        assert!(
+            small_at < FRAMES,
+            "the ForwardData waited for every paced bulk frame (inline: {inline})"
+        );
+        // The k-th bulk frame may leave k spacings after the first, and the first left after
+        // `start`: a lower bound that scheduling noise can only lengthen.
+        let spacing = Duration::from_nanos(frame_len as u64 * 1_000_000_000 / RATE);
+        let last = got.iter().rev().find(|(k, _)| k.is_some()).unwrap().1;
+        assert!(
+            last - start >= spacing * (FRAMES as u32 - 1),
+            "{FRAMES} frames of {frame_len} B at {RATE} B/s took {:?} (inline: {inline})",
+            last - start
+        );
+        client_engine.shutdown();
+    }
+}

@@ -9,7 +9,9 @@
 //! Writing: application frames wait in two lanes, urgent (small data) and bulk (WeightSync and
 //! anything large). Frames move into wire order (and get their sequence number) urgent first,
 //! then one bulk frame at a time, so a large transfer delays a small frame by about one bulk
-//! frame. Everything in wire order leaves in as few `writev` calls as the socket allows.
+//! frame; with a bulk rate configured, bulk frames are also spaced out in time (see
+//! [`super::pacing`]). Everything in wire order leaves in as few `writev` calls as the socket
+//! allows.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -19,6 +21,7 @@ use std::time::Instant;
 
 use super::frame::{Delivery, FrameBatch, OutFrame, ReceivedFrame, RxBlock};
 use super::metrics::Counters;
+use super::pacing::Pacer;
 use super::peer::ConnShared;
 use super::pool::{Block, BufferPool, SIZE_CLASSES};
 use super::stream::ByteStream;
@@ -58,6 +61,8 @@ pub(crate) enum Flushed {
     Blocked,
     /// The byte budget ran out with the socket still taking bytes: come back next turn.
     Budget,
+    /// Everything scheduled left; the next bulk frame may leave at this instant.
+    Paced(Instant),
 }
 
 /// Outgoing frames: two lanes waiting, and the frames in wire order.
@@ -70,11 +75,19 @@ struct Lanes {
     wire_offset: usize,
     /// Bytes in wire order, not yet written.
     wire_bytes: usize,
+    /// Spaces bulk frames out when the engine has a bulk rate.
+    pacer: Option<Pacer>,
 }
 
 impl Lanes {
     fn is_empty(&self) -> bool {
         self.wire.is_empty() && self.urgent.is_empty() && self.bulk.is_empty()
+    }
+
+    /// Whether dropping these lanes loses nothing: empty, and no bulk frame's spacing still
+    /// running (a fresh pacer would let the next one leave at once).
+    fn is_disposable(&self, now: Instant) -> bool {
+        self.is_empty() && self.pacer.as_ref().is_none_or(|p| p.ready(now).is_ok())
     }
 }
 
@@ -92,6 +105,14 @@ pub(crate) struct Connection {
     out: Option<Box<Lanes>>,
     /// Set once the read side failed or ended: stop reading.
     pub(crate) read_closed: bool,
+}
+
+/// The clock and the bulk rate a flush schedules by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    pub(crate) now: Instant,
+    /// Bytes per second for bulk frames; `None` sends them as fast as the socket takes them.
+    pub(crate) bulk_rate: Option<u64>,
 }
 
 /// What the connection needs from its loop while reading.
@@ -330,17 +351,38 @@ impl Connection {
     /// after them: frames accepted before a close are not lost.
     pub(crate) fn commit_queued(&mut self) {
         if let Some(lanes) = self.out.as_deref_mut() {
-            Self::schedule(lanes, &mut self.session, &self.shared, usize::MAX);
+            let unpaced = Pace {
+                now: Instant::now(),
+                bulk_rate: None,
+            };
+            Self::schedule(lanes, &mut self.session, &self.shared, usize::MAX, unpaced);
         }
     }
 
     /// Moves queued frames into wire order while the wire is shorter than `low_water`:
-    /// urgent first, then one bulk frame.
-    fn schedule(lanes: &mut Lanes, session: &mut Session, shared: &ConnShared, low_water: usize) {
+    /// urgent first, then one bulk frame if the pace allows. Returns when the next bulk
+    /// frame may leave, if the pace held one back.
+    fn schedule(
+        lanes: &mut Lanes,
+        session: &mut Session,
+        shared: &ConnShared,
+        low_water: usize,
+        pace: Pace,
+    ) -> Option<Instant> {
         while lanes.wire_bytes < low_water {
-            let Some(mut frame) = lanes.urgent.pop_front().or_else(|| lanes.bulk.pop_front())
-            else {
-                return;
+            let mut frame = match lanes.urgent.pop_front() {
+                Some(frame) => frame,
+                None => {
+                    let len = lanes.bulk.front()?.len;
+                    if let Some(rate) = pace.bulk_rate {
+                        let pacer = lanes.pacer.get_or_insert_with(|| Pacer::new(rate));
+                        if let Err(at) = pacer.ready(pace.now) {
+                            return Some(at);
+                        }
+                        pacer.on_departure(pace.now, len);
+                    }
+                    lanes.bulk.pop_front().expect("front exists")
+                }
             };
             match frame.assign_sequences(session) {
                 Ok(()) => {
@@ -357,6 +399,7 @@ impl Connection {
                 }
             }
         }
+        None
     }
 
     /// Whether anything waits to be written.
@@ -369,18 +412,20 @@ impl Connection {
     /// megabytes of bulk into the kernel.
     pub(crate) fn flush(
         &mut self,
-        now: Instant,
+        pace: Pace,
         traffic: &Counters,
         budget: usize,
     ) -> io::Result<Flushed> {
         let Some(lanes) = self.out.as_deref_mut() else {
             return Ok(Flushed::All);
         };
+        let now = pace.now;
         let mut left = budget;
         loop {
-            Self::schedule(lanes, &mut self.session, &self.shared, WIRE_LOW_WATER);
+            let paced =
+                Self::schedule(lanes, &mut self.session, &self.shared, WIRE_LOW_WATER, pace);
             if lanes.wire.is_empty() {
-                return Ok(Flushed::All);
+                return Ok(paced.map_or(Flushed::All, Flushed::Paced));
             }
             if left == 0 {
                 return Ok(Flushed::Budget);
@@ -441,8 +486,8 @@ impl Connection {
 
     /// Frees every buffer of a connection with nothing in flight, so that an idle
     /// connection costs only its bookkeeping.
-    pub(crate) fn release_idle_memory(&mut self) {
-        if self.out.as_ref().is_some_and(|l| l.is_empty()) {
+    pub(crate) fn release_idle_memory(&mut self, now: Instant) {
+        if self.out.as_ref().is_some_and(|l| l.is_disposable(now)) {
             self.out = None;
         }
         if self.parked.is_empty() {

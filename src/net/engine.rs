@@ -63,6 +63,13 @@ pub struct EngineConfig {
     /// reader, which is what a small frame behind a bulk transfer waits for: a latency-first
     /// setting, at a cost in bulk throughput (PERF.md measures both).
     pub socket_recv_buffer: Option<usize>,
+    /// Paces bulk frames (WeightSync, and any frame over 64 KiB) on each connection at this
+    /// many bytes per second, spaced one frame at a time; small frames are never paced and
+    /// overtake waiting bulk. `None` (the default) sends bulk as fast as the socket takes it.
+    /// TCP delivers in order, so a small frame waits behind every bulk byte already handed to
+    /// the kernel, and a full-speed bulk stream also takes the cores latency-critical threads
+    /// need: pacing bounds both, at the cost of the bulk rate (PERF.md measures the trade).
+    pub bulk_rate: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +87,7 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_secs(10),
             socket_send_buffer: None,
             socket_recv_buffer: None,
+            bulk_rate: None,
         }
     }
 }

@@ -4,6 +4,8 @@
 //! connections that are readable, hand the data frames to the consumer's ring, let the
 //! sessions tick, write everything queued, then sleep in `epoll_wait` until a socket, a
 //! command or a timer wakes the loop. The loop never blocks on anything but the poll.
+//! Connections whose next bulk frame waits for its pace sit in a list with the earliest due
+//! time, which a timerfd turns into a wake-up (epoll's own timeout is in milliseconds).
 
 use std::collections::VecDeque;
 use std::io;
@@ -16,16 +18,18 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::connection::{Connection, Flushed, ReadContext, ReadOutcome};
+use super::connection::{Connection, Flushed, Pace, ReadContext, ReadOutcome};
 use super::engine::{EngineShared, NetEvent};
 use super::frame::{Delivery, OutFrame};
 use super::peer::{CloseCause, ConnId, ConnShared};
 use super::stream::{ByteStream, PlainTcp};
+use super::timer::Timer;
 use crate::session::{Role, Session, SessionEvent};
 use crate::wire::{DisconnectReason, MsgType, ProtocolError};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+const PACE_TIMER: Token = Token(usize::MAX - 2);
 /// How often every session's timers are checked, at the most.
 const TICK: Duration = Duration::from_millis(50);
 /// Reads (each handed on before the next) per connection per loop turn.
@@ -107,6 +111,11 @@ pub(crate) struct EventLoop {
     paused: Vec<usize>,
     /// Connections with something to write.
     dirty: Vec<usize>,
+    /// Connections whose next bulk frame waits for its pace, and the earliest due time.
+    paced: Vec<usize>,
+    pace_due: Option<Instant>,
+    /// Wakes a sleeping loop at `pace_due` (created when the engine paces bulk frames).
+    pace_timer: Option<Timer>,
     rx_budget: Arc<AtomicUsize>,
     pushed: bool,
     last_tick: Instant,
@@ -127,6 +136,17 @@ impl EventLoop {
         events_out: rtrb::Producer<Delivery>,
         bulk_out: rtrb::Producer<NetEvent>,
     ) -> Self {
+        let pace_timer = shared
+            .config
+            .bulk_rate
+            .filter(|_| !shared.config.busy_poll)
+            .and_then(|_| match Timer::new(poll.registry(), PACE_TIMER) {
+                Ok(timer) => Some(timer),
+                Err(e) => {
+                    log::warn!("no pacing timer ({e}): paced frames wait for the next poll");
+                    None
+                }
+            });
         EventLoop {
             index,
             poll,
@@ -140,6 +160,9 @@ impl EventLoop {
             read_again: Vec::new(),
             paused: Vec::new(),
             dirty: Vec::new(),
+            paced: Vec::new(),
+            pace_due: None,
+            pace_timer,
             rx_budget: Arc::new(AtomicUsize::new(0)),
             pushed: false,
             last_tick: Instant::now(),
@@ -185,6 +208,7 @@ impl EventLoop {
         if now.duration_since(self.last_tick) >= TICK {
             self.tick(now);
         }
+        self.release_paced(now);
         self.flush_dirty(now, WRITE_BUDGET);
         self.wake_consumer();
         if direct {
@@ -209,6 +233,20 @@ impl EventLoop {
         };
         if let Some(max) = max_wait {
             timeout = timeout.min(max);
+        }
+        if let Some(due) = self.pace_due {
+            let wait = due.saturating_duration_since(Instant::now());
+            if wait < timeout {
+                match self.pace_timer.as_mut().map(|t| t.arm(wait)) {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        log::warn!("pacing timer failed ({e}): polling instead");
+                        self.pace_timer = None;
+                        timeout = wait;
+                    }
+                    None => timeout = wait,
+                }
+            }
         }
         if !timeout.is_zero() {
             self.handle.sleeping.store(true, Ordering::SeqCst);
@@ -237,6 +275,12 @@ impl EventLoop {
             match event.token() {
                 WAKER => {}
                 LISTENER => self.accept_all(),
+                PACE_TIMER => {
+                    if let Some(timer) = self.pace_timer.as_mut() {
+                        timer.acknowledge();
+                    }
+                    found = true;
+                }
                 Token(key) => {
                     found = true;
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -251,6 +295,7 @@ impl EventLoop {
         if inline && found {
             let now = Instant::now();
             self.service_reads(now, inline);
+            self.release_paced(now);
             self.flush_dirty(now, WRITE_BUDGET);
             self.wake_consumer();
         }
@@ -274,7 +319,9 @@ impl EventLoop {
         if !running {
             return false;
         }
-        self.flush_dirty(Instant::now(), WRITE_BUDGET);
+        let now = Instant::now();
+        self.release_paced(now);
+        self.flush_dirty(now, WRITE_BUDGET);
         self.wake_consumer();
         true
     }
@@ -593,12 +640,24 @@ impl EventLoop {
         }
     }
 
+    /// Makes the paced connections dirty again once their due time has come.
+    fn release_paced(&mut self, now: Instant) {
+        if self.pace_due.is_some_and(|due| due <= now) {
+            self.pace_due = None;
+            self.dirty.append(&mut self.paced);
+        }
+    }
+
     /// Writes what the dirty connections queued, about `budget` bytes each at most; those
-    /// with more to write stay dirty.
+    /// with more to write stay dirty, those held back by their pace wait in `paced`.
     fn flush_dirty(&mut self, now: Instant, budget: usize) {
         if self.dirty.is_empty() {
             return;
         }
+        let pace = Pace {
+            now,
+            bulk_rate: self.shared.config.bulk_rate,
+        };
         let spare = self.spare_keys.pop().unwrap_or_default();
         let mut keys = std::mem::replace(&mut self.dirty, spare);
         keys.sort_unstable();
@@ -608,7 +667,7 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            match conn.flush(now, &self.shared.metrics.traffic, budget) {
+            match conn.flush(pace, &self.shared.metrics.traffic, budget) {
                 Ok(Flushed::All) => {
                     if conn.session.is_closed() {
                         let cause = conn.shared.close_cause().unwrap_or(CloseCause::Eof);
@@ -617,6 +676,10 @@ impl EventLoop {
                 }
                 Ok(Flushed::Blocked) => {}
                 Ok(Flushed::Budget) => self.dirty.push(key),
+                Ok(Flushed::Paced(due)) => {
+                    self.paced.push(key);
+                    self.pace_due = Some(self.pace_due.map_or(due, |d| d.min(due)));
+                }
                 Err(e) => {
                     self.shared.metrics.count_io_error();
                     finished.push((key, CloseCause::Io(e.kind())));
@@ -666,7 +729,7 @@ impl EventLoop {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
-            conn.release_idle_memory();
+            conn.release_idle_memory(now);
             if conn.session.poll_timeout().is_some_and(|t| t <= now) {
                 conn.session.handle_timeout(now);
                 self.after_session(key);

@@ -18,9 +18,11 @@ mod engine;
 mod event_loop;
 mod frame;
 mod metrics;
+mod pacing;
 mod peer;
 pub mod pool;
 pub mod stream;
+mod timer;
 
 pub use engine::{
     Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver, Sender,
