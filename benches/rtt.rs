@@ -180,6 +180,10 @@ fn pair(busy: bool, inline: bool, tuning: Tuning) -> Pair {
     let stop2 = Arc::clone(&stop);
     let bulk_received = Arc::new(AtomicU64::new(0));
     let bulk2 = Arc::clone(&bulk_received);
+    // The echo passes each frame back as it came (`relay`: one copy, no checksum pass), as
+    // the raw echo writes back the bytes it read; NNP_BENCH_ECHO=decode decodes and
+    // re-encodes it instead (`message` + `send`).
+    let decode = std::env::var("NNP_BENCH_ECHO").is_ok_and(|v| v == "decode");
     let echo = thread::spawn(move || {
         while !stop2.load(Ordering::Relaxed) {
             if let Some(NetEvent::Frame(f)) = server_rx.recv_timeout(Duration::from_millis(50)) {
@@ -189,8 +193,11 @@ fn pair(busy: bool, inline: bool, tuning: Tuning) -> Pair {
                     Message::WeightSync(ws) if ws.layer_id == 2 => {
                         bulk2.fetch_add(ws.values.len() as u64 * 4, Ordering::Relaxed);
                     }
-                    _ => {
+                    _ if decode => {
                         let _ = server_handle.send(f.conn(), &msg, Duration::from_secs(5));
+                    }
+                    _ => {
+                        let _ = server_handle.relay(f.conn(), f, Duration::from_secs(5));
                     }
                 }
             }
@@ -299,8 +306,14 @@ fn main() {
     });
     let large = frame_len(&ws).unwrap();
     println!(
-        "# rtt: {n} round trips each (after {} warm-up), loopback, 1 event loop per engine",
-        n / 10
+        "# rtt: {n} round trips each (after {} warm-up), loopback, 1 event loop per engine, \
+         echo: {}",
+        n / 10,
+        if std::env::var("NNP_BENCH_ECHO").is_ok_and(|v| v == "decode") {
+            "message + send"
+        } else {
+            "relay"
+        }
     );
 
     // NNP_BENCH_ONLY: `hol` runs the head-of-line section alone, `busy` the busy-poll

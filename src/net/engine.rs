@@ -266,6 +266,14 @@ impl EngineShared {
         message: &Message<'_>,
     ) -> Result<(MsgType, usize), NetError> {
         let msg_type = message.msg_type();
+        self.check_sendable(shared, msg_type)?;
+        let len = frame_len(message)?;
+        self.check_len(len)?;
+        Ok((msg_type, len))
+    }
+
+    /// Whether a data frame of `msg_type` may go out on the connection now.
+    fn check_sendable(&self, shared: &ConnShared, msg_type: MsgType) -> Result<(), NetError> {
         if let Some(cause) = shared.is_closed().then(|| shared.close_cause()).flatten() {
             return Err(NetError::Closed(cause));
         }
@@ -290,14 +298,17 @@ impl EngineShared {
             }
             Some(_) => {}
         }
-        let len = frame_len(message)?;
+        Ok(())
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), NetError> {
         if len > crate::wire::HEADER_LEN + self.config.max_payload as usize {
             return Err(NetError::Protocol(ProtocolError::FrameTooLarge {
                 length: (len - crate::wire::HEADER_LEN) as u32,
                 max: self.config.max_payload,
             }));
         }
-        Ok((msg_type, len))
+        Ok(())
     }
 
     /// Reserves `len` bytes of the connection's send queue: at once or `WouldBlock` without
@@ -350,7 +361,26 @@ impl EngineShared {
             shared.release_queued(len);
             return Err(e.into());
         }
-        let frame = OutFrame::single(block, len, msg_type);
+        self.submit(shared, OutFrame::single(block, len, msg_type))
+    }
+
+    /// Queues a received frame (its bytes already reserved): header, payload and checksum
+    /// as they came; the sequence number is patched when the frame takes its place in the
+    /// connection's wire order. The frame's own block goes if nothing else shares it, else
+    /// the frame is copied into a new one.
+    fn relay_submit(&self, shared: &ConnShared, frame: ReceivedFrame) -> Result<(), NetError> {
+        let out = frame.into_out_frame().unwrap_or_else(|frame| {
+            let bytes = frame.bytes();
+            let mut block = self.pool.take(bytes.len());
+            block.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+            OutFrame::single(block, bytes.len(), frame.msg_type())
+        });
+        self.submit(shared, out)
+    }
+
+    /// Queues an encoded frame whose bytes are reserved (released on failure).
+    fn submit(&self, shared: &ConnShared, frame: OutFrame) -> Result<(), NetError> {
+        let len = frame.len;
         let slot = shared.slot().unwrap_or(usize::MAX);
         let Some(frame) = self.send_inline_now(shared.id, slot, frame) else {
             return Ok(());
@@ -765,6 +795,45 @@ impl EngineHandle {
             .encode_and_submit(shared, message, msg_type, len)
     }
 
+    /// Sends a received data frame on `conn` as it came (type, payload and checksum; the
+    /// sequence number is `conn`'s own), waiting (at most `timeout`) while the send queue is
+    /// full. A pipeline stage, an echo or a broadcaster passes frames on this way without
+    /// decoding and re-encoding them: no checksum pass, and no copy when no other frame
+    /// shares the frame's read block (the block itself is queued), one copy otherwise. To
+    /// send one frame to several connections, relay clones of it (a clone is a view of the
+    /// same block). `conn` may be the frame's own connection or another; its peer must have
+    /// agreed the frame type's capability.
+    pub fn relay(
+        &self,
+        conn: ConnId,
+        frame: ReceivedFrame,
+        timeout: Duration,
+    ) -> Result<(), NetError> {
+        self.relay_on(conn, frame, Some(timeout))
+    }
+
+    /// [`EngineHandle::relay`] without waiting: `WouldBlock` when the send queue is full.
+    pub fn try_relay(&self, conn: ConnId, frame: ReceivedFrame) -> Result<(), NetError> {
+        self.relay_on(conn, frame, None)
+    }
+
+    fn relay_on(
+        &self,
+        conn: ConnId,
+        frame: ReceivedFrame,
+        wait: Option<Duration>,
+    ) -> Result<(), NetError> {
+        let shared = self
+            .shared
+            .conn(conn)
+            .ok_or(NetError::UnknownConnection(conn))?;
+        let len = frame.bytes().len();
+        self.shared.check_sendable(&shared, frame.msg_type())?;
+        self.shared.check_len(len)?;
+        self.shared.reserve(&shared, len, wait, &mut || {})?;
+        self.shared.relay_submit(&shared, frame)
+    }
+
     /// A batching sender for `conn`: it encodes small frames back to back into one pooled
     /// block and hands the block to the event loop as one command when it is full or
     /// flushed, so a stream of small frames costs one hand-off and one write per ~64 KiB.
@@ -1078,12 +1147,12 @@ impl Sender {
         let Some(block) = self.block.take() else {
             return Ok(());
         };
-        let frame = OutFrame {
+        let frame = OutFrame::batch(
             block,
-            len: std::mem::take(&mut self.len),
-            msg_type: self.first_type,
-            frames: std::mem::take(&mut self.frames),
-        };
+            std::mem::take(&mut self.len),
+            self.first_type,
+            std::mem::take(&mut self.frames),
+        );
         let len = frame.len;
         let mut command = Command::Send {
             conn: self.conn.id,

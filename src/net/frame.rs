@@ -20,6 +20,14 @@ impl RxBlock {
         budget.fetch_add(block.capacity(), Ordering::Relaxed);
         RxBlock { block, budget }
     }
+
+    /// The block, no longer counted as received-and-unreleased.
+    fn into_block(mut self) -> Block {
+        let empty = self.block.empty_sibling();
+        let block = std::mem::replace(&mut self.block, empty);
+        self.budget.fetch_sub(block.capacity(), Ordering::Relaxed);
+        block
+    }
 }
 
 impl Drop for RxBlock {
@@ -89,6 +97,34 @@ impl ReceivedFrame {
     pub fn message(&self) -> Result<Message<'_>, ProtocolError> {
         parse_payload(self.msg_type, &self.bytes()[HEADER_LEN..])
     }
+
+    /// The frame as an outgoing one, in its own block, if no other frame shares the block
+    /// (no copy); the frame back otherwise.
+    pub(crate) fn into_out_frame(self) -> Result<OutFrame, ReceivedFrame> {
+        let ReceivedFrame {
+            block,
+            start,
+            len,
+            msg_type,
+            conn,
+        } = self;
+        match Arc::try_unwrap(block) {
+            Ok(rx) => Ok(OutFrame {
+                block: rx.into_block(),
+                start: start as usize,
+                len: len as usize,
+                msg_type,
+                frames: 1,
+            }),
+            Err(block) => Err(ReceivedFrame {
+                block,
+                start,
+                len,
+                msg_type,
+                conn,
+            }),
+        }
+    }
 }
 
 /// Encoded frames waiting to be written: one frame, or (from a [`super::Sender`]) several small
@@ -97,7 +133,9 @@ impl ReceivedFrame {
 #[derive(Debug)]
 pub(crate) struct OutFrame {
     pub(crate) block: Block,
-    /// Bytes of the block in use (all frames).
+    /// Where the first frame starts in the block (a relayed frame stays where it was read).
+    start: usize,
+    /// Bytes of the block in use (all frames), from `start`.
     pub(crate) len: usize,
     /// The type of the first frame (every frame of a batch is a small data frame).
     pub(crate) msg_type: MsgType,
@@ -108,11 +146,18 @@ pub(crate) struct OutFrame {
 impl OutFrame {
     /// One frame.
     pub(crate) fn single(block: Block, len: usize, msg_type: MsgType) -> OutFrame {
+        OutFrame::batch(block, len, msg_type, 1)
+    }
+
+    /// `frames` small data frames back to back from the start of the block, the first of
+    /// type `msg_type`.
+    pub(crate) fn batch(block: Block, len: usize, msg_type: MsgType, frames: u32) -> OutFrame {
         OutFrame {
             block,
+            start: 0,
             len,
             msg_type,
-            frames: 1,
+            frames,
         }
     }
 
@@ -123,12 +168,13 @@ impl OutFrame {
     }
 
     pub(crate) fn set_sequence(&mut self, sequence: u64) {
-        self.block.bytes_mut()[10..18].copy_from_slice(&sequence.to_be_bytes());
+        let at = self.start + 10;
+        self.block.bytes_mut()[at..at + 8].copy_from_slice(&sequence.to_be_bytes());
     }
 
     /// The frames' offsets, lengths and types, walked through their headers.
     fn each_frame(&self) -> impl Iterator<Item = (usize, usize, Option<MsgType>)> + '_ {
-        let bytes = &self.block.bytes()[..self.len];
+        let bytes = self.bytes();
         let mut pos = 0;
         std::iter::from_fn(move || {
             let header = Header::ref_from_buf(bytes.get(pos..)?)?;
@@ -156,7 +202,7 @@ impl OutFrame {
         let mut count = 0;
         for (at, _, msg_type) in self.each_frame() {
             let msg_type = msg_type.ok_or(ProtocolError::UnknownMessageType {
-                msg_type: self.block.bytes()[at + 5],
+                msg_type: self.bytes()[at + 5],
             })?;
             if checked != Some(msg_type) {
                 session.check_send(msg_type)?;
@@ -167,7 +213,7 @@ impl OutFrame {
         debug_assert_eq!(count, self.frames);
         let mut at = 0;
         while at < self.len {
-            let bytes = self.block.bytes_mut();
+            let bytes = &mut self.block.bytes_mut()[self.start..];
             let msg_type = MsgType::from_u8(bytes[at + 5]).expect("checked above");
             let payload = u32::from_be_bytes(bytes[at + 6..at + 10].try_into().expect("4 bytes"));
             let seq = session.next_send_sequence(msg_type)?;
@@ -178,7 +224,7 @@ impl OutFrame {
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.block.bytes()[..self.len]
+        &self.block.bytes()[self.start..self.start + self.len]
     }
 }
 
@@ -219,5 +265,59 @@ impl FrameBatch {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.next >= self.frames.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::BufferPool;
+    use crate::wire::{encode_frame, frame_len};
+
+    #[test]
+    fn a_frame_alone_in_its_block_becomes_an_outgoing_frame_without_a_copy() {
+        let pool = BufferPool::new();
+        let budget = Arc::new(AtomicUsize::new(0));
+        let data = [1.5f32, -2.0, 3.25];
+        let msg = Message::ForwardData {
+            layer_id: 9,
+            data: std::borrow::Cow::Borrowed(&data),
+        };
+        let len = frame_len(&msg).unwrap();
+        // The frame sits after 64 bytes of something else, as a later frame of a read does.
+        let mut block = pool.take(4096);
+        encode_frame(&msg, 41, &mut &mut block.bytes_mut()[64..64 + len]).unwrap();
+        let storage = block.bytes().as_ptr();
+        let rx = Arc::new(RxBlock::new(block, Arc::clone(&budget)));
+        assert_eq!(budget.load(Ordering::Relaxed), 4096);
+        let frame = ReceivedFrame::new(rx, 64, len, MsgType::ForwardData, ConnId(3));
+
+        // A second view shares the block: the frame comes back, untouched.
+        let other = frame.clone();
+        let frame = frame.into_out_frame().unwrap_err();
+        assert_eq!(frame.sequence(), 41);
+        drop(other);
+
+        let mut out = frame.into_out_frame().unwrap();
+        assert_eq!(
+            out.block.bytes().as_ptr(),
+            storage,
+            "the block moved, not copied"
+        );
+        assert_eq!(
+            budget.load(Ordering::Relaxed),
+            0,
+            "no longer counted as received"
+        );
+        out.set_sequence(7);
+        let (decoded, used) = crate::wire::decode_frame(out.bytes(), 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(used, len);
+        assert_eq!(decoded.sequence, 7);
+        assert_eq!(decoded.message, msg);
+        assert!(pool.bytes_in_use() >= 4096);
+        drop(out);
+        assert_eq!(pool.bytes_in_use(), 0);
     }
 }

@@ -151,6 +151,16 @@ impl Block {
     pub fn capacity(&self) -> usize {
         self.data.len() * 64
     }
+
+    /// An empty block of the same pool (no storage, nothing to return): what is left in
+    /// place of a block moved out of a structure that owns one.
+    pub(crate) fn empty_sibling(&self) -> Block {
+        Block {
+            data: Box::default(),
+            class: None,
+            pool: Arc::clone(&self.pool),
+        }
+    }
 }
 
 impl Drop for Block {
