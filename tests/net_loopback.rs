@@ -11,6 +11,7 @@ use nnp::net::{
     Receiver,
 };
 use nnp::session::SessionConfig;
+use nnp::wire::fuzzing::same_message;
 use nnp::wire::{
     capabilities, decode_frame, encode_frame, frame_len, ErrorCode, Hello, Message, MsgType,
     SyncMode, WeightSync,
@@ -1011,6 +1012,104 @@ fn wait_sent_drives_an_inline_engine_until_its_queue_is_in_the_kernel() {
     assert_eq!(client.peer(conn).unwrap().queued_bytes, 0);
     // Nobody drives the client from here on: what the server still needs is in the kernel.
     assert_eq!(counter.join().unwrap(), (0..frames).collect::<Vec<_>>());
+    client_engine.shutdown();
+}
+
+#[test]
+fn inline_sends_written_from_the_callers_memory_arrive_whole_when_the_socket_takes_part() {
+    // An inline engine writes a message straight from the caller's memory when nothing is
+    // queued before it; with small kernel buffers the socket takes part of a frame and the
+    // rest is copied and queued. Every frame must arrive whole, in order, counted once.
+    const FRAMES: usize = 300;
+    // No heartbeats: every frame out is the handshake's or the test's.
+    let quiet = |cfg: EngineConfig| EngineConfig {
+        session: SessionConfig {
+            heartbeat_interval: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(1800),
+            ..cfg.session
+        },
+        ..cfg
+    };
+    let (_server, _server_handle, mut server_rx, addr) = start(quiet(config("server")));
+    let receiver = thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < FRAMES {
+            match server_rx.recv_timeout(Duration::from_secs(20)) {
+                Some(NetEvent::Frame(f)) => got.push(f.message().unwrap().into_owned()),
+                Some(NetEvent::Connected { .. }) => {}
+                other => panic!("after {} frames: {other:?}", got.len()),
+            }
+        }
+        got
+    });
+    let (client_engine, client, _rx) = Engine::start(quiet(EngineConfig {
+        socket_send_buffer: Some(16 << 10),
+        socket_recv_buffer: Some(16 << 10),
+        ..inline_config("client", false)
+    }))
+    .unwrap();
+    let conn = client.connect(addr).unwrap();
+    let values: Vec<f32> = (0..64 * 1024).map(|i| i as f32 * 0.25).collect();
+    // Sizes from one value to 64 Ki values, ForwardData and WeightSync mixed.
+    let sent: Vec<Message<'static>> = (0..FRAMES)
+        .map(|k| {
+            let n = [1, 7, 100, 3_000, 20_000, 65_536][k % 6];
+            let data = &values[k % 97..][..n.min(values.len() - k % 97)];
+            if k % 4 == 3 {
+                let cols = 15u32;
+                let rows = (data.len() as u32 / (cols + 1)).max(1);
+                let n = (rows * (cols + 1)) as usize;
+                Message::WeightSync(WeightSync {
+                    layer_id: k as u16,
+                    mode: SyncMode::Replace,
+                    rows,
+                    cols,
+                    offset: 0,
+                    sample_count: 1,
+                    values: Cow::Owned(values[..n].to_vec()),
+                })
+            } else {
+                Message::ForwardData {
+                    layer_id: k as u16,
+                    data: Cow::Owned(data.to_vec()),
+                }
+            }
+        })
+        .collect();
+    for (k, message) in sent.iter().enumerate() {
+        // Every other send finds nothing queued: it is written from `sent` directly.
+        if k % 2 == 0 {
+            client.wait_sent(conn, Duration::from_secs(20)).unwrap();
+        }
+        client.send(conn, message, Duration::from_secs(20)).unwrap();
+    }
+    client.wait_sent(conn, Duration::from_secs(20)).unwrap();
+    let status = client.peer(conn).unwrap();
+    assert_eq!(status.queued_bytes, 0);
+    let got = receiver.join().unwrap();
+    assert_eq!(got.len(), sent.len());
+    // Small frames may pass large ones (a sender queues frames over 64 KiB and WeightSyncs
+    // in its bulk lane, a receiver hands WeightSyncs on apart): the order holds per kind.
+    let kind = |m: &Message<'_>| match m {
+        Message::WeightSync(_) => 2,
+        m if frame_len(m).unwrap() > 64 * 1024 => 1,
+        _ => 0,
+    };
+    for lane in 0..3 {
+        let is_lane = |m: &&Message<'_>| kind(m) == lane;
+        let got: Vec<_> = got.iter().filter(is_lane).collect();
+        let sent: Vec<_> = sent.iter().filter(is_lane).collect();
+        assert_eq!(got.len(), sent.len());
+        for (k, (got, sent)) in got.iter().zip(&sent).enumerate() {
+            assert!(same_message(got, sent), "frame {k} of kind {lane} differs");
+        }
+    }
+    let wire_bytes: u64 = sent.iter().map(|m| frame_len(m).unwrap() as u64).sum();
+    let status = client.peer(conn).unwrap();
+    // The handshake is counted too: one frame out before the data.
+    assert_eq!(status.traffic.frames_out, FRAMES as u64 + 1);
+    assert!(status.traffic.bytes_out > wire_bytes);
+    assert!(status.traffic.bytes_out < wire_bytes + 1024);
     client_engine.shutdown();
 }
 

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use bytes::BytesMut;
 use nnp::wire::fuzzing::same_message;
 use nnp::wire::{
-    decode_frame, encode_frame, frame_len, DisconnectReason, ErrorCode, FrameDecoder, Hello,
-    Message, SyncMode, WeightSync, DEFAULT_MAX_PAYLOAD,
+    decode_frame, encode_frame, frame_len, split_frame, DisconnectReason, ErrorCode, FrameDecoder,
+    Hello, Message, SyncMode, WeightSync, DEFAULT_MAX_PAYLOAD,
 };
 use proptest::prelude::*;
 
@@ -180,6 +180,26 @@ proptest! {
         // same bytes; streaming and one-shot decoding must agree too.
         nnp::wire::fuzzing::decode_frame(&bytes);
         nnp::wire::fuzzing::stream_decoder(&[&[0u8][..], &bytes].concat());
+    }
+
+    #[test]
+    fn a_split_frame_is_the_encoded_frame_in_pieces(message in message(), sequence in any::<u64>()) {
+        let bytes = encode(&message, sequence);
+        let has_values = matches!(
+            message,
+            Message::ForwardData { .. }
+                | Message::BackwardData { .. }
+                | Message::HebbianData { .. }
+                | Message::WeightSync(_)
+        );
+        match split_frame(&message, sequence).unwrap() {
+            Some(parts) => {
+                prop_assert!(has_values);
+                prop_assert_eq!(parts.len(), bytes.len());
+                prop_assert_eq!(parts.pieces().concat(), bytes);
+            }
+            None => prop_assert!(!has_values || cfg!(target_endian = "big")),
+        }
     }
 
     #[test]

@@ -28,8 +28,8 @@ use super::stream::ByteStream;
 use super::NetEvent;
 use crate::session::{Received, Session};
 use crate::wire::{
-    check_frame, encode_frame, frame_len, parse_payload, FrameCheck, Header, Message, MsgType,
-    ProtocolError,
+    check_frame, encode_frame, frame_len, parse_payload, split_frame, FrameCheck, Header, Message,
+    MsgType, ProtocolError,
 };
 
 /// Bytes in wire order below which the next frames are scheduled.
@@ -345,6 +345,90 @@ impl Connection {
             .wire
             .push_back(OutFrame::single(block, len, message.msg_type()));
         Ok(())
+    }
+
+    /// Writes `message` from the caller's memory if nothing is queued ahead of it (no control
+    /// frame, no application frame, no bulk frame held back by the pace): the head is encoded
+    /// on the stack and the values go to `writev` where they are, at most `budget` bytes of
+    /// the frame. What the socket does not take is copied into a pooled block and left in
+    /// wire order for the next flush (a write error included: the flush meets it again and
+    /// closes the connection). Returns `Ok(false)`, doing nothing, when the message must be
+    /// queued the ordinary way. Its `len` bytes must be reserved in the send queue.
+    pub(crate) fn write_direct(
+        &mut self,
+        message: &Message<'_>,
+        len: usize,
+        pool: &BufferPool,
+        pace: Pace,
+        traffic: &Counters,
+        budget: usize,
+    ) -> Result<bool, ProtocolError> {
+        let msg_type = message.msg_type();
+        self.take_control_frames(pool);
+        let paced = pace.bulk_rate.is_some() && OutFrame::is_bulk_frame(msg_type, 1, len);
+        if paced || self.wants_write() {
+            return Ok(false);
+        }
+        let Some(mut parts) = split_frame(message, 0)? else {
+            let mut block = pool.take(len);
+            let mut dst = &mut block.bytes_mut()[..len];
+            encode_frame(message, 0, &mut dst)?;
+            let mut frame = OutFrame::single(block, len, msg_type);
+            frame.assign_sequences(&mut self.session)?;
+            let lanes = self.lanes();
+            lanes.wire_bytes += len;
+            lanes.wire.push_back(frame);
+            return Ok(true);
+        };
+        parts.set_sequence(self.session.next_send_sequence(msg_type)?);
+        debug_assert_eq!(parts.len(), len);
+        let mut left = budget.max(1);
+        let slices = parts.pieces().map(|piece| {
+            let keep = piece.len().min(left);
+            left -= keep;
+            IoSlice::new(&piece[..keep])
+        });
+        let written = loop {
+            match self.stream.write_vectored(&slices) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::trace!("direct write of a {msg_type:?} frame: {e}");
+                    break 0;
+                }
+            }
+        };
+        if written > 0 {
+            let frames = u64::from(written == len);
+            self.session.on_sent(pace.now);
+            self.shared.counters.add_out(frames, written as u64);
+            traffic.add_out(frames, written as u64);
+        }
+        if written == len {
+            self.shared.release_queued(len);
+            return Ok(true);
+        }
+        // The unwritten tail becomes a frame in wire order (already numbered); the written
+        // part leaves the send queue now, the tail when it is written.
+        let tail = len - written;
+        let mut block = pool.take(tail);
+        let mut filled = 0;
+        let mut skip = written;
+        for piece in parts.pieces() {
+            let from = skip.min(piece.len());
+            skip -= from;
+            let piece = &piece[from..];
+            block.bytes_mut()[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+        }
+        debug_assert_eq!(filled, tail);
+        self.shared.release_queued(written);
+        let lanes = self.lanes();
+        lanes.wire_bytes += tail;
+        lanes
+            .wire
+            .push_back(OutFrame::single(block, tail, msg_type));
+        Ok(true)
     }
 
     /// Gives every queued frame its place in wire order, so that a close queued next leaves

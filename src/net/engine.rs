@@ -355,6 +355,9 @@ impl EngineShared {
         msg_type: MsgType,
         len: usize,
     ) -> Result<(), NetError> {
+        if let Some(sent) = self.send_direct(shared, message, len) {
+            return sent;
+        }
         let mut block = self.pool.take(len);
         let mut dst = &mut block.bytes_mut()[..len];
         if let Err(e) = encode_frame(message, 0, &mut dst) {
@@ -362,6 +365,28 @@ impl EngineShared {
             return Err(e.into());
         }
         self.submit(shared, OutFrame::single(block, len, msg_type))
+    }
+
+    /// Sends `message` (its `len` bytes reserved) through the inline loop if this thread can
+    /// take it now: straight from the caller's memory when the connection has nothing queued,
+    /// so the values are neither copied nor encoded into a block. `None` when the engine is
+    /// threaded or another thread drives the loop: queue it the ordinary way.
+    fn send_direct(
+        &self,
+        shared: &ConnShared,
+        message: &Message<'_>,
+        len: usize,
+    ) -> Option<Result<(), NetError>> {
+        let guard = self.inline_for_sender()?;
+        guard.as_ref()?;
+        let slot = shared.slot().unwrap_or(usize::MAX);
+        let mut sent = Ok(());
+        Self::run_inline(guard, |l| {
+            let (running, outcome) = l.event_loop.send_message_now(shared.id, slot, message, len);
+            sent = outcome.map_err(NetError::from);
+            running
+        });
+        Some(sent)
     }
 
     /// Queues a received frame (its bytes already reserved): header, payload and checksum

@@ -25,7 +25,7 @@ use super::peer::{CloseCause, ConnId, ConnShared};
 use super::stream::{ByteStream, PlainTcp};
 use super::timer::Timer;
 use crate::session::{Role, Session, SessionEvent};
-use crate::wire::{DisconnectReason, MsgType, ProtocolError};
+use crate::wire::{encode_frame, DisconnectReason, Message, MsgType, ProtocolError};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -37,6 +37,9 @@ const READ_ROUNDS: usize = 8;
 /// Bytes written per connection per loop turn (bulk beyond it waits for the next turn), so
 /// that a loop that streams a large transfer still reads and hands on replies promptly.
 const WRITE_BUDGET: usize = 64 * 1024;
+/// Bytes of a message written straight from the caller's memory in one call: a 64 KiB weight
+/// slice with its head goes whole.
+const DIRECT_BUDGET: usize = 2 * WRITE_BUDGET;
 /// A busy-polled inline loop with at most this many connections reads them directly each
 /// turn rather than asking epoll first.
 const DIRECT_READ_MAX: usize = 8;
@@ -324,6 +327,55 @@ impl EventLoop {
         self.flush_dirty(now, WRITE_BUDGET);
         self.wake_consumer();
         true
+    }
+
+    /// The inline engine's send path for a message the caller still holds (its `len` bytes
+    /// reserved): the queued commands first, then the message written straight from the
+    /// caller's memory if its connection has nothing queued ([`Connection::write_direct`]),
+    /// else encoded and queued; then the writes. Returns whether the loop runs on, and the
+    /// message's fate: `Err` if the session refused it (its bytes are released).
+    pub(crate) fn send_message_now(
+        &mut self,
+        conn: ConnId,
+        slot: usize,
+        message: &Message<'_>,
+        len: usize,
+    ) -> (bool, Result<(), ProtocolError>) {
+        let running = self.drain_commands();
+        let Some(key) = self.slot_of(conn, slot).filter(|_| running) else {
+            log::debug!("message for closed connection {conn} dropped");
+            return (running, Ok(()));
+        };
+        let now = Instant::now();
+        let pace = Pace {
+            now,
+            bulk_rate: self.shared.config.bulk_rate,
+        };
+        let pool = &self.shared.pool;
+        let traffic = &self.shared.metrics.traffic;
+        let connection = &mut self.conns[key];
+        let outcome =
+            match connection.write_direct(message, len, pool, pace, traffic, DIRECT_BUDGET) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let mut block = pool.take(len);
+                    let mut dst = &mut block.bytes_mut()[..len];
+                    encode_frame(message, 0, &mut dst).map(|_| {
+                        connection.enqueue(OutFrame::single(block, len, message.msg_type()))
+                    })
+                }
+                Err(e) => Err(e),
+            };
+        if outcome.is_err() {
+            connection.shared.release_queued(len);
+        }
+        if connection.wants_write() {
+            self.dirty.push(key);
+        }
+        self.release_paced(now);
+        self.flush_dirty(now, WRITE_BUDGET);
+        self.wake_consumer();
+        (true, outcome)
     }
 
     /// Returns false when the loop must stop.

@@ -163,8 +163,13 @@ impl OutFrame {
 
     /// Whether the frame goes in the bulk lane, behind which small frames may overtake.
     pub(crate) fn is_bulk(&self) -> bool {
-        self.frames == 1
-            && (self.msg_type == MsgType::WeightSync || self.len > super::BULK_THRESHOLD)
+        Self::is_bulk_frame(self.msg_type, self.frames, self.len)
+    }
+
+    /// Whether `frames` frames of `len` bytes, the first of type `msg_type`, go in the bulk
+    /// lane: a lone WeightSync, or a lone frame over the bulk threshold.
+    pub(crate) fn is_bulk_frame(msg_type: MsgType, frames: u32, len: usize) -> bool {
+        frames == 1 && (msg_type == MsgType::WeightSync || len > super::BULK_THRESHOLD)
     }
 
     pub(crate) fn set_sequence(&mut self, sequence: u64) {

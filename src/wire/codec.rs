@@ -546,6 +546,88 @@ pub fn encode_frame<B: BufMut>(
     Ok(total)
 }
 
+/// The longest head a frame with an f32 array has: header and fixed fields.
+pub const MAX_FRAME_HEAD: usize = HEADER_LEN + 32;
+
+/// One frame as three pieces for a vectored write that copies no value: the head (header and
+/// fixed fields, encoded), the f32 array (the message's own memory), and the padding.
+#[derive(Debug, Clone)]
+pub struct FrameParts<'m> {
+    head: [u8; MAX_FRAME_HEAD],
+    head_len: usize,
+    body: &'m [u8],
+    padding: usize,
+}
+
+impl<'m> FrameParts<'m> {
+    /// The pieces in wire order; concatenated they are exactly [`encode_frame`]'s bytes.
+    pub fn pieces(&self) -> [&[u8]; 3] {
+        [
+            &self.head[..self.head_len],
+            self.body,
+            &[0u8; 3][..self.padding],
+        ]
+    }
+
+    /// The whole frame's length.
+    pub fn len(&self) -> usize {
+        self.head_len + self.body.len() + self.padding
+    }
+
+    /// Never true: a frame has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Sets the header's sequence number (the checksum covers only the payload).
+    pub fn set_sequence(&mut self, sequence: u64) {
+        self.head[10..18].copy_from_slice(&sequence.to_be_bytes());
+    }
+}
+
+/// Splits the frame for `msg` into [`FrameParts`]: the head is encoded (checksum included,
+/// computed over the values in place), the values stay where they are. `None` for a message
+/// without an f32 array (control frames, small by nature) and on a big-endian host, whose
+/// values must be swapped into a buffer anyway; fails like [`encode_frame`].
+pub fn split_frame<'m>(
+    msg: &'m Message<'_>,
+    sequence: u64,
+) -> Result<Option<FrameParts<'m>>, ProtocolError> {
+    let values: &'m [f32] = match msg {
+        Message::ForwardData { data, .. } | Message::BackwardData { data, .. } => data,
+        Message::HebbianData { correlations, .. } => correlations,
+        Message::WeightSync(w) => &w.values,
+        _ => return Ok(None),
+    };
+    if cfg!(target_endian = "big") {
+        return Ok(None);
+    }
+    let payload_len = payload_len(msg)?;
+    let mut head = [0u8; MAX_FRAME_HEAD];
+    let mut head_len = HEADER_LEN;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut piece_index = 0;
+    // On a little-endian host the pieces are: the fixed fields, the values, the padding.
+    emit_payload(msg, payload_len, &mut |piece| {
+        hasher.update(piece);
+        if piece_index == 0 {
+            head[head_len..head_len + piece.len()].copy_from_slice(piece);
+            head_len += piece.len();
+        }
+        piece_index += 1;
+    });
+    let body: &'m [u8] = bytemuck::cast_slice(values);
+    let header = Header::new(msg.msg_type(), payload_len, sequence, hasher.finalize());
+    head[..HEADER_LEN].copy_from_slice(header.as_bytes());
+    let padding = HEADER_LEN + payload_len as usize - head_len - body.len();
+    Ok(Some(FrameParts {
+        head,
+        head_len,
+        body,
+        padding,
+    }))
+}
+
 /// Hands the payload of `msg` to `out` piece by piece, in wire order, padding it to
 /// `payload_len` bytes. `msg` must have passed [`payload_len`].
 fn emit_payload(msg: &Message<'_>, payload_len: u32, out: &mut dyn FnMut(&[u8])) {
