@@ -399,6 +399,15 @@ fn main() {
         (format!("inline, paced {gbs:.2} GB/s"), true, paced),
     ];
     let filter = std::env::var("NNP_BENCH_HOL").ok();
+    // The machine's own floor: the same ping-pong over raw sockets while raw 16 MiB bursts
+    // stream on a second connection (no framing, no checksum, no shared stream: no
+    // head-of-line blocking at all), unpaced and paced like the NNP runs.
+    for (label, pace) in [("raw, unpaced", None), ("raw, paced", Some(rate))] {
+        if filter.as_deref().is_some_and(|f| !label.contains(f)) {
+            continue;
+        }
+        raw_head_of_line(small, n, pace, label);
+    }
     for (label, inline, tuning) in runs {
         if filter.as_deref().is_some_and(|f| !label.contains(f)) {
             continue;
@@ -406,6 +415,121 @@ fn main() {
         let mut p = pair(false, inline, tuning);
         head_of_line(&mut p, &forward, n, &label);
     }
+}
+
+/// Raw TCP ping-pong of `size` bytes, quiet and then while 16 MiB bursts (64 KiB writes,
+/// paced at `pace` bytes/s if set, a 10 ms pause after each burst has been read) stream on
+/// another connection between the same two threads' process.
+fn raw_head_of_line(size: usize, n: usize, pace: Option<u64>, label: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = vec![0u8; size];
+        while read_full(&mut s, &mut buf) {
+            write_full(&mut s, &buf);
+        }
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let msg = vec![7u8; size];
+    let mut buf = vec![0u8; size];
+    let mut round_trip = |c: &mut TcpStream| {
+        let t = Instant::now();
+        write_full(c, &msg);
+        assert!(read_full(c, &mut buf));
+        t.elapsed().as_nanos() as u64
+    };
+    let mut quiet = histogram();
+    for i in 0..n + n / 10 {
+        let rtt = round_trip(&mut c);
+        if i >= n / 10 {
+            quiet.record(rtt).unwrap();
+        }
+    }
+    report(&format!("raw {size} B quiet ({label})"), &quiet, None);
+
+    let sink_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink_listener.local_addr().unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let sink = {
+        let received = Arc::clone(&received);
+        thread::spawn(move || {
+            let (mut s, _) = sink_listener.accept().unwrap();
+            let mut buf = vec![0u8; 128 << 10];
+            while let Ok(k) = s.read(&mut buf) {
+                if k == 0 {
+                    return;
+                }
+                received.fetch_add(k as u64, Ordering::Relaxed);
+            }
+        })
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let queued = Arc::new(AtomicU64::new(0));
+    let streamer = {
+        let (stop, queued, received) = (
+            Arc::clone(&stop),
+            Arc::clone(&queued),
+            Arc::clone(&received),
+        );
+        thread::spawn(move || {
+            let mut s = TcpStream::connect(sink_addr).unwrap();
+            let chunk = vec![1u8; 64 << 10];
+            let mut due = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..256 {
+                    // One chunk of burst, like `EngineConfig::bulk_rate`: a late wake-up
+                    // (sleep overshoots by tens of microseconds) is caught up at once.
+                    if let Some(rate) = pace {
+                        let spacing = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
+                        let now = Instant::now();
+                        if due > now {
+                            thread::sleep(due - now);
+                        }
+                        due = due.max(Instant::now().checked_sub(spacing).unwrap_or(due)) + spacing;
+                    }
+                    queued.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    write_full(&mut s, &chunk);
+                }
+                while received.load(Ordering::Relaxed) < queued.load(Ordering::Relaxed)
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    thread::sleep(Duration::from_micros(200));
+                }
+                thread::sleep(Duration::from_millis(env_or("NNP_BENCH_HOL_PAUSE_MS", 10)));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(50));
+    let seconds: f64 = env_or("NNP_BENCH_HOL_SECONDS", 3.0);
+    let streaming = || received.load(Ordering::Relaxed) < queued.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut during = histogram();
+    while during.len() < (n / 2) as u64 || start.elapsed().as_secs_f64() < seconds {
+        let was_streaming = streaming();
+        let rtt = round_trip(&mut c);
+        if was_streaming || streaming() {
+            during.record(rtt).unwrap();
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    streamer.join().unwrap();
+    sink.join().unwrap();
+    drop(c);
+    echo.join().unwrap();
+    report(
+        &format!("raw {size} B while 16 MiB bursts stream on another socket ({label})"),
+        &during,
+        Some((&quiet, "quiet")),
+    );
+    println!(
+        "  ({} round trips during bursts in {elapsed:.1} s, {:.2} GB/s of bulk overall)",
+        during.len(),
+        received.load(Ordering::Relaxed) as f64 / elapsed / 1e9
+    );
 }
 
 fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
