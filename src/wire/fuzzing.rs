@@ -105,7 +105,7 @@ fn decode_all(mut stream: &[u8]) -> StreamOutcome {
 }
 
 /// Builds a message from `data` ([`message_from_bytes`]), encodes it, and checks that both
-/// decoders give it back bit for bit.
+/// decoders give it back bit for bit, and that its split for a vectored write is the same bytes.
 pub fn round_trip(data: &[u8]) {
     let message = message_from_bytes(data);
     let sequence = data
@@ -136,6 +136,11 @@ pub fn round_trip(data: &[u8]) {
         .expect("an encoded frame decodes")
         .expect("whole frame");
     assert!(same_message(&raw.message().expect("parses"), &message));
+
+    // The pieces of a vectored write are the same bytes.
+    if let Some(parts) = codec::split_frame(&message, sequence).expect("a valid message") {
+        assert_eq!(parts.pieces().concat(), out);
+    }
 }
 
 /// Whether two messages are equal, f32 values compared bit for bit (so NaN equals itself).
