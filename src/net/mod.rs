@@ -12,6 +12,11 @@
 //! the last view is dropped. Nothing grows without bound: send queues are capped in bytes
 //! (`try_send` refuses, `send` waits), the rings are bounded, and a loop whose consumer is
 //! behind stops reading.
+//!
+//! An inline engine (`event_loops: 0`) has no loop thread: the calling threads take turns
+//! driving its one loop, and a `send` that finds its connection's queue empty writes the frame
+//! from the caller's memory (head encoded on the stack, values handed to `writev` in place),
+//! queuing only what the socket does not take.
 
 mod connection;
 mod engine;
