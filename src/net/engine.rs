@@ -1114,22 +1114,9 @@ impl Sender {
         wait: Option<Duration>,
     ) -> Result<(), NetError> {
         let (msg_type, len) = self.engine.check_message(&self.conn, message)?;
-        let engine = Arc::clone(&self.engine);
-        let conn = Arc::clone(&self.conn);
-        let mut flushed = Ok(());
-        let reserved = engine.reserve(&conn, len, wait, &mut || flushed = self.flush());
-        if let Err(e) = flushed {
-            if reserved.is_ok() {
-                self.conn.release_queued(len);
-            }
-            return Err(e);
-        }
-        if let Err(e) = reserved {
-            if matches!(e, NetError::WouldBlock { .. }) {
-                // What is held must leave, or the queue this frame waits for never drains.
-                self.flush()?;
-            }
-            return Err(e);
+        let limit = self.engine.config.send_queue_limit;
+        if self.conn.try_reserve(len, limit).is_err() {
+            self.reserve_or_flush(len, wait)?;
         }
         if len > SENDER_BATCH_FRAME_MAX || msg_type == MsgType::WeightSync {
             if let Err(e) = self.flush() {
@@ -1148,7 +1135,7 @@ impl Sender {
         }
         let block = self
             .block
-            .get_or_insert_with(|| engine.pool.take(SENDER_BLOCK));
+            .get_or_insert_with(|| self.engine.pool.take(SENDER_BLOCK));
         let mut dst = &mut block.bytes_mut()[self.len..self.len + len];
         if let Err(e) = encode_frame(message, 0, &mut dst) {
             self.conn.release_queued(len);
@@ -1159,6 +1146,29 @@ impl Sender {
         }
         self.len += len;
         self.frames += 1;
+        Ok(())
+    }
+
+    /// Reserves `len` bytes of a full send queue: waiting (for `wait`) after handing over
+    /// what is held, since the queue cannot drain while this sender holds frames.
+    fn reserve_or_flush(&mut self, len: usize, wait: Option<Duration>) -> Result<(), NetError> {
+        let engine = Arc::clone(&self.engine);
+        let conn = Arc::clone(&self.conn);
+        let mut flushed = Ok(());
+        let reserved = engine.reserve(&conn, len, wait, &mut || flushed = self.flush());
+        if let Err(e) = flushed {
+            if reserved.is_ok() {
+                self.conn.release_queued(len);
+            }
+            return Err(e);
+        }
+        if let Err(e) = reserved {
+            if matches!(e, NetError::WouldBlock { .. }) {
+                // What is held must leave, or the queue this frame waits for never drains.
+                self.flush()?;
+            }
+            return Err(e);
+        }
         Ok(())
     }
 
