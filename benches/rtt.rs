@@ -3,7 +3,10 @@
 //! message's scheduled send time (no coordinated omission) and a run with a 16 MiB WeightSync
 //! streaming on the same connection.
 //!
-//! `cargo bench --bench rtt` (set NNP_BENCH_ITERS to change the sample count).
+//! `cargo bench --bench rtt` (set NNP_BENCH_ITERS to change the sample count). Sections:
+//! NNP_BENCH_ONLY=busy|hol, NNP_BENCH_ENGINE=inline|thread, NNP_BENCH_HOL=<part of a
+//! head-of-line run's label>, NNP_BENCH_ECHO=decode (the echo decodes and re-encodes instead
+//! of relaying).
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -330,7 +333,16 @@ fn main() {
         report(&format!("raw TCP {small} B ({mode})"), &raw_small, None);
         let raw_large = raw_ping_pong(large, n / 4, busy);
         report(&format!("raw TCP {large} B ({mode})"), &raw_large, None);
-        for inline in [false, true] {
+        // NNP_BENCH_ENGINE=inline or =thread runs one kind of engine.
+        let engines = std::env::var("NNP_BENCH_ENGINE").unwrap_or_default();
+        for inline in [false, true]
+            .into_iter()
+            .filter(|&i| match engines.as_str() {
+                "inline" => i,
+                "thread" => !i,
+                _ => true,
+            })
+        {
             let engine = if inline { "inline" } else { "1 loop thread" };
             let mut p = pair(busy, inline, AUTOTUNED);
             let h = nnp_ping_pong(&mut p, &forward, n);
