@@ -36,6 +36,8 @@ use crate::wire::{
 const WIRE_LOW_WATER: usize = 64 * 1024;
 /// Buffers handed to one `writev`.
 const MAX_IOVECS: usize = 128;
+/// Frames up to this long are written directly from one stack buffer.
+const SMALL_DIRECT_FRAME: usize = 1024;
 /// Reads per connection per loop turn, so one busy peer cannot starve the others.
 const READS_PER_TURN: usize = 8;
 
@@ -388,8 +390,23 @@ impl Connection {
             left -= keep;
             IoSlice::new(&piece[..keep])
         });
+        // A small frame goes out of one stack buffer with a plain write: copying it costs
+        // less than the kernel's import of an iovec array.
+        let mut small = [0u8; SMALL_DIRECT_FRAME];
+        if len <= SMALL_DIRECT_FRAME {
+            let mut at = 0;
+            for piece in parts.pieces() {
+                small[at..at + piece.len()].copy_from_slice(piece);
+                at += piece.len();
+            }
+        }
         let written = loop {
-            match self.stream.write_vectored(&slices) {
+            let result = if len <= SMALL_DIRECT_FRAME {
+                self.stream.write(&small[..len])
+            } else {
+                self.stream.write_vectored(&slices)
+            };
+            match result {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -517,7 +534,7 @@ impl Connection {
             let result = if lanes.wire.len() == 1 {
                 // The common case of a lone frame, without filling an iovec array.
                 let bytes = &lanes.wire[0].bytes()[lanes.wire_offset..];
-                self.stream.write_vectored(&[IoSlice::new(bytes)])
+                self.stream.write(bytes)
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut count = 0;
