@@ -183,7 +183,11 @@ proptest! {
     }
 
     #[test]
-    fn a_split_frame_is_the_encoded_frame_in_pieces(message in message(), sequence in any::<u64>()) {
+    fn a_split_frame_is_the_encoded_frame_in_pieces(
+        message in message(),
+        sequence in any::<u64>(),
+        offset in any::<prop::sample::Index>(),
+    ) {
         let bytes = encode(&message, sequence);
         let has_values = matches!(
             message,
@@ -196,7 +200,12 @@ proptest! {
             Some(parts) => {
                 prop_assert!(has_values);
                 prop_assert_eq!(parts.len(), bytes.len());
-                prop_assert_eq!(parts.pieces().concat(), bytes);
+                prop_assert_eq!(&parts.pieces().concat(), &bytes);
+                // Any tail of it, as a partial write leaves it.
+                let offset = offset.index(bytes.len() + 1);
+                let mut tail = vec![0u8; bytes.len() - offset];
+                parts.copy_into(offset, &mut tail);
+                prop_assert_eq!(&tail[..], &bytes[offset..]);
             }
             None => prop_assert!(!has_values || cfg!(target_endian = "big")),
         }

@@ -28,8 +28,8 @@ use super::stream::ByteStream;
 use super::NetEvent;
 use crate::session::{Received, Session};
 use crate::wire::{
-    check_frame, encode_frame, frame_len, parse_payload, split_frame, FrameCheck, Header, Message,
-    MsgType, ProtocolError,
+    check_frame, frame_len, parse_payload, split_frame, FrameCheck, Header, Message, MsgType,
+    ProtocolError,
 };
 
 /// Bytes in wire order below which the next frames are scheduled.
@@ -337,15 +337,10 @@ impl Connection {
         sequence: u64,
         message: &Message<'_>,
     ) -> Result<(), ProtocolError> {
-        let len = frame_len(message)?;
-        let mut block = pool.take(len);
-        let mut dst = &mut block.bytes_mut()[..len];
-        encode_frame(message, sequence, &mut dst)?;
+        let frame = OutFrame::encode(pool, message, sequence, frame_len(message)?)?;
         let lanes = self.lanes();
-        lanes.wire_bytes += len;
-        lanes
-            .wire
-            .push_back(OutFrame::single(block, len, message.msg_type()));
+        lanes.wire_bytes += frame.len;
+        lanes.wire.push_back(frame);
         Ok(())
     }
 
@@ -355,7 +350,8 @@ impl Connection {
     /// the frame. What the socket does not take is copied into a pooled block and left in
     /// wire order for the next flush (a write error included: the flush meets it again and
     /// closes the connection). Returns `Ok(false)`, doing nothing, when the message must be
-    /// queued the ordinary way. Its `len` bytes must be reserved in the send queue.
+    /// queued the ordinary way (something is queued, the pace holds bulk back, or the values
+    /// cannot be written in place). Its `len` bytes must be reserved in the send queue.
     pub(crate) fn write_direct(
         &mut self,
         message: &Message<'_>,
@@ -371,16 +367,9 @@ impl Connection {
         if paced || self.wants_write() {
             return Ok(false);
         }
+        // Big-endian hosts and control messages have no values to leave in place.
         let Some(mut parts) = split_frame(message, 0)? else {
-            let mut block = pool.take(len);
-            let mut dst = &mut block.bytes_mut()[..len];
-            encode_frame(message, 0, &mut dst)?;
-            let mut frame = OutFrame::single(block, len, msg_type);
-            frame.assign_sequences(&mut self.session)?;
-            let lanes = self.lanes();
-            lanes.wire_bytes += len;
-            lanes.wire.push_back(frame);
-            return Ok(true);
+            return Ok(false);
         };
         parts.set_sequence(self.session.next_send_sequence(msg_type)?);
         debug_assert_eq!(parts.len(), len);
@@ -394,11 +383,7 @@ impl Connection {
         // less than the kernel's import of an iovec array.
         let mut small = [0u8; SMALL_DIRECT_FRAME];
         if len <= SMALL_DIRECT_FRAME {
-            let mut at = 0;
-            for piece in parts.pieces() {
-                small[at..at + piece.len()].copy_from_slice(piece);
-                at += piece.len();
-            }
+            parts.copy_into(0, &mut small[..len]);
         }
         let written = loop {
             let result = if len <= SMALL_DIRECT_FRAME {
@@ -429,16 +414,7 @@ impl Connection {
         // part leaves the send queue now, the tail when it is written.
         let tail = len - written;
         let mut block = pool.take(tail);
-        let mut filled = 0;
-        let mut skip = written;
-        for piece in parts.pieces() {
-            let from = skip.min(piece.len());
-            skip -= from;
-            let piece = &piece[from..];
-            block.bytes_mut()[filled..filled + piece.len()].copy_from_slice(piece);
-            filled += piece.len();
-        }
-        debug_assert_eq!(filled, tail);
+        parts.copy_into(written, &mut block.bytes_mut()[..tail]);
         self.shared.release_queued(written);
         let lanes = self.lanes();
         lanes.wire_bytes += tail;

@@ -352,19 +352,18 @@ impl EngineShared {
         &self,
         shared: &ConnShared,
         message: &Message<'_>,
-        msg_type: MsgType,
         len: usize,
     ) -> Result<(), NetError> {
         if let Some(sent) = self.send_direct(shared, message, len) {
             return sent;
         }
-        let mut block = self.pool.take(len);
-        let mut dst = &mut block.bytes_mut()[..len];
-        if let Err(e) = encode_frame(message, 0, &mut dst) {
-            shared.release_queued(len);
-            return Err(e.into());
+        match OutFrame::encode(&self.pool, message, 0, len) {
+            Ok(frame) => self.submit(shared, frame),
+            Err(e) => {
+                shared.release_queued(len);
+                Err(e.into())
+            }
         }
-        self.submit(shared, OutFrame::single(block, len, msg_type))
     }
 
     /// Sends `message` (its `len` bytes reserved) through the inline loop if this thread can
@@ -814,10 +813,9 @@ impl EngineHandle {
         message: &Message<'_>,
         wait: Option<Duration>,
     ) -> Result<(), NetError> {
-        let (msg_type, len) = self.shared.check_message(shared, message)?;
+        let (_, len) = self.shared.check_message(shared, message)?;
         self.shared.reserve(shared, len, wait, &mut || {})?;
-        self.shared
-            .encode_and_submit(shared, message, msg_type, len)
+        self.shared.encode_and_submit(shared, message, len)
     }
 
     /// Sends a received data frame on `conn` as it came (type, payload and checksum; the
@@ -1123,9 +1121,7 @@ impl Sender {
                 self.conn.release_queued(len);
                 return Err(e);
             }
-            return self
-                .engine
-                .encode_and_submit(&self.conn, message, msg_type, len);
+            return self.engine.encode_and_submit(&self.conn, message, len);
         }
         if self.len + len > SENDER_BLOCK {
             if let Err(e) = self.flush() {

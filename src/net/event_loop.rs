@@ -25,7 +25,7 @@ use super::peer::{CloseCause, ConnId, ConnShared};
 use super::stream::{ByteStream, PlainTcp};
 use super::timer::Timer;
 use crate::session::{Role, Session, SessionEvent};
-use crate::wire::{encode_frame, DisconnectReason, Message, MsgType, ProtocolError};
+use crate::wire::{DisconnectReason, Message, MsgType, ProtocolError};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -358,11 +358,7 @@ impl EventLoop {
             match connection.write_direct(message, len, pool, pace, traffic, DIRECT_BUDGET) {
                 Ok(true) => Ok(()),
                 Ok(false) => {
-                    let mut block = pool.take(len);
-                    let mut dst = &mut block.bytes_mut()[..len];
-                    encode_frame(message, 0, &mut dst).map(|_| {
-                        connection.enqueue(OutFrame::single(block, len, message.msg_type()))
-                    })
+                    OutFrame::encode(pool, message, 0, len).map(|frame| connection.enqueue(frame))
                 }
                 Err(e) => Err(e),
             };

@@ -3,9 +3,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::pool::Block;
+use super::pool::{Block, BufferPool};
 use super::ConnId;
-use crate::wire::{parse_payload, Header, Message, MsgType, ProtocolError, HEADER_LEN};
+use crate::wire::{
+    encode_frame, parse_payload, Header, Message, MsgType, ProtocolError, HEADER_LEN,
+};
 
 /// A block of received bytes shared by the frames read into it; counts against the event
 /// loop's budget of received-but-unreleased bytes until the last frame is dropped.
@@ -147,6 +149,21 @@ impl OutFrame {
     /// One frame.
     pub(crate) fn single(block: Block, len: usize, msg_type: MsgType) -> OutFrame {
         OutFrame::batch(block, len, msg_type, 1)
+    }
+
+    /// `message`, `len` bytes long ([`crate::wire::frame_len`]), encoded into a pooled block
+    /// of its own with `sequence` (0 for an application frame: it is numbered when it takes
+    /// its place in wire order).
+    pub(crate) fn encode(
+        pool: &BufferPool,
+        message: &Message<'_>,
+        sequence: u64,
+        len: usize,
+    ) -> Result<OutFrame, ProtocolError> {
+        let mut block = pool.take(len);
+        let mut dst = &mut block.bytes_mut()[..len];
+        encode_frame(message, sequence, &mut dst)?;
+        Ok(OutFrame::single(block, len, message.msg_type()))
     }
 
     /// `frames` small data frames back to back from the start of the block, the first of

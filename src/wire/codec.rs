@@ -579,6 +579,24 @@ impl<'m> FrameParts<'m> {
         false
     }
 
+    /// Copies the frame's bytes from `offset` on into `dst`, which must be exactly as long as
+    /// what is left.
+    pub fn copy_into(&self, offset: usize, dst: &mut [u8]) {
+        assert_eq!(
+            dst.len() + offset,
+            self.len(),
+            "dst must hold the rest of the frame"
+        );
+        let (mut skip, mut at) = (offset, 0);
+        for piece in self.pieces() {
+            let from = skip.min(piece.len());
+            skip -= from;
+            let rest = &piece[from..];
+            dst[at..at + rest.len()].copy_from_slice(rest);
+            at += rest.len();
+        }
+    }
+
     /// Sets the header's sequence number (the checksum covers only the payload).
     pub fn set_sequence(&mut self, sequence: u64) {
         self.head[10..18].copy_from_slice(&sequence.to_be_bytes());
