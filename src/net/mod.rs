@@ -15,8 +15,8 @@
 //!
 //! An inline engine (`event_loops: 0`) has no loop thread: the calling threads take turns
 //! driving its one loop, and a `send` that finds its connection's queue empty writes the frame
-//! from the caller's memory (head encoded on the stack, values of a frame over 1 KiB handed to `writev` in place),
-//! queuing only what the socket does not take.
+//! from the caller's memory (head encoded on the stack; the values of a frame over 1 KiB
+//! handed to `writev` in place), queuing only what the socket does not take.
 
 mod connection;
 mod engine;
