@@ -373,12 +373,25 @@ fn hostile_case(
     expected: ErrorCode,
     accepted: usize,
 ) {
+    hostile_case_in_pieces(|p| vec![bytes_after_handshake(p)], expected, accepted);
+}
+
+/// [`hostile_case`] with the hostile bytes written in pieces, 50 ms apart, so that the server
+/// reads (and checks what it can of) each piece before the next arrives.
+fn hostile_case_in_pieces(
+    pieces_after_handshake: impl FnOnce(&mut RawPeer) -> Vec<Vec<u8>>,
+    expected: ErrorCode,
+    accepted: usize,
+) {
     let (_server, handle, rx, addr) = start(config("server"));
     let echo = echo_server(handle.clone(), rx, 2 + accepted);
     healthy_while(addr, || {
         let mut bad = RawPeer::handshake(addr);
-        let bytes = bytes_after_handshake(&mut bad);
-        bad.stream.write_all(&bytes).unwrap();
+        bad.stream.set_nodelay(true).unwrap();
+        for piece in pieces_after_handshake(&mut bad) {
+            bad.stream.write_all(&piece).unwrap();
+            thread::sleep(Duration::from_millis(50));
+        }
         assert_eq!(bad.error_then_close(), Some(expected));
     });
     let closed = echo.join().unwrap();
@@ -409,6 +422,28 @@ fn a_bad_checksum_gets_an_error_frame_and_a_close() {
         },
         ErrorCode::CHECKSUM_MISMATCH,
         0,
+    );
+}
+
+#[test]
+fn a_bad_checksum_is_found_when_the_corrupt_bytes_arrived_before_the_rest_of_the_frame() {
+    // The receiver checksums a frame's payload as it arrives: a flipped bit in the first piece
+    // is hashed before the last piece is read, and must still fail the frame.
+    let data: Vec<f32> = (0..100 * 1024).map(|i| i as f32).collect();
+    hostile_case_in_pieces(
+        |p| {
+            let good = p.frame(&Message::ForwardData {
+                layer_id: 1,
+                data: Cow::Borrowed(&[0.5]),
+            });
+            let mut bad = p.frame(&weight_sync(&data));
+            bad[1000] ^= 0x10;
+            let (first, rest) = bad.split_at(200_000);
+            let (second, third) = rest.split_at(100_000);
+            vec![[&good[..], first].concat(), second.to_vec(), third.to_vec()]
+        },
+        ErrorCode::CHECKSUM_MISMATCH,
+        1,
     );
 }
 

@@ -212,6 +212,26 @@ proptest! {
     }
 
     #[test]
+    fn a_stream_read_in_pieces_is_judged_as_in_one_piece_even_when_corrupt(
+        messages in prop::collection::vec(message(), 1..4),
+        sizes in prop::collection::vec(any::<u8>(), 1..8),
+        index in any::<prop::sample::Index>(),
+        flip in any::<u8>(),
+    ) {
+        // Both streaming checks (FrameDecoder and check_frame_resumed, which checksum each
+        // piece as it comes) must find the frames and the error one-shot decoding finds.
+        let mut stream: Vec<u8> = messages
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| encode(m, i as u64))
+            .collect();
+        let i = index.index(stream.len());
+        stream[i] ^= flip;
+        let input = [&[sizes.len() as u8][..], &sizes, &stream].concat();
+        nnp::wire::fuzzing::stream_decoder(&input);
+    }
+
+    #[test]
     fn misaligned_frames_decode_to_the_same_values(message in message()) {
         let bytes = encode(&message, 9);
         let mut shifted = vec![0u8; bytes.len() + 1];

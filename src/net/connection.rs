@@ -28,8 +28,8 @@ use super::stream::ByteStream;
 use super::NetEvent;
 use crate::session::{Received, Session};
 use crate::wire::{
-    check_frame, frame_len, parse_payload, split_frame, FrameCheck, Header, Message, MsgType,
-    ProtocolError,
+    check_frame_resumed, frame_len, parse_payload, split_frame, FrameCheck, Header, Message,
+    MsgType, PartialChecksum, ProtocolError,
 };
 
 /// Bytes in wire order below which the next frames are scheduled.
@@ -100,6 +100,8 @@ pub(crate) struct Connection {
     rx: Option<Block>,
     rx_start: usize,
     rx_filled: usize,
+    /// The checksum of the unfinished frame at `rx_start`, as far as it has arrived.
+    rx_checksum: PartialChecksum,
     /// Data frames parsed but not yet accepted by the rings: batches of small frames, and
     /// WeightSync frames one by one (as `Delivery::Event(NetEvent::Frame)`).
     pub(crate) parked: VecDeque<Delivery>,
@@ -143,6 +145,7 @@ impl Connection {
             rx: None,
             rx_start: 0,
             rx_filled: 0,
+            rx_checksum: PartialChecksum::default(),
             parked: VecDeque::new(),
             out: None,
             read_closed: false,
@@ -216,7 +219,7 @@ impl Connection {
         let mut frames = 0u64;
         let outcome = loop {
             let buf = &block.bytes()[pos..self.rx_filled];
-            match check_frame(buf, cx.max_payload) {
+            match check_frame_resumed(buf, cx.max_payload, &mut self.rx_checksum) {
                 Ok(FrameCheck::Complete { len, msg_type }) => {
                     let frame = &buf[..len];
                     let header = Header::ref_from_buf(frame).expect("checked frame");

@@ -158,15 +158,71 @@ fn malformed(msg_type: MsgType, reason: &'static str) -> ProtocolError {
 /// soon as its 22 bytes are present, so a caller may reserve `needed` bytes safely. Returns
 /// [`FrameCheck::Complete`] once the whole frame is there and its CRC matches.
 pub fn check_frame(buf: &[u8], max_payload: u32) -> Result<FrameCheck, ProtocolError> {
+    check_frame_resumed(buf, max_payload, &mut PartialChecksum::default())
+}
+
+/// The checksum of the first bytes of an unfinished frame's payload, carried from one
+/// [`check_frame_resumed`] call to the next while the rest of the frame arrives.
+///
+/// A large frame reaches a reader in several pieces (loopback TCP hands over a 64 KiB frame
+/// as about 64 KiB and then the last few bytes, microseconds later); checksumming each piece
+/// as it comes leaves only the last piece to hash once the frame is whole, so the check
+/// overlaps the wait for the tail instead of following it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartialChecksum {
+    /// CRC-32 of the payload bytes hashed so far.
+    crc: u32,
+    /// How many payload bytes that is.
+    hashed: u32,
+}
+
+impl PartialChecksum {
+    /// Payload bytes of the unfinished frame already checksummed.
+    pub fn hashed(&self) -> usize {
+        self.hashed as usize
+    }
+
+    /// Hashes the bytes of `payload_so_far` (the payload's first bytes, never more than
+    /// LENGTH) past those already hashed.
+    fn advance(&mut self, payload_so_far: &[u8]) {
+        if let Some(new) = payload_so_far.get(self.hashed as usize..) {
+            if !new.is_empty() {
+                let mut hasher = crc32fast::Hasher::new_with_initial(self.crc);
+                hasher.update(new);
+                self.crc = hasher.finalize();
+                self.hashed = payload_so_far.len() as u32;
+            }
+        }
+    }
+}
+
+/// [`check_frame`] for a reader that calls again on the same frame as more of it arrives:
+/// `partial` holds the checksum of the payload bytes seen by earlier calls (they must be the
+/// same bytes, at the same place after the header), so each byte is hashed once. It is reset
+/// once the frame is complete or rejected, ready for the next frame.
+pub fn check_frame_resumed(
+    buf: &[u8],
+    max_payload: u32,
+    partial: &mut PartialChecksum,
+) -> Result<FrameCheck, ProtocolError> {
     let Some(header) = Header::ref_from_buf(buf) else {
         return Ok(FrameCheck::Incomplete { needed: HEADER_LEN });
     };
-    let msg_type = header.validate(max_payload)?;
+    let msg_type = match header.validate(max_payload) {
+        Ok(t) => t,
+        Err(e) => {
+            *partial = PartialChecksum::default();
+            return Err(e);
+        }
+    };
     let len = HEADER_LEN + header.payload_len() as usize;
     let Some(payload) = buf.get(HEADER_LEN..len) else {
+        partial.advance(&buf[HEADER_LEN..]);
         return Ok(FrameCheck::Incomplete { needed: len });
     };
-    let computed = crc32fast::hash(payload);
+    let mut done = std::mem::take(partial);
+    done.advance(payload);
+    let computed = done.crc;
     if computed != header.checksum() {
         return Err(ProtocolError::ChecksumMismatch {
             expected: header.checksum(),
@@ -911,11 +967,13 @@ impl RawFrame {
 enum DecodeState {
     /// Waiting for a header.
     Head,
-    /// Header validated; waiting for the rest of a frame of `len` bytes.
+    /// Header validated; waiting for the rest of a frame of `len` bytes, the payload bytes
+    /// seen so far already checksummed.
     Data {
         header: Header,
         msg_type: MsgType,
         len: usize,
+        checksum: PartialChecksum,
     },
 }
 
@@ -957,39 +1015,46 @@ impl FrameDecoder {
     /// The next whole frame at the front of `src`, split off it; `Ok(None)` if more bytes are
     /// needed (having reserved room for them, at most the validated frame length).
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, ProtocolError> {
-        let (header, msg_type, len) = match self.state {
-            DecodeState::Head => {
-                let Some(header) = Header::ref_from_buf(src) else {
-                    src.reserve(HEADER_LEN - src.len());
-                    return Ok(None);
-                };
-                let msg_type = header.validate(self.max_payload)?;
-                let header = *header;
-                let len = HEADER_LEN + header.payload_len() as usize;
-                self.state = DecodeState::Data {
-                    header,
-                    msg_type,
-                    len,
-                };
-                (header, msg_type, len)
-            }
-            DecodeState::Data {
+        if let DecodeState::Head = self.state {
+            let Some(header) = Header::ref_from_buf(src) else {
+                src.reserve(HEADER_LEN - src.len());
+                return Ok(None);
+            };
+            let msg_type = header.validate(self.max_payload)?;
+            self.state = DecodeState::Data {
+                header: *header,
+                msg_type,
+                len: HEADER_LEN + header.payload_len() as usize,
+                checksum: PartialChecksum::default(),
+            };
+        }
+        let DecodeState::Data {
+            header,
+            msg_type,
+            len,
+            mut checksum,
+        } = self.state
+        else {
+            unreachable!("the header was read above");
+        };
+        if src.len() < len {
+            checksum.advance(&src[HEADER_LEN..]);
+            self.state = DecodeState::Data {
                 header,
                 msg_type,
                 len,
-            } => (header, msg_type, len),
-        };
-        if src.len() < len {
+                checksum,
+            };
             src.reserve(len - src.len());
             return Ok(None);
         }
         self.state = DecodeState::Head;
         let bytes = src.split_to(len).freeze();
-        let computed = crc32fast::hash(&bytes[HEADER_LEN..]);
-        if computed != header.checksum() {
+        checksum.advance(&bytes[HEADER_LEN..]);
+        if checksum.crc != header.checksum() {
             return Err(ProtocolError::ChecksumMismatch {
                 expected: header.checksum(),
-                computed,
+                computed: checksum.crc,
             });
         }
         Ok(Some(RawFrame {
@@ -1267,6 +1332,62 @@ mod test {
             check_frame(&b, DEFAULT_MAX_PAYLOAD),
             Err(ProtocolError::BadMagic { found }) if found == *b"NXP\0"
         ));
+    }
+
+    #[test]
+    fn a_resumed_check_hashes_each_byte_once_and_finds_an_early_flip() {
+        let values: Vec<f32> = (0..300).map(|i| i as f32 * 0.5).collect();
+        let message = Message::ForwardData {
+            layer_id: 7,
+            data: Cow::Borrowed(&values),
+        };
+        let mut frame = Vec::new();
+        let len = encode_frame(&message, 5, &mut frame).unwrap();
+        // Two frames back to back, fed in pieces that cut both.
+        let stream = [&frame[..], &frame[..]].concat();
+        let mut partial = PartialChecksum::default();
+        let mut start = 0;
+        let mut complete = 0;
+        for end in (10..stream.len()).step_by(97).chain([stream.len()]) {
+            let buf = &stream[start..end];
+            match check_frame_resumed(buf, DEFAULT_MAX_PAYLOAD, &mut partial).unwrap() {
+                FrameCheck::Complete { len: l, msg_type } => {
+                    assert_eq!((l, msg_type), (len, MsgType::ForwardData));
+                    assert_eq!(
+                        partial,
+                        PartialChecksum::default(),
+                        "reset for the next frame"
+                    );
+                    complete += 1;
+                    start += l;
+                    // The rest of this piece may hold the next frame's start.
+                    let rest = &stream[start..end];
+                    let again = check_frame_resumed(rest, DEFAULT_MAX_PAYLOAD, &mut partial);
+                    assert!(matches!(again, Ok(FrameCheck::Incomplete { .. })));
+                }
+                FrameCheck::Incomplete { needed } => {
+                    let seen = buf.len().saturating_sub(HEADER_LEN);
+                    assert_eq!(partial.hashed(), seen, "every payload byte seen is hashed");
+                    assert!(needed > buf.len());
+                }
+            }
+        }
+        assert_eq!(complete, 2);
+
+        // A bit flipped in a piece hashed before the rest arrived still fails the frame.
+        let mut bad = frame.clone();
+        bad[HEADER_LEN + 40] ^= 1;
+        let mut partial = PartialChecksum::default();
+        assert!(matches!(
+            check_frame_resumed(&bad[..600], DEFAULT_MAX_PAYLOAD, &mut partial),
+            Ok(FrameCheck::Incomplete { .. })
+        ));
+        assert_eq!(partial.hashed(), 600 - HEADER_LEN);
+        assert!(matches!(
+            check_frame_resumed(&bad, DEFAULT_MAX_PAYLOAD, &mut partial),
+            Err(ProtocolError::ChecksumMismatch { .. })
+        ));
+        assert_eq!(partial, PartialChecksum::default());
     }
 
     #[test]

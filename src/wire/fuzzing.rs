@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use bytes::BytesMut;
 
-use super::codec::{self, FrameDecoder};
+use super::codec::{self, FrameCheck, FrameDecoder, PartialChecksum};
 use super::error::{DisconnectReason, ErrorCode, ProtocolError};
 use super::header::{DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use super::message::{Hello, Message, SyncMode, WeightSync};
@@ -87,6 +87,48 @@ pub fn stream_decoder(data: &[u8]) {
         (frames, error),
         reference,
         "streaming and one-shot decoding differ"
+    );
+
+    // The same chunks checked in place as the engine's connections check them: the buffer
+    // grows, and each frame's checksum resumes where the previous call left it.
+    let mut buf = Vec::new();
+    let mut start = 0;
+    let mut checksum = PartialChecksum::default();
+    let mut frames = Vec::new();
+    let mut error = None;
+    let mut pos = 0;
+    let mut chunk_sizes = control.iter().map(|&c| usize::from(c) + 1).cycle();
+    'feed: while pos < stream.len() {
+        let size = chunk_sizes.next().unwrap_or(stream.len());
+        let end = (pos + size).min(stream.len());
+        buf.extend_from_slice(&stream[pos..end]);
+        pos = end;
+        loop {
+            match codec::check_frame_resumed(&buf[start..], DEFAULT_MAX_PAYLOAD, &mut checksum) {
+                Ok(FrameCheck::Complete { len, msg_type }) => {
+                    let frame = &buf[start..start + len];
+                    if let Err(e) = codec::parse_payload(msg_type, &frame[HEADER_LEN..]) {
+                        error = Some(e);
+                        break 'feed;
+                    }
+                    frames.push(frame.to_vec());
+                    start += len;
+                }
+                Ok(FrameCheck::Incomplete { .. }) => {
+                    assert!(checksum.hashed() <= buf.len() - start);
+                    break;
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break 'feed;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        (frames, error),
+        reference,
+        "resumed and one-shot checking differ"
     );
 }
 
