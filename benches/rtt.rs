@@ -40,8 +40,8 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-/// Prints `h`'s percentiles and, with a baseline, their ratios to it (`base.1` names it).
-fn report(name: &str, h: &Histogram<u64>, base: Option<(&Histogram<u64>, &str)>) {
+/// Prints `h`'s percentiles and their ratios to each baseline (`.1` names it).
+fn report(name: &str, h: &Histogram<u64>, bases: &[(&Histogram<u64>, &str)]) {
     let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);
     print!(
         "{name:<56} p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  max {:>9.1} us",
@@ -50,7 +50,7 @@ fn report(name: &str, h: &Histogram<u64>, base: Option<(&Histogram<u64>, &str)>)
         us(q(h, 0.999)),
         us(h.max())
     );
-    if let Some((b, base_name)) = base {
+    for (b, base_name) in bases {
         print!(
             "   ratio to {base_name}: p50 {:.2}x  p99 {:.2}x  p99.9 {:.2}x",
             q(h, 0.5) as f64 / q(b, 0.5) as f64,
@@ -62,7 +62,10 @@ fn report(name: &str, h: &Histogram<u64>, base: Option<(&Histogram<u64>, &str)>)
 }
 
 /// Raw std TCP ping-pong of `size`-byte messages; `spin` polls non-blocking sockets.
-fn raw_ping_pong(size: usize, n: usize, spin: bool) -> Histogram<u64> {
+/// `checked`: each message carries the CRC-32 of its bytes after the first 22, computed by
+/// the sender and verified by the receiver at both ends, as a hand-rolled sender of NNP
+/// frames must (three CRC passes a round trip, like NNP's send, echo receive and receive).
+fn raw_ping_pong(size: usize, n: usize, spin: bool, checked: bool) -> Histogram<u64> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
@@ -74,19 +77,29 @@ fn raw_ping_pong(size: usize, n: usize, spin: bool) -> Histogram<u64> {
             if !read_full(&mut s, &mut buf) {
                 return;
             }
+            if checked {
+                assert!(crc_holds(&buf));
+            }
             write_full(&mut s, &buf);
         }
     });
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_nodelay(true).unwrap();
     c.set_nonblocking(spin).unwrap();
-    let msg = vec![7u8; size];
+    let mut msg = vec![7u8; size];
     let mut buf = vec![0u8; size];
     let mut h = histogram();
     for i in 0..n + n / 10 {
         let t = Instant::now();
+        if checked {
+            let crc = crc32fast::hash(&msg[22..]);
+            msg[18..22].copy_from_slice(&crc.to_be_bytes());
+        }
         write_full(&mut c, &msg);
         assert!(read_full(&mut c, &mut buf));
+        if checked {
+            assert!(crc_holds(&buf));
+        }
         if i >= n / 10 {
             h.record(t.elapsed().as_nanos() as u64).unwrap();
         }
@@ -94,6 +107,11 @@ fn raw_ping_pong(size: usize, n: usize, spin: bool) -> Histogram<u64> {
     drop(c);
     server.join().unwrap();
     h
+}
+
+/// Whether bytes 18..22 hold the CRC-32 of the bytes after 22 (NNP's header layout).
+fn crc_holds(m: &[u8]) -> bool {
+    m[18..22] == crc32fast::hash(&m[22..]).to_be_bytes()
 }
 
 fn read_full(s: &mut TcpStream, buf: &mut [u8]) -> bool {
@@ -329,10 +347,16 @@ fn main() {
         .filter(|&b| !only_hol && (b || !only_busy))
     {
         let mode = if busy { "busy-poll" } else { "blocking" };
-        let raw_small = raw_ping_pong(small, n, busy);
-        report(&format!("raw TCP {small} B ({mode})"), &raw_small, None);
-        let raw_large = raw_ping_pong(large, n / 4, busy);
-        report(&format!("raw TCP {large} B ({mode})"), &raw_large, None);
+        let raw_small = raw_ping_pong(small, n, busy, false);
+        report(&format!("raw TCP {small} B ({mode})"), &raw_small, &[]);
+        let raw_large = raw_ping_pong(large, n / 4, busy, false);
+        report(&format!("raw TCP {large} B ({mode})"), &raw_large, &[]);
+        let crc_large = raw_ping_pong(large, n / 4, busy, true);
+        report(
+            &format!("raw TCP + CRC-32 {large} B ({mode})"),
+            &crc_large,
+            &[],
+        );
         // NNP_BENCH_ENGINE=inline or =thread runs one kind of engine.
         let engines = std::env::var("NNP_BENCH_ENGINE").unwrap_or_default();
         for inline in [false, true]
@@ -349,13 +373,13 @@ fn main() {
             report(
                 &format!("NNP ForwardData(100) {small} B ({mode}, {engine})"),
                 &h,
-                Some((&raw_small, "raw")),
+                &[(&raw_small, "raw")],
             );
             let h = nnp_ping_pong(&mut p, &ws, n / 4);
             report(
                 &format!("NNP WeightSync(64 KiB) ({mode}, {engine})"),
                 &h,
-                Some((&raw_large, "raw")),
+                &[(&raw_large, "raw"), (&crc_large, "raw+crc")],
             );
         }
     }
@@ -367,7 +391,7 @@ fn main() {
     for rate in [10_000u64, 100_000].into_iter().filter(|_| !only_hol) {
         let count = (rate as usize).min(n * 5);
         let h = nnp_fixed_rate(&mut p, rate, count);
-        report(&format!("NNP ForwardData fixed rate {rate}/s"), &h, None);
+        report(&format!("NNP ForwardData fixed rate {rate}/s"), &h, &[]);
     }
 
     drop(p);
@@ -460,7 +484,7 @@ fn raw_head_of_line(size: usize, n: usize, pace: Option<u64>, label: &str) {
             quiet.record(rtt).unwrap();
         }
     }
-    report(&format!("raw {size} B quiet ({label})"), &quiet, None);
+    report(&format!("raw {size} B quiet ({label})"), &quiet, &[]);
 
     let sink_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink_listener.local_addr().unwrap();
@@ -535,7 +559,7 @@ fn raw_head_of_line(size: usize, n: usize, pace: Option<u64>, label: &str) {
     report(
         &format!("raw {size} B while 16 MiB bursts stream on another socket ({label})"),
         &during,
-        Some((&quiet, "quiet")),
+        &[(&quiet, "quiet")],
     );
     println!(
         "  ({} round trips during bursts in {elapsed:.1} s, {:.2} GB/s of bulk overall)",
@@ -546,7 +570,7 @@ fn raw_head_of_line(size: usize, n: usize, pace: Option<u64>, label: &str) {
 
 fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
     let quiet = nnp_ping_pong(p, forward, n);
-    report(&format!("NNP ForwardData quiet ({label})"), &quiet, None);
+    report(&format!("NNP ForwardData quiet ({label})"), &quiet, &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Duration::from_millis(env_or("NNP_BENCH_HOL_PAUSE_MS", 10));
     // Payload bytes of background WeightSync queued so far: a sync is in flight while the
@@ -625,12 +649,12 @@ fn head_of_line(p: &mut Pair, forward: &Message<'_>, n: usize, label: &str) {
     report(
         &format!("NNP ForwardData while a 16 MiB WeightSync streams ({label})"),
         &during,
-        Some((&quiet, "quiet")),
+        &[(&quiet, "quiet")],
     );
     report(
         &format!("NNP ForwardData between syncs ({label})"),
         &between,
-        Some((&quiet, "quiet")),
+        &[(&quiet, "quiet")],
     );
     println!(
         "  ({} round trips during syncs, {} between, in {elapsed:.1} s; {syncs} syncs, {:.1} ms \
