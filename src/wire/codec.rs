@@ -10,7 +10,9 @@
 //! Decoding is strict: the header is validated ([`Header::validate`], including the length
 //! cap) as soon as its 22 bytes are there and before any buffer grows; the CRC is checked
 //! before a payload is parsed; reserved fields and padding must be zero and every length must
-//! match exactly. A frame that decodes therefore re-encodes to the same bytes.
+//! match exactly. A frame that decodes therefore re-encodes to the same bytes. A reader that
+//! gets a large frame in pieces checksums each piece as it lands ([`check_frame_resumed`],
+//! and [`FrameDecoder`] inside), so the check does not wait for the last byte.
 //!
 //! f32 and u32 arrays are borrowed in place ([`Cow::Borrowed`], no copy, no allocation) when
 //! the host is little-endian and the array is 4-byte aligned in memory, which it is whenever
