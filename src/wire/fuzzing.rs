@@ -55,81 +55,113 @@ pub fn stream_decoder(data: &[u8]) {
 
     let reference = decode_all(stream);
 
-    let mut decoder = FrameDecoder::default();
-    let mut src = BytesMut::new();
-    let mut frames = Vec::new();
-    let mut error = None;
-    let mut pos = 0;
-    let mut chunk_sizes = control.iter().map(|&c| usize::from(c) + 1).cycle();
-    'feed: while pos < stream.len() {
-        let size = chunk_sizes.next().unwrap_or(stream.len());
-        let end = (pos + size).min(stream.len());
-        src.extend_from_slice(&stream[pos..end]);
-        pos = end;
-        loop {
-            match decoder.decode(&mut src) {
-                Ok(Some(frame)) => match frame.message() {
-                    Ok(_) => frames.push(frame.as_bytes().to_vec()),
-                    Err(e) => {
-                        error = Some(e);
-                        break 'feed;
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(e);
-                    break 'feed;
-                }
-            }
-        }
-    }
+    let mut streaming = Streaming {
+        decoder: FrameDecoder::default(),
+        src: BytesMut::new(),
+    };
     assert_eq!(
-        (frames, error),
+        split_in_chunks(stream, control, &mut streaming),
         reference,
         "streaming and one-shot decoding differ"
     );
-
-    // The same chunks checked in place as the engine's connections check them: the buffer
-    // grows, and each frame's checksum resumes where the previous call left it.
-    let mut buf = Vec::new();
-    let mut start = 0;
-    let mut checksum = PartialChecksum::default();
-    let mut frames = Vec::new();
-    let mut error = None;
-    let mut pos = 0;
-    let mut chunk_sizes = control.iter().map(|&c| usize::from(c) + 1).cycle();
-    'feed: while pos < stream.len() {
-        let size = chunk_sizes.next().unwrap_or(stream.len());
-        let end = (pos + size).min(stream.len());
-        buf.extend_from_slice(&stream[pos..end]);
-        pos = end;
-        loop {
-            match codec::check_frame_resumed(&buf[start..], DEFAULT_MAX_PAYLOAD, &mut checksum) {
-                Ok(FrameCheck::Complete { len, msg_type }) => {
-                    let frame = &buf[start..start + len];
-                    if let Err(e) = codec::parse_payload(msg_type, &frame[HEADER_LEN..]) {
-                        error = Some(e);
-                        break 'feed;
-                    }
-                    frames.push(frame.to_vec());
-                    start += len;
-                }
-                Ok(FrameCheck::Incomplete { .. }) => {
-                    assert!(checksum.hashed() <= buf.len() - start);
-                    break;
-                }
-                Err(e) => {
-                    error = Some(e);
-                    break 'feed;
-                }
-            }
-        }
-    }
+    let mut resumed = Resumed::default();
     assert_eq!(
-        (frames, error),
+        split_in_chunks(stream, control, &mut resumed),
         reference,
         "resumed and one-shot checking differ"
     );
+}
+
+/// A reader of a stream that is given its bytes piece by piece.
+trait Splitter {
+    /// Takes the next piece of the stream.
+    fn push(&mut self, piece: &[u8]);
+    /// The bytes of the next whole, valid frame, `None` if more bytes are needed.
+    fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ProtocolError>;
+}
+
+/// [`FrameDecoder`] on a `BytesMut`, as a tokio-style reader uses it.
+struct Streaming {
+    decoder: FrameDecoder,
+    src: BytesMut,
+}
+
+impl Splitter for Streaming {
+    fn push(&mut self, piece: &[u8]) {
+        self.src.extend_from_slice(piece);
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ProtocolError> {
+        let Some(frame) = self.decoder.decode(&mut self.src)? else {
+            return Ok(None);
+        };
+        frame.message()?;
+        Ok(Some(frame.as_bytes().to_vec()))
+    }
+}
+
+/// [`codec::check_frame_resumed`] on a growing buffer, as the engine's connections check
+/// frames in place: each frame's checksum resumes where the previous call left it.
+#[derive(Default)]
+struct Resumed {
+    buf: Vec<u8>,
+    start: usize,
+    checksum: PartialChecksum,
+}
+
+impl Splitter for Resumed {
+    fn push(&mut self, piece: &[u8]) {
+        self.buf.extend_from_slice(piece);
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ProtocolError> {
+        let unread = &self.buf[self.start..];
+        match codec::check_frame_resumed(unread, DEFAULT_MAX_PAYLOAD, &mut self.checksum)? {
+            FrameCheck::Complete { len, msg_type } => {
+                let frame = &unread[..len];
+                codec::parse_payload(msg_type, &frame[HEADER_LEN..])?;
+                self.start += len;
+                Ok(Some(frame.to_vec()))
+            }
+            FrameCheck::Incomplete { .. } => {
+                assert!(self.checksum.hashed() <= unread.len());
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Feeds `stream` to `splitter` in [`chunks`], taking every frame after each piece, until the
+/// stream ends or an error stops it.
+fn split_in_chunks(stream: &[u8], control: &[u8], splitter: &mut impl Splitter) -> StreamOutcome {
+    let mut frames = Vec::new();
+    for piece in chunks(stream, control) {
+        splitter.push(piece);
+        loop {
+            match splitter.next_frame() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+    }
+    (frames, None)
+}
+
+/// `stream` in consecutive pieces whose sizes cycle through `control byte + 1` (one piece if
+/// `control` is empty).
+fn chunks<'a>(stream: &'a [u8], control: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut sizes = control.iter().map(|&c| usize::from(c) + 1).cycle();
+    let mut rest = stream;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = sizes.next().unwrap_or(rest.len()).min(rest.len());
+        let (piece, tail) = rest.split_at(size);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 fn decode_all(mut stream: &[u8]) -> StreamOutcome {
