@@ -632,7 +632,13 @@ fn assert_is_stream_frame(f: &ReceivedFrame, k: usize) {
 }
 
 fn stream_frame(i: usize) -> (u16, Vec<f32>) {
-    let n = 1 + (i * 7919) % 300;
+    // Runs of 2,000 frames of one length (a Sender numbers a block of those without walking
+    // its headers) alternate with runs of varied lengths.
+    let n = if (i / 2000) % 2 == 0 {
+        100
+    } else {
+        1 + (i * 7919) % 300
+    };
     let data = (0..n).map(|k| (i * 1_000 + k) as f32 * 0.25).collect();
     ((i % 60_000) as u16, data)
 }

@@ -872,6 +872,7 @@ impl EngineHandle {
             len: 0,
             frames: 0,
             first_type: MsgType::ForwardData,
+            stride: None,
         })
     }
 
@@ -1073,6 +1074,8 @@ pub struct Sender {
     len: usize,
     frames: u32,
     first_type: MsgType,
+    /// The length of every frame held, while they are all of `first_type` and one length.
+    stride: Option<usize>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -1139,6 +1142,9 @@ impl Sender {
         }
         if self.frames == 0 {
             self.first_type = msg_type;
+            self.stride = Some(len);
+        } else if self.stride != Some(len) || msg_type != self.first_type {
+            self.stride = None;
         }
         self.len += len;
         self.frames += 1;
@@ -1178,12 +1184,17 @@ impl Sender {
         let Some(block) = self.block.take() else {
             return Ok(());
         };
-        let frame = OutFrame::batch(
-            block,
+        let (len, frames) = (
             std::mem::take(&mut self.len),
-            self.first_type,
             std::mem::take(&mut self.frames),
         );
+        let frame = match self.stride.take() {
+            Some(stride) => {
+                debug_assert_eq!(len, frames as usize * stride);
+                OutFrame::uniform_batch(block, self.first_type, frames, stride)
+            }
+            None => OutFrame::batch(block, len, self.first_type, frames),
+        };
         let len = frame.len;
         let mut command = Command::Send {
             conn: self.conn.id,

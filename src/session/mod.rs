@@ -360,6 +360,19 @@ impl Session {
         Ok(self.take_send_seq())
     }
 
+    /// [`Session::next_send_sequence`] for `count` data frames of one type at once: the first
+    /// of `count` consecutive numbers, all taken, or none if the type may not be sent.
+    pub fn next_send_sequences(
+        &mut self,
+        msg_type: MsgType,
+        count: u64,
+    ) -> Result<u64, ProtocolError> {
+        self.check_send(msg_type)?;
+        let first = self.next_send_seq;
+        self.next_send_seq += count;
+        Ok(first)
+    }
+
     /// Checks, without taking a sequence number, that a data frame of this type may be sent.
     pub fn check_send(&self, msg_type: MsgType) -> Result<(), ProtocolError> {
         if self.state != State::Established || !is_data(msg_type) {

@@ -243,6 +243,36 @@ fn data_flows_with_sequence_numbers_shared_with_control_frames() {
 }
 
 #[test]
+fn a_run_of_sequence_numbers_is_taken_whole_or_not_at_all() {
+    let mut p = Pair::new(ALL & !HEBBIAN_LEARNING, ALL);
+    // Not established yet: nothing taken.
+    assert!(p
+        .client
+        .next_send_sequences(MsgType::ForwardData, 5)
+        .is_err());
+    p.handshake();
+    let first = p
+        .client
+        .next_send_sequences(MsgType::ForwardData, 5)
+        .unwrap();
+    assert_eq!(first, 1, "the Handshake was 0");
+    for seq in first..first + 5 {
+        assert_eq!(
+            p.server.handle_frame(p.now, seq, &forward(&[1.0])),
+            Ok(Received::Data)
+        );
+    }
+    assert_eq!(p.client.next_send_sequence(MsgType::ForwardData), Ok(6));
+    // A type outside the agreed capabilities, or a control type: refused, nothing taken.
+    assert!(matches!(
+        p.client.next_send_sequences(MsgType::HebbianData, 3),
+        Err(ProtocolError::CapabilityNotAgreed { .. })
+    ));
+    assert!(p.client.next_send_sequences(MsgType::Heartbeat, 3).is_err());
+    assert_eq!(p.client.next_send_sequence(MsgType::ForwardData), Ok(7));
+}
+
+#[test]
 fn sequence_gap_and_replay_are_errors() {
     let mut p = Pair::new(ALL, ALL);
     p.handshake();
