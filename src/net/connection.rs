@@ -132,6 +132,21 @@ pub(crate) struct ReadContext<'a> {
     pub(crate) keep_rx: bool,
 }
 
+/// Bytes `write` put in the socket, retried on EINTR; 0 on any other error (the frame stays
+/// queued, and the flush that meets the error again closes the connection).
+fn written_once(mut write: impl FnMut() -> io::Result<usize>, msg_type: MsgType) -> usize {
+    loop {
+        match write() {
+            Ok(n) => return n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::trace!("direct write of a {msg_type:?} frame: {e}");
+                return 0;
+            }
+        }
+    }
+}
+
 impl Connection {
     pub(crate) fn new(
         stream: Box<dyn ByteStream>,
@@ -382,26 +397,15 @@ impl Connection {
             left -= keep;
             IoSlice::new(&piece[..keep])
         });
-        // A small frame goes out of one stack buffer with a plain write: copying it costs
-        // less than the kernel's import of an iovec array.
-        let mut small = [0u8; SMALL_DIRECT_FRAME];
-        if len <= SMALL_DIRECT_FRAME {
+        let stream = &mut self.stream;
+        let written = if len <= SMALL_DIRECT_FRAME {
+            // A small frame goes out of one stack buffer with a plain write: copying it costs
+            // less than the kernel's import of an iovec array.
+            let mut small = [0u8; SMALL_DIRECT_FRAME];
             parts.copy_into(0, &mut small[..len]);
-        }
-        let written = loop {
-            let result = if len <= SMALL_DIRECT_FRAME {
-                self.stream.write(&small[..len])
-            } else {
-                self.stream.write_vectored(&slices)
-            };
-            match result {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::trace!("direct write of a {msg_type:?} frame: {e}");
-                    break 0;
-                }
-            }
+            written_once(|| stream.write(&small[..len]), msg_type)
+        } else {
+            written_once(|| stream.write_vectored(&slices), msg_type)
         };
         if written > 0 {
             let frames = u64::from(written == len);

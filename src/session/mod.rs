@@ -350,14 +350,7 @@ impl Session {
     /// be sent. Data frames and control frames share one sequence per direction, so call this
     /// only when the frame is actually encoded into the outgoing stream.
     pub fn next_send_sequence(&mut self, msg_type: MsgType) -> Result<u64, ProtocolError> {
-        if self.state != State::Established || !is_data(msg_type) {
-            return Err(ProtocolError::UnexpectedMessage {
-                msg_type,
-                state: self.state.describe(),
-            });
-        }
-        self.check_agreed(msg_type)?;
-        Ok(self.take_send_seq())
+        self.next_send_sequences(msg_type, 1)
     }
 
     /// [`Session::next_send_sequence`] for `count` data frames of one type at once: the first

@@ -964,21 +964,6 @@ impl RawFrame {
     }
 }
 
-/// Where a [`FrameDecoder`] is in the stream.
-#[derive(Debug, Clone, Copy)]
-enum DecodeState {
-    /// Waiting for a header.
-    Head,
-    /// Header validated; waiting for the rest of a frame of `len` bytes, the payload bytes
-    /// seen so far already checksummed.
-    Data {
-        header: Header,
-        msg_type: MsgType,
-        len: usize,
-        checksum: PartialChecksum,
-    },
-}
-
 /// Splits whole frames off the front of a `BytesMut` the caller appends received bytes to.
 ///
 /// Call [`FrameDecoder::decode`] after each read until it returns `Ok(None)`. The header is
@@ -991,7 +976,8 @@ enum DecodeState {
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_payload: u32,
-    state: DecodeState,
+    /// The checksum of the frame at the front of the buffer, as far as it has arrived.
+    checksum: PartialChecksum,
 }
 
 impl Default for FrameDecoder {
@@ -1005,7 +991,7 @@ impl FrameDecoder {
     pub fn new(max_payload: u32) -> Self {
         FrameDecoder {
             max_payload,
-            state: DecodeState::Head,
+            checksum: PartialChecksum::default(),
         }
     }
 
@@ -1017,53 +1003,20 @@ impl FrameDecoder {
     /// The next whole frame at the front of `src`, split off it; `Ok(None)` if more bytes are
     /// needed (having reserved room for them, at most the validated frame length).
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, ProtocolError> {
-        if let DecodeState::Head = self.state {
-            let Some(header) = Header::ref_from_buf(src) else {
-                src.reserve(HEADER_LEN - src.len());
-                return Ok(None);
-            };
-            let msg_type = header.validate(self.max_payload)?;
-            self.state = DecodeState::Data {
-                header: *header,
-                msg_type,
-                len: HEADER_LEN + header.payload_len() as usize,
-                checksum: PartialChecksum::default(),
-            };
+        match check_frame_resumed(src, self.max_payload, &mut self.checksum)? {
+            FrameCheck::Incomplete { needed } => {
+                src.reserve(needed - src.len());
+                Ok(None)
+            }
+            FrameCheck::Complete { len, msg_type } => {
+                let header = *Header::ref_from_buf(src).expect("a checked frame has a header");
+                Ok(Some(RawFrame {
+                    header,
+                    msg_type,
+                    bytes: src.split_to(len).freeze(),
+                }))
+            }
         }
-        let DecodeState::Data {
-            header,
-            msg_type,
-            len,
-            mut checksum,
-        } = self.state
-        else {
-            unreachable!("the header was read above");
-        };
-        if src.len() < len {
-            checksum.advance(&src[HEADER_LEN..]);
-            self.state = DecodeState::Data {
-                header,
-                msg_type,
-                len,
-                checksum,
-            };
-            src.reserve(len - src.len());
-            return Ok(None);
-        }
-        self.state = DecodeState::Head;
-        let bytes = src.split_to(len).freeze();
-        checksum.advance(&bytes[HEADER_LEN..]);
-        if checksum.crc != header.checksum() {
-            return Err(ProtocolError::ChecksumMismatch {
-                expected: header.checksum(),
-                computed: checksum.crc,
-            });
-        }
-        Ok(Some(RawFrame {
-            header,
-            msg_type,
-            bytes,
-        }))
     }
 }
 
