@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench throughput` (NNP_BENCH_SECONDS scales the run length;
 //! NNP_BENCH_FILTER=Forward runs only the streams whose name contains it, NNP_BENCH_RUN=inline
-//! only the NNP runs whose label contains it).
+//! only the NNP runs whose label contains it; NNP_BENCH_PROFILE=1 runs the NNP streams alone,
+//! with no baseline and no ratio, so that a profile shows only NNP).
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -199,8 +200,19 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
     // a raw run just before it, and the median of the pairs' ratios is reported.
     let repeats: usize = env_or("NNP_BENCH_REPEATS", 3);
     let only = std::env::var("NNP_BENCH_RUN").ok();
+    let profile = std::env::var("NNP_BENCH_PROFILE").is_ok_and(|p| p == "1");
     for (api, inline, label) in runs {
         if only.as_deref().is_some_and(|o| !label.contains(o)) {
+            continue;
+        }
+        if profile {
+            for _ in 0..repeats.max(1) {
+                let nnp = nnp_stream(msg, count, api, inline);
+                println!(
+                    "{name:<18} {label:<19} {len:>8} B/frame  NNP {:>11.0} msg/s {:>6.2} GB/s (no baseline: NNP_BENCH_PROFILE)",
+                    nnp.msgs_per_s, nnp.gb_per_s
+                );
+            }
             continue;
         }
         // Each NNP run beside a raw run and a raw run that checksums its frames, just before.

@@ -566,12 +566,16 @@ pub fn payload_len(msg: &Message<'_>) -> Result<u32, ProtocolError> {
 
 /// The whole frame length of `msg`: header, payload and padding.
 pub fn frame_len(msg: &Message<'_>) -> Result<usize, ProtocolError> {
-    let payload = payload_len(msg)?;
+    frame_len_of(msg.msg_type(), payload_len(msg)?)
+}
+
+/// The whole frame length for a payload of `payload` bytes (padding included).
+fn frame_len_of(msg_type: MsgType, payload: u32) -> Result<usize, ProtocolError> {
     usize::try_from(payload)
         .ok()
         .and_then(|p| p.checked_add(HEADER_LEN))
         .ok_or(ProtocolError::PayloadTooLarge {
-            msg_type: msg.msg_type(),
+            msg_type,
             length: payload.into(),
         })
 }
@@ -589,12 +593,21 @@ pub fn encode_frame<B: BufMut>(
     dst: &mut B,
 ) -> Result<usize, ProtocolError> {
     let payload_len = payload_len(msg)?;
-    let total = frame_len(msg)?;
+    let total = frame_len_of(msg.msg_type(), payload_len)?;
     if dst.remaining_mut() < total {
         return Err(ProtocolError::BufferTooSmall {
             needed: total,
             available: dst.remaining_mut(),
         });
+    }
+    if let Some(array) = ArrayPayload::of(msg, payload_len) {
+        // The data frames' path: three pieces, no dispatch per piece.
+        let header = array.header(msg.msg_type(), sequence);
+        dst.put_slice(header.as_bytes());
+        for piece in array.pieces() {
+            dst.put_slice(piece);
+        }
+        return Ok(total);
     }
     let mut hasher = crc32fast::Hasher::new();
     emit_payload(msg, payload_len, &mut |piece| hasher.update(piece));
@@ -602,6 +615,100 @@ pub fn encode_frame<B: BufMut>(
     dst.put_slice(header.as_bytes());
     emit_payload(msg, payload_len, &mut |piece| dst.put_slice(piece));
     Ok(total)
+}
+
+/// The payload of a message that carries an f32 array, on a little-endian host: its fixed
+/// fields (encoded here), its values (their own memory) and its zero padding.
+struct ArrayPayload<'m> {
+    payload_len: u32,
+    fixed: [u8; MAX_FIXED],
+    fixed_len: usize,
+    values: &'m [u8],
+    padding: usize,
+}
+
+/// The longest fixed part of a message with an f32 array (WeightSync's).
+const MAX_FIXED: usize = 32;
+
+impl<'m> ArrayPayload<'m> {
+    /// `None` for a message without an f32 array and on a big-endian host (whose values must
+    /// be swapped into a buffer). `payload_len` is the message's, from [`payload_len`].
+    #[inline(always)]
+    fn of(msg: &'m Message<'_>, payload_len: u32) -> Option<Self> {
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        let mut fixed = [0u8; MAX_FIXED];
+        let mut put = |bytes: &[u8]| {
+            fixed[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        };
+        let (fixed_len, values): (usize, &'m [f32]) = match msg {
+            Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data } => {
+                let f = LayerFixed {
+                    layer_id: U16::new(*layer_id),
+                };
+                (put(f.as_bytes()), data)
+            }
+            Message::HebbianData {
+                layer_id,
+                learning_rate,
+                rows,
+                cols,
+                correlations,
+            } => {
+                let f = HebbianFixed {
+                    layer_id: U16::new(*layer_id),
+                    learning_rate: U32::new(learning_rate.to_bits()),
+                    rows: U32::new(*rows),
+                    cols: U32::new(*cols),
+                };
+                (put(f.as_bytes()), correlations)
+            }
+            Message::WeightSync(w) => {
+                let f = WeightSyncFixed {
+                    layer_id: U16::new(w.layer_id),
+                    encoding: ENCODING_F32_LE,
+                    mode: w.mode as u8,
+                    reserved: U16::ZERO,
+                    rows: U32::new(w.rows),
+                    cols: U32::new(w.cols),
+                    offset: U32::new(w.offset),
+                    sample_count: U32::new(w.sample_count),
+                };
+                (put(f.as_bytes()), &w.values)
+            }
+            _ => return None,
+        };
+        let values: &'m [u8] = bytemuck::cast_slice(values);
+        Some(ArrayPayload {
+            payload_len,
+            fixed,
+            fixed_len,
+            values,
+            padding: payload_len as usize - fixed_len - values.len(),
+        })
+    }
+
+    /// The pieces in wire order.
+    #[inline(always)]
+    fn pieces(&self) -> [&[u8]; 3] {
+        [
+            &self.fixed[..self.fixed_len],
+            self.values,
+            &[0u8; 3][..self.padding],
+        ]
+    }
+
+    /// The frame's header, with the checksum of the pieces.
+    #[inline(always)]
+    fn header(&self, msg_type: MsgType, sequence: u64) -> Header {
+        let mut hasher = crc32fast::Hasher::new();
+        for piece in self.pieces() {
+            hasher.update(piece);
+        }
+        Header::new(msg_type, self.payload_len, sequence, hasher.finalize())
+    }
 }
 
 /// The longest head a frame with an f32 array has: header and fixed fields.
@@ -669,38 +776,20 @@ pub fn split_frame<'m>(
     msg: &'m Message<'_>,
     sequence: u64,
 ) -> Result<Option<FrameParts<'m>>, ProtocolError> {
-    let values: &'m [f32] = match msg {
-        Message::ForwardData { data, .. } | Message::BackwardData { data, .. } => data,
-        Message::HebbianData { correlations, .. } => correlations,
-        Message::WeightSync(w) => &w.values,
-        _ => return Ok(None),
-    };
-    if cfg!(target_endian = "big") {
-        return Ok(None);
-    }
     let payload_len = payload_len(msg)?;
+    let Some(array) = ArrayPayload::of(msg, payload_len) else {
+        return Ok(None);
+    };
+    let header = array.header(msg.msg_type(), sequence);
+    let [fixed, _, padding] = array.pieces();
     let mut head = [0u8; MAX_FRAME_HEAD];
-    let mut head_len = HEADER_LEN;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut piece_index = 0;
-    // On a little-endian host the pieces are: the fixed fields, the values, the padding.
-    emit_payload(msg, payload_len, &mut |piece| {
-        hasher.update(piece);
-        if piece_index == 0 {
-            head[head_len..head_len + piece.len()].copy_from_slice(piece);
-            head_len += piece.len();
-        }
-        piece_index += 1;
-    });
-    let body: &'m [u8] = bytemuck::cast_slice(values);
-    let header = Header::new(msg.msg_type(), payload_len, sequence, hasher.finalize());
     head[..HEADER_LEN].copy_from_slice(header.as_bytes());
-    let padding = HEADER_LEN + payload_len as usize - head_len - body.len();
+    head[HEADER_LEN..HEADER_LEN + fixed.len()].copy_from_slice(fixed);
     Ok(Some(FrameParts {
         head,
-        head_len,
-        body,
-        padding,
+        head_len: HEADER_LEN + fixed.len(),
+        body: array.values,
+        padding: padding.len(),
     }))
 }
 
