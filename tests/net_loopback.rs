@@ -14,7 +14,7 @@ use nnp::session::SessionConfig;
 use nnp::wire::fuzzing::same_message;
 use nnp::wire::{
     capabilities, decode_frame, encode_frame, frame_len, ErrorCode, Hello, Message, MsgType,
-    SyncMode, WeightSync,
+    SyncMode, WeightSync, HEADER_LEN,
 };
 
 fn config(name: &str) -> EngineConfig {
@@ -422,6 +422,34 @@ fn a_bad_checksum_gets_an_error_frame_and_a_close() {
         },
         ErrorCode::CHECKSUM_MISMATCH,
         0,
+    );
+}
+
+#[test]
+fn a_data_frame_whose_fields_disagree_gets_an_error_frame_and_a_close() {
+    // The checksum is right and the header valid: only the payload check can refuse it.
+    hostile_case(
+        |p| {
+            let good = p.frame(&Message::ForwardData {
+                layer_id: 1,
+                data: Cow::Borrowed(&[0.5]),
+            });
+            let mut bad = p.frame(&Message::HebbianData {
+                layer_id: 1,
+                learning_rate: 0.1,
+                rows: 2,
+                cols: 2,
+                correlations: Cow::Borrowed(&[1.0, 2.0, 3.0, 4.0]),
+            });
+            // rows (after layer_id and learning_rate) from 2 to 3: 6 values promised, 4 sent.
+            let rows_at = HEADER_LEN + 2 + 4;
+            bad[rows_at..rows_at + 4].copy_from_slice(&3u32.to_le_bytes());
+            let crc = crc32fast::hash(&bad[HEADER_LEN..]);
+            bad[18..22].copy_from_slice(&crc.to_be_bytes());
+            [good, bad].concat()
+        },
+        ErrorCode::MALFORMED_PAYLOAD,
+        1,
     );
 }
 

@@ -183,6 +183,25 @@ proptest! {
     }
 
     #[test]
+    fn checking_a_payload_in_place_judges_it_as_parsing_does(
+        message in message(),
+        index in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        noise in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        // A valid payload, the same with one byte changed, and bytes at random: each judged as
+        // every message type.
+        let mut payload = encode(&message, 0).split_off(nnp::wire::HEADER_LEN);
+        nnp::wire::fuzzing::payload_checks_agree(&payload);
+        if !payload.is_empty() {
+            let i = index.index(payload.len());
+            payload[i] = byte;
+            nnp::wire::fuzzing::payload_checks_agree(&payload);
+        }
+        nnp::wire::fuzzing::payload_checks_agree(&noise);
+    }
+
+    #[test]
     fn a_split_frame_is_the_encoded_frame_in_pieces(
         message in message(),
         sequence in any::<u64>(),

@@ -28,8 +28,8 @@ use super::stream::ByteStream;
 use super::NetEvent;
 use crate::session::{Received, Session};
 use crate::wire::{
-    check_frame_resumed, frame_len, parse_payload, split_frame, FrameCheck, Header, Message,
-    MsgType, PartialChecksum, ProtocolError,
+    check_frame_resumed, check_payload, frame_len, parse_payload, split_frame, FrameCheck, Header,
+    Message, MsgType, PartialChecksum, ProtocolError, HEADER_LEN,
 };
 
 /// Bytes in wire order below which the next frames are scheduled.
@@ -238,8 +238,16 @@ impl Connection {
                 Ok(FrameCheck::Complete { len, msg_type }) => {
                     let frame = &buf[..len];
                     let header = Header::ref_from_buf(frame).expect("checked frame");
-                    let result = parse_payload(msg_type, &frame[crate::wire::HEADER_LEN..])
-                        .and_then(|msg| self.session.handle_frame(cx.now, header.sequence(), &msg));
+                    let (sequence, payload) = (header.sequence(), &frame[HEADER_LEN..]);
+                    let result = if msg_type.required_capability().is_some() {
+                        // A data frame: checked in place, handed on undecoded.
+                        check_payload(msg_type, payload).and_then(|()| {
+                            self.session.handle_data_frame(cx.now, sequence, msg_type)
+                        })
+                    } else {
+                        parse_payload(msg_type, payload)
+                            .and_then(|msg| self.session.handle_frame(cx.now, sequence, &msg))
+                    };
                     match result {
                         Ok(Received::Data) if msg_type == MsgType::WeightSync => {
                             bulk.push((pos, len))

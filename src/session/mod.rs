@@ -215,20 +215,10 @@ impl Session {
         message: &Message<'_>,
     ) -> Result<Received, ProtocolError> {
         let msg_type = message.msg_type();
-        if self.state == State::Closed {
-            return Err(ProtocolError::UnexpectedMessage {
-                msg_type,
-                state: self.state.describe(),
-            });
+        if is_data(msg_type) {
+            return self.handle_data_frame(now, sequence, msg_type);
         }
-        if sequence != self.next_recv_seq {
-            return Err(self.abort(ProtocolError::UnexpectedSequence {
-                expected: self.next_recv_seq,
-                received: sequence,
-            }));
-        }
-        self.next_recv_seq += 1;
-        self.last_received = now;
+        self.take_sequence(now, sequence, msg_type)?;
         match (self.state, message) {
             (State::AwaitingHandshake, Message::Handshake(hello)) => self.accept(hello),
             (State::AwaitingAck, Message::HandshakeAck(hello)) => self.complete(hello),
@@ -266,15 +256,57 @@ impl Session {
                 }
                 Ok(Received::Control)
             }
-            (State::Established, _) if is_data(msg_type) => {
-                self.check_agreed(msg_type).map_err(|e| self.abort(e))?;
-                Ok(Received::Data)
-            }
             (state, _) => Err(self.abort(ProtocolError::UnexpectedMessage {
                 msg_type,
                 state: state.describe(),
             })),
         }
+    }
+
+    /// [`Session::handle_frame`] for a data frame (ForwardData, BackwardData, HebbianData,
+    /// WeightSync) whose payload the caller has checked ([`crate::wire::check_payload`]): the
+    /// session needs only its type, so the message need not be built.
+    pub fn handle_data_frame(
+        &mut self,
+        now: Instant,
+        sequence: u64,
+        msg_type: MsgType,
+    ) -> Result<Received, ProtocolError> {
+        debug_assert!(is_data(msg_type), "{msg_type:?} is not a data frame");
+        self.take_sequence(now, sequence, msg_type)?;
+        if self.state != State::Established {
+            return Err(self.abort(ProtocolError::UnexpectedMessage {
+                msg_type,
+                state: self.state.describe(),
+            }));
+        }
+        self.check_agreed(msg_type).map_err(|e| self.abort(e))?;
+        Ok(Received::Data)
+    }
+
+    /// Takes the next receive sequence number for a frame of `msg_type`: refused once closed,
+    /// and a gap or a repeat closes the session.
+    fn take_sequence(
+        &mut self,
+        now: Instant,
+        sequence: u64,
+        msg_type: MsgType,
+    ) -> Result<(), ProtocolError> {
+        if self.state == State::Closed {
+            return Err(ProtocolError::UnexpectedMessage {
+                msg_type,
+                state: self.state.describe(),
+            });
+        }
+        if sequence != self.next_recv_seq {
+            return Err(self.abort(ProtocolError::UnexpectedSequence {
+                expected: self.next_recv_seq,
+                received: sequence,
+            }));
+        }
+        self.next_recv_seq += 1;
+        self.last_received = now;
+        Ok(())
     }
 
     fn accept(&mut self, hello: &Hello<'_>) -> Result<Received, ProtocolError> {

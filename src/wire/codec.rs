@@ -275,12 +275,18 @@ pub fn parse_payload(msg_type: MsgType, payload: &[u8]) -> Result<Message<'_>, P
         MsgType::Handshake => parse_hello(msg_type, payload).map(Message::Handshake),
         MsgType::HandshakeAck => parse_hello(msg_type, payload).map(Message::HandshakeAck),
         MsgType::ForwardData => {
-            let (layer_id, data) = parse_layer_data(msg_type, payload)?;
-            Ok(Message::ForwardData { layer_id, data })
+            let (f, data) = layer_data(msg_type, payload)?;
+            Ok(Message::ForwardData {
+                layer_id: f.layer_id.get(),
+                data: f32s(data),
+            })
         }
         MsgType::BackwardData => {
-            let (layer_id, data) = parse_layer_data(msg_type, payload)?;
-            Ok(Message::BackwardData { layer_id, data })
+            let (f, data) = layer_data(msg_type, payload)?;
+            Ok(Message::BackwardData {
+                layer_id: f.layer_id.get(),
+                data: f32s(data),
+            })
         }
         MsgType::HebbianData => parse_hebbian(payload),
         MsgType::WeightSync => parse_weight_sync(payload).map(Message::WeightSync),
@@ -299,6 +305,19 @@ pub fn parse_payload(msg_type: MsgType, payload: &[u8]) -> Result<Message<'_>, P
                 message,
             })
         }
+    }
+}
+
+/// Checks the payload of a message of type `msg_type` exactly as [`parse_payload`] does (it
+/// accepts what `parse_payload` accepts, and refuses the rest with the same error) without
+/// building the message: a data frame's fields are checked in place and its values are not
+/// touched.
+pub fn check_payload(msg_type: MsgType, payload: &[u8]) -> Result<(), ProtocolError> {
+    match msg_type {
+        MsgType::ForwardData | MsgType::BackwardData => layer_data(msg_type, payload).map(drop),
+        MsgType::HebbianData => hebbian_data(payload).map(drop),
+        MsgType::WeightSync => weight_sync_data(payload).map(drop),
+        _ => parse_payload(msg_type, payload).map(drop),
     }
 }
 
@@ -388,18 +407,19 @@ fn parse_hello(msg_type: MsgType, payload: &[u8]) -> Result<Hello<'_>, ProtocolE
     })
 }
 
-fn parse_layer_data(msg_type: MsgType, payload: &[u8]) -> Result<(u16, F32s<'_>), ProtocolError> {
+/// ForwardData's or BackwardData's fixed fields and values, checked.
+fn layer_data(msg_type: MsgType, payload: &[u8]) -> Result<(&LayerFixed, &[u8]), ProtocolError> {
     let (f, data) = fixed::<LayerFixed>(msg_type, payload)?;
     check_f32_array(msg_type, data)?;
-    Ok((f.layer_id.get(), f32s(data)))
+    Ok((f, data))
 }
 
-fn parse_hebbian(payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
+/// HebbianData's fixed fields and values, checked.
+fn hebbian_data(payload: &[u8]) -> Result<(&HebbianFixed, &[u8]), ProtocolError> {
     let msg_type = MsgType::HebbianData;
     let (f, data) = fixed::<HebbianFixed>(msg_type, payload)?;
     check_f32_array(msg_type, data)?;
-    let (rows, cols) = (f.rows.get(), f.cols.get());
-    let expected = u64::from(rows) * u64::from(cols);
+    let expected = u64::from(f.rows.get()) * u64::from(f.cols.get());
     let actual = data.len() as u64 / 4;
     if expected != actual {
         return Err(ProtocolError::F32CountMismatch {
@@ -408,11 +428,16 @@ fn parse_hebbian(payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
             actual,
         });
     }
+    Ok((f, data))
+}
+
+fn parse_hebbian(payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
+    let (f, data) = hebbian_data(payload)?;
     Ok(Message::HebbianData {
         layer_id: f.layer_id.get(),
         learning_rate: f32::from_bits(f.learning_rate.get()),
-        rows,
-        cols,
+        rows: f.rows.get(),
+        cols: f.cols.get(),
         correlations: f32s(data),
     })
 }
@@ -423,7 +448,8 @@ fn layer_params(rows: u32, cols: u32) -> u64 {
     u64::from(rows) * u64::from(cols) + u64::from(rows)
 }
 
-fn parse_weight_sync(payload: &[u8]) -> Result<WeightSync<'_>, ProtocolError> {
+/// WeightSync's fixed fields, sync mode and values, checked.
+fn weight_sync_data(payload: &[u8]) -> Result<(&WeightSyncFixed, SyncMode, &[u8]), ProtocolError> {
     let msg_type = MsgType::WeightSync;
     let (f, data) = fixed::<WeightSyncFixed>(msg_type, payload)?;
     if f.encoding != ENCODING_F32_LE {
@@ -441,19 +467,24 @@ fn parse_weight_sync(payload: &[u8]) -> Result<WeightSync<'_>, ProtocolError> {
         return Err(malformed(msg_type, "nonzero reserved field"));
     }
     check_f32_array(msg_type, data)?;
-    let (rows, cols, offset) = (f.rows.get(), f.cols.get(), f.offset.get());
-    if u64::from(offset) + data.len() as u64 / 4 > layer_params(rows, cols) {
+    if u64::from(f.offset.get()) + data.len() as u64 / 4 > layer_params(f.rows.get(), f.cols.get())
+    {
         return Err(malformed(
             msg_type,
             "offset + value count is past the layer's rows * cols + rows parameters",
         ));
     }
+    Ok((f, mode, data))
+}
+
+fn parse_weight_sync(payload: &[u8]) -> Result<WeightSync<'_>, ProtocolError> {
+    let (f, mode, data) = weight_sync_data(payload)?;
     Ok(WeightSync {
         layer_id: f.layer_id.get(),
         mode,
-        rows,
-        cols,
-        offset,
+        rows: f.rows.get(),
+        cols: f.cols.get(),
+        offset: f.offset.get(),
         sample_count: f.sample_count.get(),
         values: f32s(data),
     })

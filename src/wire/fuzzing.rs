@@ -11,12 +11,13 @@ use bytes::BytesMut;
 
 use super::codec::{self, FrameCheck, FrameDecoder, PartialChecksum};
 use super::error::{DisconnectReason, ErrorCode, ProtocolError};
-use super::header::{DEFAULT_MAX_PAYLOAD, HEADER_LEN};
+use super::header::{MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use super::message::{Hello, Message, SyncMode, WeightSync};
 
 /// Decodes one frame from `data`; a frame that decodes must re-encode to the same bytes and
 /// decode to the same message from a misaligned copy.
 pub fn decode_frame(data: &[u8]) {
+    payload_checks_agree(data.get(HEADER_LEN..).unwrap_or_default());
     let result = codec::decode_frame(data, DEFAULT_MAX_PAYLOAD);
     let Ok(Some((frame, used))) = result else {
         return;
@@ -36,6 +37,18 @@ pub fn decode_frame(data: &[u8]) {
     assert_eq!(again_used, used);
     assert_eq!(again.sequence, frame.sequence);
     assert!(same_message(&again.message, &frame.message));
+}
+
+/// [`codec::check_payload`] must accept `payload` as a message of each type exactly when
+/// [`codec::parse_payload`] does, and refuse it with the same error.
+pub fn payload_checks_agree(payload: &[u8]) {
+    for msg_type in MsgType::ALL {
+        assert_eq!(
+            codec::check_payload(msg_type, payload),
+            codec::parse_payload(msg_type, payload).map(drop),
+            "check_payload and parse_payload disagree on a {msg_type:?} payload"
+        );
+    }
 }
 
 /// What a decoder made of a stream: the frames' bytes and the error that stopped it, if any.
