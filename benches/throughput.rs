@@ -28,6 +28,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 struct Rate {
     msgs_per_s: f64,
     gb_per_s: f64,
+    /// CPU time per message of the sending and of the receiving thread, in ns: steadier than
+    /// the rate on a shared machine (waiting costs nothing, spinning counts).
+    cpu_ns: (f64, f64),
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// Streams `count` pre-encoded frames over a raw socket in 64 KiB writes; the reader only
@@ -49,6 +58,7 @@ fn raw_stream(frame: &[u8], count: usize, checked: bool) -> Rate {
         .name(reader_name.into())
         .spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            let cpu = thread_cpu();
             // 1 MiB reads: on this machine's loopback a reader asking for exactly 128 or 256 KiB
             // a read streams 424-byte frames at 6-8 M/s, one asking for 1 MiB (or for a size
             // that is not a power of two) at 9-11 M/s; the baseline is the faster reader.
@@ -75,7 +85,7 @@ fn raw_stream(frame: &[u8], count: usize, checked: bool) -> Rate {
                     Err(e) => panic!("{e}"),
                 }
             }
-            Instant::now()
+            (Instant::now(), thread_cpu() - cpu)
         })
         .unwrap();
     let mut batch = Vec::new();
@@ -85,6 +95,7 @@ fn raw_stream(frame: &[u8], count: usize, checked: bool) -> Rate {
     }
     let mut s = TcpStream::connect(addr).unwrap();
     let start = Instant::now();
+    let cpu = thread_cpu();
     let mut sent = 0;
     while sent < count {
         let k = per_batch.min(count - sent);
@@ -97,12 +108,20 @@ fn raw_stream(frame: &[u8], count: usize, checked: bool) -> Rate {
         s.write_all(&batch[..k * flen]).unwrap();
         sent += k;
     }
-    let end = reader.join().unwrap();
+    let send_cpu = thread_cpu() - cpu;
+    let (end, recv_cpu) = reader.join().unwrap();
     let secs = (end - start).as_secs_f64();
     Rate {
         msgs_per_s: count as f64 / secs,
         gb_per_s: total as f64 / secs / 1e9,
+        cpu_ns: per_message(send_cpu, recv_cpu, count),
     }
+}
+
+/// Each side's CPU time per message, in ns.
+fn per_message(send: Duration, recv: Duration, count: usize) -> (f64, f64) {
+    let ns = |d: Duration| d.as_nanos() as f64 / count as f64;
+    (ns(send), ns(recv))
 }
 
 /// How the NNP run hands frames to the engine.
@@ -128,6 +147,7 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
     let counter = thread::Builder::new()
         .name("nnp-receiver".into())
         .spawn(move || {
+            let cpu = thread_cpu();
             let mut got = 0;
             let mut bytes = 0;
             let mut events = Vec::with_capacity(1024);
@@ -153,12 +173,13 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
                     }
                 }
             }
-            (Instant::now(), bytes)
+            (Instant::now(), bytes, thread_cpu() - cpu)
         })
         .unwrap();
     let (_client, client, _crx) = Engine::start(config).unwrap();
     let conn = client.connect(addr).unwrap();
     let start = Instant::now();
+    let cpu = thread_cpu();
     match api {
         Api::PerFrame => {
             for _ in 0..count {
@@ -175,11 +196,13 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
     }
     // An inline client writes only while this thread calls into it.
     client.wait_sent(conn, Duration::from_secs(60)).unwrap();
-    let (end, bytes) = counter.join().unwrap();
+    let send_cpu = thread_cpu() - cpu;
+    let (end, bytes, recv_cpu) = counter.join().unwrap();
     let secs = (end - start).as_secs_f64();
     Rate {
         msgs_per_s: count as f64 / secs,
         gb_per_s: bytes as f64 / secs / 1e9,
+        cpu_ns: per_message(send_cpu, recv_cpu, count),
     }
 }
 
@@ -209,8 +232,8 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
             for _ in 0..repeats.max(1) {
                 let nnp = nnp_stream(msg, count, api, inline);
                 println!(
-                    "{name:<18} {label:<19} {len:>8} B/frame  NNP {:>11.0} msg/s {:>6.2} GB/s (no baseline: NNP_BENCH_PROFILE)",
-                    nnp.msgs_per_s, nnp.gb_per_s
+                    "{name:<18} {label:<19} {len:>8} B/frame  NNP {:>11.0} msg/s {:>6.2} GB/s, CPU per message {:.0} ns sending, {:.0} ns receiving (no baseline: NNP_BENCH_PROFILE)",
+                    nnp.msgs_per_s, nnp.gb_per_s, nnp.cpu_ns.0, nnp.cpu_ns.1
                 );
             }
             continue;
@@ -252,6 +275,19 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
             crc_ratio,
             crc_low,
             crc_high,
+        );
+        // CPU time per message, each side's median over the runs.
+        let cpu = |side: fn(&(Rate, Rate, Rate)) -> &Rate| {
+            let mut send: Vec<f64> = runs.iter().map(|r| side(r).cpu_ns.0).collect();
+            let mut recv: Vec<f64> = runs.iter().map(|r| side(r).cpu_ns.1).collect();
+            send.sort_by(f64::total_cmp);
+            recv.sort_by(f64::total_cmp);
+            (send[send.len() / 2], recv[recv.len() / 2])
+        };
+        let (raw, crc, nnp) = (cpu(|r| &r.0), cpu(|r| &r.1), cpu(|r| &r.2));
+        println!(
+            "{:<39} CPU ns/message (sending, receiving): raw {:.0}, {:.0}   raw + CRC-32 {:.0}, {:.0}   NNP {:.0}, {:.0} ({:.2}x, {:.2}x raw + CRC-32)",
+            "", raw.0, raw.1, crc.0, crc.1, nnp.0, nnp.1, crc.0 / nnp.0, crc.1 / nnp.1,
         );
     }
 }

@@ -14,7 +14,7 @@ use nnp::session::SessionConfig;
 use nnp::wire::fuzzing::same_message;
 use nnp::wire::{
     capabilities, decode_frame, encode_frame, frame_len, ErrorCode, Hello, Message, MsgType,
-    SyncMode, WeightSync, HEADER_LEN,
+    ProtocolError, SyncMode, WeightSync, HEADER_LEN,
 };
 
 fn config(name: &str) -> EngineConfig {
@@ -814,6 +814,55 @@ fn a_sender_gives_backpressure_and_drops_nothing() {
         }
     }
     assert!(server_rx.recv_timeout(Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn a_sender_refuses_a_type_not_agreed_in_the_middle_of_a_block() {
+    // The server does not take Hebbian data, so the agreed set lacks it.
+    let mut server_config = config("server");
+    server_config.session.capabilities = capabilities::ALL & !capabilities::HEBBIAN_LEARNING;
+    let (_server, _handle, mut rx, addr) = start(server_config);
+    let (_client, client, _crx) = Engine::start(config("client")).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let mut sender = client.sender(conn).unwrap();
+    let forward = Message::ForwardData {
+        layer_id: 1,
+        data: Cow::Borrowed(&[1.0, 2.0]),
+    };
+    // The first frame opens a block (and reserves the rest of it); the next are taken into it.
+    sender.try_send(&forward).unwrap();
+    sender.try_send(&forward).unwrap();
+    let hebbian = Message::HebbianData {
+        layer_id: 1,
+        learning_rate: 0.1,
+        rows: 1,
+        cols: 2,
+        correlations: Cow::Borrowed(&[0.5, 0.5]),
+    };
+    assert!(matches!(
+        sender.try_send(&hebbian),
+        Err(NetError::Protocol(
+            ProtocolError::CapabilityNotAgreed { .. }
+        ))
+    ));
+    sender.try_send(&forward).unwrap();
+    assert_eq!(sender.buffered_frames(), 3);
+    sender.flush().unwrap();
+    client.wait_sent(conn, Duration::from_secs(5)).unwrap();
+    let mut frames = 0;
+    while frames < 3 {
+        match rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("three frames")
+        {
+            NetEvent::Frame(f) => {
+                assert_eq!(f.msg_type(), MsgType::ForwardData);
+                frames += 1;
+            }
+            NetEvent::Disconnected { cause, .. } => panic!("closed: {cause}"),
+            NetEvent::Connected { .. } => {}
+        }
+    }
 }
 
 #[test]

@@ -866,6 +866,7 @@ impl EngineHandle {
             .conn(conn)
             .ok_or(NetError::UnknownConnection(conn))?;
         Ok(Sender {
+            max_frame: crate::wire::HEADER_LEN + self.shared.config.max_payload as usize,
             engine: Arc::clone(&self.shared),
             conn: shared,
             block: None,
@@ -873,6 +874,8 @@ impl EngineHandle {
             frames: 0,
             first_type: MsgType::ForwardData,
             stride: None,
+            credit: 0,
+            capabilities: 0,
         })
     }
 
@@ -1060,8 +1063,11 @@ const SENDER_BLOCK: usize = 64 * 1024;
 /// rather than per frame.
 ///
 /// Frames are held until then: call `flush` when a burst is complete. Every frame is counted
-/// in the connection's send queue from the moment it is accepted, so backpressure is the
-/// same as [`EngineHandle::try_send`]'s: [`Sender::try_send`] refuses with
+/// in the connection's send queue from the moment it is accepted (a sender reserves the rest
+/// of its block at once when the queue has room, and gives back what it did not fill when it
+/// hands the block over, so the small frames that fill a block cost no atomic operation and
+/// no connection check each; a close meanwhile is reported by the flush), so backpressure is
+/// the same as [`EngineHandle::try_send`]'s: [`Sender::try_send`] refuses with
 /// [`NetError::WouldBlock`] (after handing over what it holds, so the queue can drain) and
 /// [`Sender::send`] waits. Frames leave in the order they are handed to the loop: a
 /// sender's frames keep their order (a WeightSync or a frame larger than
@@ -1076,6 +1082,15 @@ pub struct Sender {
     first_type: MsgType,
     /// The length of every frame held, while they are all of `first_type` and one length.
     stride: Option<usize>,
+    /// Send-queue bytes reserved for the rest of the block: frames that fit in it are taken
+    /// with no atomic operation and no connection check (those were made when it was
+    /// reserved). Given back when the block is handed over.
+    credit: usize,
+    /// The connection's agreed capabilities when `credit` was reserved (fixed once
+    /// established).
+    capabilities: u32,
+    /// The longest frame the engine sends (header and `max_payload`).
+    max_frame: usize,
 }
 
 impl std::fmt::Debug for Sender {
@@ -1114,6 +1129,79 @@ impl Sender {
         message: &Message<'_>,
         wait: Option<Duration>,
     ) -> Result<(), NetError> {
+        if let Some(taken) = self.send_within_credit(message) {
+            return taken;
+        }
+        // The checks and the reservation frame by frame; the credit (if any) is given back
+        // first so that it cannot hold the room this frame waits for.
+        self.return_credit();
+        self.send_checked(message, wait)?;
+        if self.block.is_some() {
+            self.reserve_credit();
+        }
+        Ok(())
+    }
+
+    /// Takes `message` into the open block if it is a small data frame of an agreed type
+    /// that fits in the credit; `None` if the checked path must decide.
+    #[inline]
+    fn send_within_credit(&mut self, message: &Message<'_>) -> Option<Result<(), NetError>> {
+        if self.credit == 0 {
+            return None;
+        }
+        let msg_type = message.msg_type();
+        let capability = msg_type.required_capability()?;
+        if self.capabilities & capability == 0 || msg_type == MsgType::WeightSync {
+            return None;
+        }
+        let len = frame_len(message).ok()?;
+        if len > self.credit || len > SENDER_BATCH_FRAME_MAX || len > self.max_frame {
+            return None;
+        }
+        let block = self.block.as_mut()?;
+        let mut dst = &mut block.bytes_mut()[self.len..self.len + len];
+        if let Err(e) = encode_frame(message, 0, &mut dst) {
+            return Some(Err(e.into()));
+        }
+        self.credit -= len;
+        self.held(msg_type, len);
+        Some(Ok(()))
+    }
+
+    /// Reserves the rest of the open block in the send queue, if the queue has room for it.
+    fn reserve_credit(&mut self) {
+        let rest = SENDER_BLOCK - self.len;
+        let limit = self.engine.config.send_queue_limit;
+        if rest > 0 && self.conn.is_established() && self.conn.try_reserve(rest, limit).is_ok() {
+            self.credit = rest;
+            self.capabilities = self.conn.capabilities();
+        }
+    }
+
+    /// Gives back the credit not used.
+    fn return_credit(&mut self) {
+        self.conn.release_queued(std::mem::take(&mut self.credit));
+    }
+
+    /// Counts a frame of `len` bytes just encoded at the end of the block.
+    #[inline]
+    fn held(&mut self, msg_type: MsgType, len: usize) {
+        if self.frames == 0 {
+            self.first_type = msg_type;
+            self.stride = Some(len);
+        } else if self.stride != Some(len) || msg_type != self.first_type {
+            self.stride = None;
+        }
+        self.len += len;
+        self.frames += 1;
+    }
+
+    /// One frame with every check and its own reservation.
+    fn send_checked(
+        &mut self,
+        message: &Message<'_>,
+        wait: Option<Duration>,
+    ) -> Result<(), NetError> {
         let (msg_type, len) = self.engine.check_message(&self.conn, message)?;
         let limit = self.engine.config.send_queue_limit;
         if self.conn.try_reserve(len, limit).is_err() {
@@ -1140,14 +1228,7 @@ impl Sender {
             self.conn.release_queued(len);
             return Err(e.into());
         }
-        if self.frames == 0 {
-            self.first_type = msg_type;
-            self.stride = Some(len);
-        } else if self.stride != Some(len) || msg_type != self.first_type {
-            self.stride = None;
-        }
-        self.len += len;
-        self.frames += 1;
+        self.held(msg_type, len);
         Ok(())
     }
 
@@ -1178,6 +1259,7 @@ impl Sender {
     /// full; fails (releasing the frames) only if the connection closed or the engine shut
     /// down meanwhile.
     pub fn flush(&mut self) -> Result<(), NetError> {
+        self.return_credit();
         if self.frames == 0 {
             return Ok(());
         }
