@@ -1154,14 +1154,13 @@ impl Sender {
         if self.capabilities & capability == 0 || msg_type == MsgType::WeightSync {
             return None;
         }
-        let len = frame_len(message).ok()?;
-        if len > self.credit || len > SENDER_BATCH_FRAME_MAX || len > self.max_frame {
-            return None;
-        }
+        // Encoded straight into the credit's room (one length computation): a frame that does
+        // not fit, or may not be batched, is left there unheld and takes the checked path.
         let block = self.block.as_mut()?;
-        let mut dst = &mut block.bytes_mut()[self.len..self.len + len];
-        if let Err(e) = encode_frame(message, 0, &mut dst) {
-            return Some(Err(e.into()));
+        let mut room = &mut block.bytes_mut()[self.len..self.len + self.credit];
+        let len = encode_frame(message, 0, &mut room).ok()?;
+        if len > SENDER_BATCH_FRAME_MAX || len > self.max_frame {
+            return None;
         }
         self.credit -= len;
         self.held(msg_type, len);
