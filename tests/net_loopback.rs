@@ -814,6 +814,139 @@ fn a_sender_gives_backpressure_and_drops_nothing() {
         }
     }
     assert!(server_rx.recv_timeout(Duration::from_millis(300)).is_none());
+    // Every byte reserved (frames and the sender's credit) was given back.
+    client.wait_sent(conn, Duration::from_secs(5)).unwrap();
+    assert_eq!(client.peer(conn).unwrap().queued_bytes, 0);
+}
+
+#[test]
+fn a_sender_within_its_credit_still_refuses_after_a_close_or_a_shutdown() {
+    let (_server, _handle, _rx, addr) = start(config("server"));
+    let (client_engine, client, mut crx) = Engine::start(config("client")).unwrap();
+    let msg = Message::ForwardData {
+        layer_id: 1,
+        data: Cow::Borrowed(&[1.0, 2.0]),
+    };
+    let conn = client.connect(addr).unwrap();
+    let mut sender = client.sender(conn).unwrap();
+    // The first frame opens a block and reserves the rest of it.
+    sender.try_send(&msg).unwrap();
+    client.close(conn, nnp::wire::DisconnectReason::NORMAL, "bye");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !matches!(
+        crx.recv_timeout(Duration::from_millis(50)),
+        Some(NetEvent::Disconnected { .. })
+    ) {
+        assert!(Instant::now() < deadline, "the close was never seen");
+    }
+    assert!(matches!(sender.try_send(&msg), Err(NetError::Closed(_))));
+
+    let conn = client.connect(addr).unwrap();
+    let mut sender = client.sender(conn).unwrap();
+    sender.try_send(&msg).unwrap();
+    client_engine.shutdown();
+    // The shutdown closed the connection too; either is a refusal the caller sees at once.
+    let refused = sender.try_send(&msg);
+    assert!(
+        matches!(refused, Err(NetError::Shutdown | NetError::Closed(_))),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_sender_keeps_its_limits_within_its_credit() {
+    let (_server, _handle, _rx, addr) = start(config("server"));
+    let mut ccfg = config("client");
+    ccfg.max_payload = 1024;
+    let (_client, client, _crx) = Engine::start(ccfg).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let mut sender = client.sender(conn).unwrap();
+    let small = Message::ForwardData {
+        layer_id: 1,
+        data: Cow::Borrowed(&[1.0, 2.0]),
+    };
+    sender.try_send(&small).unwrap();
+    // Over the engine's max_payload: refused, not batched.
+    let big = vec![0.5f32; 512];
+    let too_large = Message::ForwardData {
+        layer_id: 1,
+        data: Cow::Borrowed(&big),
+    };
+    assert!(matches!(
+        sender.try_send(&too_large),
+        Err(NetError::Protocol(ProtocolError::FrameTooLarge { .. }))
+    ));
+    assert_eq!(sender.buffered_frames(), 1);
+    // Dropped without a flush: its frame leaves and its credit is given back.
+    drop(sender);
+    client.wait_sent(conn, Duration::from_secs(5)).unwrap();
+    assert_eq!(client.peer(conn).unwrap().queued_bytes, 0);
+}
+
+#[test]
+fn a_senders_reserved_room_leaves_others_theirs() {
+    let (_server, _handle, _rx, addr) = start(config("server"));
+    let mut ccfg = config("client");
+    ccfg.send_queue_limit = 100 * 1024;
+    let (_client, client, _crx) = Engine::start(ccfg).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let mut sender = client.sender(conn).unwrap();
+    let small = Message::ForwardData {
+        layer_id: 1,
+        data: Cow::Borrowed(&[1.0, 2.0]),
+    };
+    sender.try_send(&small).unwrap();
+    let held = client.peer(conn).unwrap().queued_bytes;
+    assert!(
+        held <= 100 * 1024 / 8 + 64,
+        "a sender holding one frame reserved {held} B"
+    );
+    // Another thread's 40 KB frame still finds room beside it.
+    let values = vec![0.5f32; 10_000];
+    let other = Message::ForwardData {
+        layer_id: 2,
+        data: Cow::Borrowed(&values),
+    };
+    client.try_send(conn, &other).unwrap();
+    sender.flush().unwrap();
+    client.wait_sent(conn, Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn a_sender_sends_a_frame_over_the_batching_limit_alone() {
+    let (_server, _handle, mut rx, addr) = start(config("server"));
+    let (_client, client, _crx) = Engine::start(config("client")).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let mut sender = client.sender(conn).unwrap();
+    let small = Message::ForwardData {
+        layer_id: 1,
+        data: Cow::Borrowed(&[1.0, 2.0]),
+    };
+    sender.try_send(&small).unwrap();
+    sender.try_send(&small).unwrap();
+    let values = vec![0.25f32; (nnp::net::SENDER_BATCH_FRAME_MAX + 4096) / 4];
+    let large = Message::ForwardData {
+        layer_id: 2,
+        data: Cow::Borrowed(&values),
+    };
+    sender.try_send(&large).unwrap();
+    // The two held frames were handed over before it, and it was not held.
+    assert_eq!(sender.buffered_frames(), 0);
+    sender.try_send(&small).unwrap();
+    assert_eq!(sender.buffered_frames(), 1);
+    sender.flush().unwrap();
+    let mut layers = Vec::new();
+    while layers.len() < 4 {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Some(NetEvent::Frame(f)) => match f.message().unwrap() {
+                Message::ForwardData { layer_id, .. } => layers.push(layer_id),
+                other => panic!("{other:?}"),
+            },
+            Some(NetEvent::Connected { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(layers, [1, 1, 2, 1]);
 }
 
 #[test]

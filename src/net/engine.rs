@@ -1064,10 +1064,11 @@ const SENDER_BLOCK: usize = 64 * 1024;
 ///
 /// Frames are held until then: call `flush` when a burst is complete. Every frame is counted
 /// in the connection's send queue from the moment it is accepted (a sender reserves the rest
-/// of its block at once when the queue has room, and gives back what it did not fill when it
-/// hands the block over, so the small frames that fill a block cost no atomic operation and
-/// no connection check each; a close meanwhile is reported by the flush), so backpressure is
-/// the same as [`EngineHandle::try_send`]'s: [`Sender::try_send`] refuses with
+/// of its block, up to an eighth of the queue's limit, at once when the queue has room, and
+/// gives back what it did not fill when it hands the block over: the small frames that fill
+/// a block cost no atomic operation each, and the reserved room counts in
+/// [`PeerStatus::queued_bytes`] meanwhile), so backpressure is the same as
+/// [`EngineHandle::try_send`]'s: [`Sender::try_send`] refuses with
 /// [`NetError::WouldBlock`] (after handing over what it holds, so the queue can drain) and
 /// [`Sender::send`] waits. Frames leave in the order they are handed to the loop: a
 /// sender's frames keep their order (a WeightSync or a frame larger than
@@ -1146,7 +1147,11 @@ impl Sender {
     /// that fits in the credit; `None` if the checked path must decide.
     #[inline]
     fn send_within_credit(&mut self, message: &Message<'_>) -> Option<Result<(), NetError>> {
-        if self.credit == 0 {
+        // Two plain loads: a close or a shutdown must refuse the frame now, not drop it later.
+        if self.credit == 0
+            || self.conn.is_closed()
+            || self.engine.shut_down.load(Ordering::Relaxed)
+        {
             return None;
         }
         let msg_type = message.msg_type();
@@ -1154,23 +1159,24 @@ impl Sender {
         if self.capabilities & capability == 0 || msg_type == MsgType::WeightSync {
             return None;
         }
-        // Encoded straight into the credit's room (one length computation): a frame that does
-        // not fit, or may not be batched, is left there unheld and takes the checked path.
+        // Encoded straight into the credit's room, capped at the longest frame that may be
+        // batched (one length computation): a frame that does not fit is refused by the
+        // encoder before it writes anything, and takes the checked path.
         let block = self.block.as_mut()?;
-        let mut room = &mut block.bytes_mut()[self.len..self.len + self.credit];
+        let room_len = self.credit.min(SENDER_BATCH_FRAME_MAX).min(self.max_frame);
+        let mut room = &mut block.bytes_mut()[self.len..self.len + room_len];
         let len = encode_frame(message, 0, &mut room).ok()?;
-        if len > SENDER_BATCH_FRAME_MAX || len > self.max_frame {
-            return None;
-        }
         self.credit -= len;
         self.held(msg_type, len);
         Some(Ok(()))
     }
 
-    /// Reserves the rest of the open block in the send queue, if the queue has room for it.
+    /// Reserves the rest of the open block in the send queue (at most an eighth of the
+    /// queue's limit, so that a sender holding a few frames leaves others on the connection
+    /// their room), if the queue has room for it.
     fn reserve_credit(&mut self) {
-        let rest = SENDER_BLOCK - self.len;
         let limit = self.engine.config.send_queue_limit;
+        let rest = (SENDER_BLOCK - self.len).min(limit / 8);
         if rest > 0 && self.conn.is_established() && self.conn.try_reserve(rest, limit).is_ok() {
             self.credit = rest;
             self.capabilities = self.conn.capabilities();

@@ -265,16 +265,16 @@ impl Session {
 
     /// [`Session::handle_frame`] for a data frame (ForwardData, BackwardData, HebbianData,
     /// WeightSync) whose payload the caller has checked ([`crate::wire::check_payload`]): the
-    /// session needs only its type, so the message need not be built.
+    /// session needs only its type, so the message need not be built. Any other type is
+    /// refused as unexpected (and closes the session).
     pub fn handle_data_frame(
         &mut self,
         now: Instant,
         sequence: u64,
         msg_type: MsgType,
     ) -> Result<Received, ProtocolError> {
-        debug_assert!(is_data(msg_type), "{msg_type:?} is not a data frame");
         self.take_sequence(now, sequence, msg_type)?;
-        if self.state != State::Established {
+        if self.state != State::Established || !is_data(msg_type) {
             return Err(self.abort(ProtocolError::UnexpectedMessage {
                 msg_type,
                 state: self.state.describe(),

@@ -483,3 +483,34 @@ fn frames_after_close_are_refused() {
     p.server.close(DisconnectReason::NORMAL, "");
     assert!(p.server.handle_frame(p.now, 1, &forward(&[1.0])).is_err());
 }
+
+#[test]
+fn a_data_frame_by_type_alone_is_judged_as_the_decoded_frame_and_a_control_type_is_refused() {
+    // The same frame, decoded or by type alone, in each state: the same outcome.
+    for handshake in [false, true] {
+        let (mut decoded, mut by_type) = (Pair::new(ALL, ALL), Pair::new(ALL, ALL));
+        if handshake {
+            decoded.handshake();
+            by_type.handshake();
+        }
+        let seq = u64::from(handshake);
+        let a = decoded
+            .server
+            .handle_frame(decoded.now, seq, &forward(&[1.0]));
+        let b = by_type
+            .server
+            .handle_data_frame(by_type.now, seq, MsgType::ForwardData);
+        assert_eq!(a, b, "handshake done: {handshake}");
+    }
+    let mut p = Pair::new(ALL, ALL);
+    p.handshake();
+    let err = p
+        .server
+        .handle_data_frame(p.now, 1, MsgType::Heartbeat)
+        .unwrap_err();
+    assert!(
+        matches!(err, ProtocolError::UnexpectedMessage { .. }),
+        "{err}"
+    );
+    assert!(p.server.is_closed());
+}

@@ -800,9 +800,10 @@ impl<'m> FrameParts<'m> {
 }
 
 /// Splits the frame for `msg` into [`FrameParts`]: the head is encoded (checksum included,
-/// computed over the values in place), the values stay where they are. `None` for a message
-/// without an f32 array (control frames, small by nature) and on a big-endian host, whose
-/// values must be swapped into a buffer anyway; fails like [`encode_frame`].
+/// computed over the values in place), the values stay where they are. Fails like
+/// [`encode_frame`] if `msg` cannot be encoded; otherwise `None` for a message without an f32
+/// array (control frames, small by nature) and on a big-endian host, whose values must be
+/// swapped into a buffer anyway.
 pub fn split_frame<'m>(
     msg: &'m Message<'_>,
     sequence: u64,
@@ -1312,6 +1313,52 @@ mod test {
             ProtocolError::MalformedPayload { reason, .. } => reason,
             other => panic!("expected MalformedPayload, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_data_frame_in_three_pieces_is_the_generic_payload() {
+        let values = [1.5f32, -2.0, 0.25];
+        let messages = [
+            Message::ForwardData {
+                layer_id: 3,
+                data: Cow::Borrowed(&values),
+            },
+            Message::BackwardData {
+                layer_id: 4,
+                data: Cow::Borrowed(&values),
+            },
+            Message::HebbianData {
+                layer_id: 5,
+                learning_rate: 0.5,
+                rows: 1,
+                cols: 3,
+                correlations: Cow::Borrowed(&values),
+            },
+            Message::WeightSync(WeightSync {
+                layer_id: 6,
+                mode: SyncMode::Average,
+                rows: 1,
+                cols: 2,
+                offset: 0,
+                sample_count: 9,
+                values: Cow::Borrowed(&values),
+            }),
+        ];
+        for m in &messages {
+            let n = payload_len(m).unwrap();
+            let mut generic = Vec::new();
+            emit_payload(m, n, &mut |p| generic.extend_from_slice(p));
+            let pieces = ArrayPayload::of(m, n)
+                .expect("a data frame")
+                .pieces()
+                .concat();
+            assert_eq!(pieces, generic, "{:?}", m.msg_type());
+        }
+        let heartbeat = Message::Heartbeat {
+            timestamp_ns: 1,
+            reply: false,
+        };
+        assert!(ArrayPayload::of(&heartbeat, payload_len(&heartbeat).unwrap()).is_none());
     }
 
     #[test]
