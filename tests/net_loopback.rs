@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nnp::net::{
     CloseCause, ConnId, Engine, EngineConfig, EngineHandle, NetError, NetEvent, ReceivedFrame,
-    Receiver,
+    Receiver, Sender,
 };
 use nnp::session::SessionConfig;
 use nnp::wire::fuzzing::same_message;
@@ -819,32 +819,75 @@ fn a_sender_gives_backpressure_and_drops_nothing() {
     assert_eq!(client.peer(conn).unwrap().queued_bytes, 0);
 }
 
-#[test]
-fn a_sender_within_its_credit_still_refuses_after_a_close_or_a_shutdown() {
-    let (_server, _handle, _rx, addr) = start(config("server"));
-    let (client_engine, client, mut crx) = Engine::start(config("client")).unwrap();
-    let msg = Message::ForwardData {
+/// A server and a client engine, the client connected and holding a [`Sender`] on the
+/// connection: the setup of the tests of a sender's credit.
+struct SenderCase {
+    _server: (Engine, EngineHandle),
+    addr: SocketAddr,
+    /// The server's events.
+    rx: Receiver,
+    client_engine: Engine,
+    client: EngineHandle,
+    /// The client's events.
+    crx: Receiver,
+    conn: ConnId,
+    sender: Sender,
+}
+
+fn sender_case(server: EngineConfig, client: EngineConfig) -> SenderCase {
+    let (server_engine, server_handle, rx, addr) = start(server);
+    let (client_engine, client, crx) = Engine::start(client).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let sender = client.sender(conn).unwrap();
+    SenderCase {
+        _server: (server_engine, server_handle),
+        addr,
+        rx,
+        client_engine,
+        client,
+        crx,
+        conn,
+        sender,
+    }
+}
+
+/// A two-value ForwardData on layer 1: the small frame a sender batches.
+fn small_frame() -> Message<'static> {
+    Message::ForwardData {
         layer_id: 1,
         data: Cow::Borrowed(&[1.0, 2.0]),
-    };
-    let conn = client.connect(addr).unwrap();
-    let mut sender = client.sender(conn).unwrap();
+    }
+}
+
+/// A ForwardData of `values` on `layer_id`.
+fn forward(layer_id: u16, values: &[f32]) -> Message<'_> {
+    Message::ForwardData {
+        layer_id,
+        data: Cow::Borrowed(values),
+    }
+}
+
+#[test]
+fn a_sender_within_its_credit_still_refuses_after_a_close_or_a_shutdown() {
+    let mut c = sender_case(config("server"), config("client"));
+    let msg = small_frame();
     // The first frame opens a block and reserves the rest of it.
-    sender.try_send(&msg).unwrap();
-    client.close(conn, nnp::wire::DisconnectReason::NORMAL, "bye");
+    c.sender.try_send(&msg).unwrap();
+    c.client
+        .close(c.conn, nnp::wire::DisconnectReason::NORMAL, "bye");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !matches!(
-        crx.recv_timeout(Duration::from_millis(50)),
+        c.crx.recv_timeout(Duration::from_millis(50)),
         Some(NetEvent::Disconnected { .. })
     ) {
         assert!(Instant::now() < deadline, "the close was never seen");
     }
-    assert!(matches!(sender.try_send(&msg), Err(NetError::Closed(_))));
+    assert!(matches!(c.sender.try_send(&msg), Err(NetError::Closed(_))));
 
-    let conn = client.connect(addr).unwrap();
-    let mut sender = client.sender(conn).unwrap();
+    let conn = c.client.connect(c.addr).unwrap();
+    let mut sender = c.client.sender(conn).unwrap();
     sender.try_send(&msg).unwrap();
-    client_engine.shutdown();
+    c.client_engine.shutdown();
     // The shutdown closed the connection too; either is a refusal the caller sees at once.
     let refused = sender.try_send(&msg);
     assert!(
@@ -855,88 +898,60 @@ fn a_sender_within_its_credit_still_refuses_after_a_close_or_a_shutdown() {
 
 #[test]
 fn a_sender_keeps_its_limits_within_its_credit() {
-    let (_server, _handle, _rx, addr) = start(config("server"));
-    let mut ccfg = config("client");
-    ccfg.max_payload = 1024;
-    let (_client, client, _crx) = Engine::start(ccfg).unwrap();
-    let conn = client.connect(addr).unwrap();
-    let mut sender = client.sender(conn).unwrap();
-    let small = Message::ForwardData {
-        layer_id: 1,
-        data: Cow::Borrowed(&[1.0, 2.0]),
-    };
-    sender.try_send(&small).unwrap();
+    let mut client_config = config("client");
+    client_config.max_payload = 1024;
+    let mut c = sender_case(config("server"), client_config);
+    c.sender.try_send(&small_frame()).unwrap();
     // Over the engine's max_payload: refused, not batched.
     let big = vec![0.5f32; 512];
-    let too_large = Message::ForwardData {
-        layer_id: 1,
-        data: Cow::Borrowed(&big),
-    };
     assert!(matches!(
-        sender.try_send(&too_large),
+        c.sender.try_send(&forward(1, &big)),
         Err(NetError::Protocol(ProtocolError::FrameTooLarge { .. }))
     ));
-    assert_eq!(sender.buffered_frames(), 1);
+    assert_eq!(c.sender.buffered_frames(), 1);
     // Dropped without a flush: its frame leaves and its credit is given back.
-    drop(sender);
-    client.wait_sent(conn, Duration::from_secs(5)).unwrap();
-    assert_eq!(client.peer(conn).unwrap().queued_bytes, 0);
+    drop(c.sender);
+    c.client.wait_sent(c.conn, Duration::from_secs(5)).unwrap();
+    assert_eq!(c.client.peer(c.conn).unwrap().queued_bytes, 0);
 }
 
 #[test]
 fn a_senders_reserved_room_leaves_others_theirs() {
-    let (_server, _handle, _rx, addr) = start(config("server"));
-    let mut ccfg = config("client");
-    ccfg.send_queue_limit = 100 * 1024;
-    let (_client, client, _crx) = Engine::start(ccfg).unwrap();
-    let conn = client.connect(addr).unwrap();
-    let mut sender = client.sender(conn).unwrap();
-    let small = Message::ForwardData {
-        layer_id: 1,
-        data: Cow::Borrowed(&[1.0, 2.0]),
-    };
-    sender.try_send(&small).unwrap();
-    let held = client.peer(conn).unwrap().queued_bytes;
+    let mut client_config = config("client");
+    client_config.send_queue_limit = 100 * 1024;
+    let mut c = sender_case(config("server"), client_config);
+    c.sender.try_send(&small_frame()).unwrap();
+    let held = c.client.peer(c.conn).unwrap().queued_bytes;
     assert!(
         held <= 100 * 1024 / 8 + 64,
-        "a sender holding one frame reserved {held} B"
+        "a c.sender holding one frame reserved {held} B"
     );
     // Another thread's 40 KB frame still finds room beside it.
     let values = vec![0.5f32; 10_000];
-    let other = Message::ForwardData {
-        layer_id: 2,
-        data: Cow::Borrowed(&values),
-    };
-    client.try_send(conn, &other).unwrap();
-    sender.flush().unwrap();
-    client.wait_sent(conn, Duration::from_secs(5)).unwrap();
+    c.client.try_send(c.conn, &forward(2, &values)).unwrap();
+    c.sender.flush().unwrap();
+    c.client.wait_sent(c.conn, Duration::from_secs(5)).unwrap();
 }
 
 #[test]
 fn a_sender_sends_a_frame_over_the_batching_limit_alone() {
-    let (_server, _handle, mut rx, addr) = start(config("server"));
-    let (_client, client, _crx) = Engine::start(config("client")).unwrap();
-    let conn = client.connect(addr).unwrap();
-    let mut sender = client.sender(conn).unwrap();
-    let small = Message::ForwardData {
-        layer_id: 1,
-        data: Cow::Borrowed(&[1.0, 2.0]),
-    };
-    sender.try_send(&small).unwrap();
-    sender.try_send(&small).unwrap();
+    let mut c = sender_case(config("server"), config("client"));
+    c.sender.try_send(&small_frame()).unwrap();
+    c.sender.try_send(&small_frame()).unwrap();
     let values = vec![0.25f32; (nnp::net::SENDER_BATCH_FRAME_MAX + 4096) / 4];
-    let large = Message::ForwardData {
-        layer_id: 2,
-        data: Cow::Borrowed(&values),
-    };
-    sender.try_send(&large).unwrap();
+    c.sender.try_send(&forward(2, &values)).unwrap();
     // The two held frames were handed over before it, and it was not held.
-    assert_eq!(sender.buffered_frames(), 0);
-    sender.try_send(&small).unwrap();
-    assert_eq!(sender.buffered_frames(), 1);
-    sender.flush().unwrap();
+    assert_eq!(c.sender.buffered_frames(), 0);
+    c.sender.try_send(&small_frame()).unwrap();
+    assert_eq!(c.sender.buffered_frames(), 1);
+    c.sender.flush().unwrap();
+    assert_eq!(next_layers(&mut c.rx, 4), [1, 1, 2, 1]);
+}
+
+/// The layer ids of the next `n` ForwardData frames `rx` delivers.
+fn next_layers(rx: &mut Receiver, n: usize) -> Vec<u16> {
     let mut layers = Vec::new();
-    while layers.len() < 4 {
+    while layers.len() < n {
         match rx.recv_timeout(Duration::from_secs(5)) {
             Some(NetEvent::Frame(f)) => match f.message().unwrap() {
                 Message::ForwardData { layer_id, .. } => layers.push(layer_id),
@@ -946,7 +961,7 @@ fn a_sender_sends_a_frame_over_the_batching_limit_alone() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(layers, [1, 1, 2, 1]);
+    layers
 }
 
 #[test]
@@ -954,17 +969,10 @@ fn a_sender_refuses_a_type_not_agreed_in_the_middle_of_a_block() {
     // The server does not take Hebbian data, so the agreed set lacks it.
     let mut server_config = config("server");
     server_config.session.capabilities = capabilities::ALL & !capabilities::HEBBIAN_LEARNING;
-    let (_server, _handle, mut rx, addr) = start(server_config);
-    let (_client, client, _crx) = Engine::start(config("client")).unwrap();
-    let conn = client.connect(addr).unwrap();
-    let mut sender = client.sender(conn).unwrap();
-    let forward = Message::ForwardData {
-        layer_id: 1,
-        data: Cow::Borrowed(&[1.0, 2.0]),
-    };
+    let mut c = sender_case(server_config, config("client"));
     // The first frame opens a block (and reserves the rest of it); the next are taken into it.
-    sender.try_send(&forward).unwrap();
-    sender.try_send(&forward).unwrap();
+    c.sender.try_send(&small_frame()).unwrap();
+    c.sender.try_send(&small_frame()).unwrap();
     let hebbian = Message::HebbianData {
         layer_id: 1,
         learning_rate: 0.1,
@@ -973,29 +981,16 @@ fn a_sender_refuses_a_type_not_agreed_in_the_middle_of_a_block() {
         correlations: Cow::Borrowed(&[0.5, 0.5]),
     };
     assert!(matches!(
-        sender.try_send(&hebbian),
+        c.sender.try_send(&hebbian),
         Err(NetError::Protocol(
             ProtocolError::CapabilityNotAgreed { .. }
         ))
     ));
-    sender.try_send(&forward).unwrap();
-    assert_eq!(sender.buffered_frames(), 3);
-    sender.flush().unwrap();
-    client.wait_sent(conn, Duration::from_secs(5)).unwrap();
-    let mut frames = 0;
-    while frames < 3 {
-        match rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("three frames")
-        {
-            NetEvent::Frame(f) => {
-                assert_eq!(f.msg_type(), MsgType::ForwardData);
-                frames += 1;
-            }
-            NetEvent::Disconnected { cause, .. } => panic!("closed: {cause}"),
-            NetEvent::Connected { .. } => {}
-        }
-    }
+    c.sender.try_send(&small_frame()).unwrap();
+    assert_eq!(c.sender.buffered_frames(), 3);
+    c.sender.flush().unwrap();
+    c.client.wait_sent(c.conn, Duration::from_secs(5)).unwrap();
+    assert_eq!(next_layers(&mut c.rx, 3), [1, 1, 1]);
 }
 
 #[test]

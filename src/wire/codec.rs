@@ -139,6 +139,32 @@ mod layout {
 
 use layout::*;
 
+impl HebbianFixed {
+    fn new(layer_id: u16, learning_rate: f32, rows: u32, cols: u32) -> Self {
+        HebbianFixed {
+            layer_id: U16::new(layer_id),
+            learning_rate: U32::new(learning_rate.to_bits()),
+            rows: U32::new(rows),
+            cols: U32::new(cols),
+        }
+    }
+}
+
+impl WeightSyncFixed {
+    fn of(w: &WeightSync<'_>) -> Self {
+        WeightSyncFixed {
+            layer_id: U16::new(w.layer_id),
+            encoding: ENCODING_F32_LE,
+            mode: w.mode as u8,
+            reserved: U16::ZERO,
+            rows: U32::new(w.rows),
+            cols: U32::new(w.cols),
+            offset: U32::new(w.offset),
+            sample_count: U32::new(w.sample_count),
+        }
+    }
+}
+
 /// The payload length, padding included, that makes a frame with `unpadded` payload bytes a
 /// multiple of 4 long.
 fn padded(unpadded: u64) -> u64 {
@@ -688,27 +714,10 @@ impl<'m> ArrayPayload<'m> {
                 cols,
                 correlations,
             } => {
-                let f = HebbianFixed {
-                    layer_id: U16::new(*layer_id),
-                    learning_rate: U32::new(learning_rate.to_bits()),
-                    rows: U32::new(*rows),
-                    cols: U32::new(*cols),
-                };
+                let f = HebbianFixed::new(*layer_id, *learning_rate, *rows, *cols);
                 (put(f.as_bytes()), correlations)
             }
-            Message::WeightSync(w) => {
-                let f = WeightSyncFixed {
-                    layer_id: U16::new(w.layer_id),
-                    encoding: ENCODING_F32_LE,
-                    mode: w.mode as u8,
-                    reserved: U16::ZERO,
-                    rows: U32::new(w.rows),
-                    cols: U32::new(w.cols),
-                    offset: U32::new(w.offset),
-                    sample_count: U32::new(w.sample_count),
-                };
-                (put(f.as_bytes()), &w.values)
-            }
+            Message::WeightSync(w) => (put(WeightSyncFixed::of(w).as_bytes()), &w.values),
             _ => return None,
         };
         let values: &'m [u8] = bytemuck::cast_slice(values);
@@ -862,27 +871,11 @@ fn emit_payload(msg: &Message<'_>, payload_len: u32, out: &mut dyn FnMut(&[u8]))
             cols,
             correlations,
         } => {
-            let f = HebbianFixed {
-                layer_id: U16::new(*layer_id),
-                learning_rate: U32::new(learning_rate.to_bits()),
-                rows: U32::new(*rows),
-                cols: U32::new(*cols),
-            };
-            put(f.as_bytes());
+            put(HebbianFixed::new(*layer_id, *learning_rate, *rows, *cols).as_bytes());
             emit_f32s(correlations, &mut put);
         }
         Message::WeightSync(w) => {
-            let f = WeightSyncFixed {
-                layer_id: U16::new(w.layer_id),
-                encoding: ENCODING_F32_LE,
-                mode: w.mode as u8,
-                reserved: U16::ZERO,
-                rows: U32::new(w.rows),
-                cols: U32::new(w.cols),
-                offset: U32::new(w.offset),
-                sample_count: U32::new(w.sample_count),
-            };
-            put(f.as_bytes());
+            put(WeightSyncFixed::of(w).as_bytes());
             emit_f32s(&w.values, &mut put);
         }
         Message::Heartbeat {
