@@ -657,13 +657,33 @@ pub fn encode_frame<B: BufMut>(
             available: dst.remaining_mut(),
         });
     }
-    if let Some(array) = ArrayPayload::of(msg, payload_len) {
-        // The data frames' path: three pieces, no dispatch per piece.
-        let header = array.header(msg.msg_type(), sequence);
-        dst.put_slice(header.as_bytes());
-        for piece in array.pieces() {
-            dst.put_slice(piece);
+    // The data frames' path: header and two pieces, no dispatch per piece. ForwardData and
+    // BackwardData first, apart: the small frames that stream, their 2-byte fixed field in a
+    // register (measured ~5 ns faster a 424-byte frame than through the four-way match).
+    if let (
+        Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data },
+        false,
+    ) = (msg, cfg!(target_endian = "big"))
+    {
+        let values: &[u8] = bytemuck::cast_slice(data);
+        debug_assert_eq!(2 + values.len(), payload_len as usize, "no padding");
+        put_data_frame(
+            dst,
+            msg.msg_type(),
+            &layer_id.to_le_bytes(),
+            values,
+            sequence,
+        );
+        return Ok(total);
+    }
+    let written = with_data_pieces(msg, |fixed, values| {
+        if fixed.len() + values.len() != payload_len as usize {
+            return false;
         }
+        put_data_frame(dst, msg.msg_type(), fixed, values, sequence);
+        true
+    });
+    if written == Some(true) {
         return Ok(total);
     }
     let mut hasher = crc32fast::Hasher::new();
@@ -674,81 +694,62 @@ pub fn encode_frame<B: BufMut>(
     Ok(total)
 }
 
-/// The payload of a message that carries an f32 array, on a little-endian host: its fixed
-/// fields (encoded here), its values (their own memory) and its zero padding.
-struct ArrayPayload<'m> {
-    payload_len: u32,
-    fixed: [u8; MAX_FIXED],
-    fixed_len: usize,
-    values: &'m [u8],
-    padding: usize,
+/// Calls `f` with the payload of a data message (ForwardData, BackwardData, HebbianData,
+/// WeightSync) on a little-endian host as two pieces: its fixed fields, encoded here, and its
+/// values' own bytes. `None` for any other message, and on a big-endian host (whose values
+/// must be swapped into a buffer). Data layouts need no padding (their fixed fields end 4-byte
+/// aligned after the header, as every f32 array does), so the two pieces are the whole
+/// payload. `f` is inlined into each type's arm, where the fixed fields sit in registers.
+#[inline(always)]
+fn with_data_pieces<'m, R>(
+    msg: &'m Message<'_>,
+    f: impl FnOnce(&[u8], &'m [u8]) -> R,
+) -> Option<R> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    let values = |v: &'m [f32]| -> &'m [u8] { bytemuck::cast_slice(v) };
+    Some(match msg {
+        Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data } => {
+            f(&layer_id.to_le_bytes(), values(data))
+        }
+        Message::HebbianData {
+            layer_id,
+            learning_rate,
+            rows,
+            cols,
+            correlations,
+        } => {
+            let fixed = HebbianFixed::new(*layer_id, *learning_rate, *rows, *cols);
+            f(fixed.as_bytes(), values(correlations))
+        }
+        Message::WeightSync(w) => f(WeightSyncFixed::of(w).as_bytes(), values(&w.values)),
+        _ => return None,
+    })
 }
 
-/// The longest fixed part of a message with an f32 array (WeightSync's).
-const MAX_FIXED: usize = 32;
+/// Puts a data frame whose payload is `fixed` then `values` (no padding) into `dst`.
+#[inline(always)]
+fn put_data_frame<B: BufMut>(
+    dst: &mut B,
+    msg_type: MsgType,
+    fixed: &[u8],
+    values: &[u8],
+    sequence: u64,
+) {
+    dst.put_slice(data_header(msg_type, fixed, values, sequence).as_bytes());
+    dst.put_slice(fixed);
+    dst.put_slice(values);
+}
 
-impl<'m> ArrayPayload<'m> {
-    /// `None` for a message without an f32 array and on a big-endian host (whose values must
-    /// be swapped into a buffer). `payload_len` is the message's, from [`payload_len`].
-    #[inline(always)]
-    fn of(msg: &'m Message<'_>, payload_len: u32) -> Option<Self> {
-        if cfg!(target_endian = "big") {
-            return None;
-        }
-        let mut fixed = [0u8; MAX_FIXED];
-        let mut put = |bytes: &[u8]| {
-            fixed[..bytes.len()].copy_from_slice(bytes);
-            bytes.len()
-        };
-        let (fixed_len, values): (usize, &'m [f32]) = match msg {
-            Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data } => {
-                let f = LayerFixed {
-                    layer_id: U16::new(*layer_id),
-                };
-                (put(f.as_bytes()), data)
-            }
-            Message::HebbianData {
-                layer_id,
-                learning_rate,
-                rows,
-                cols,
-                correlations,
-            } => {
-                let f = HebbianFixed::new(*layer_id, *learning_rate, *rows, *cols);
-                (put(f.as_bytes()), correlations)
-            }
-            Message::WeightSync(w) => (put(WeightSyncFixed::of(w).as_bytes()), &w.values),
-            _ => return None,
-        };
-        let values: &'m [u8] = bytemuck::cast_slice(values);
-        Some(ArrayPayload {
-            payload_len,
-            fixed,
-            fixed_len,
-            values,
-            padding: payload_len as usize - fixed_len - values.len(),
-        })
-    }
-
-    /// The pieces in wire order.
-    #[inline(always)]
-    fn pieces(&self) -> [&[u8]; 3] {
-        [
-            &self.fixed[..self.fixed_len],
-            self.values,
-            &[0u8; 3][..self.padding],
-        ]
-    }
-
-    /// The frame's header, with the checksum of the pieces.
-    #[inline(always)]
-    fn header(&self, msg_type: MsgType, sequence: u64) -> Header {
-        let mut hasher = crc32fast::Hasher::new();
-        for piece in self.pieces() {
-            hasher.update(piece);
-        }
-        Header::new(msg_type, self.payload_len, sequence, hasher.finalize())
-    }
+/// The header of a data frame whose payload is `fixed` then `values`.
+#[inline(always)]
+fn data_header(msg_type: MsgType, fixed: &[u8], values: &[u8], sequence: u64) -> Header {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(fixed);
+    hasher.update(values);
+    let payload_len = (fixed.len() + values.len()) as u32;
+    Header::new(msg_type, payload_len, sequence, hasher.finalize())
 }
 
 /// The longest head a frame with an f32 array has: header and fixed fields.
@@ -818,20 +819,19 @@ pub fn split_frame<'m>(
     sequence: u64,
 ) -> Result<Option<FrameParts<'m>>, ProtocolError> {
     let payload_len = payload_len(msg)?;
-    let Some(array) = ArrayPayload::of(msg, payload_len) else {
-        return Ok(None);
-    };
-    let header = array.header(msg.msg_type(), sequence);
-    let [fixed, _, padding] = array.pieces();
-    let mut head = [0u8; MAX_FRAME_HEAD];
-    head[..HEADER_LEN].copy_from_slice(header.as_bytes());
-    head[HEADER_LEN..HEADER_LEN + fixed.len()].copy_from_slice(fixed);
-    Ok(Some(FrameParts {
-        head,
-        head_len: HEADER_LEN + fixed.len(),
-        body: array.values,
-        padding: padding.len(),
-    }))
+    let parts = with_data_pieces(msg, |fixed, values| {
+        let header = data_header(msg.msg_type(), fixed, values, sequence);
+        let mut head = [0u8; MAX_FRAME_HEAD];
+        head[..HEADER_LEN].copy_from_slice(header.as_bytes());
+        head[HEADER_LEN..HEADER_LEN + fixed.len()].copy_from_slice(fixed);
+        FrameParts {
+            head,
+            head_len: HEADER_LEN + fixed.len(),
+            body: values,
+            padding: 0,
+        }
+    });
+    Ok(parts.filter(|p| p.len() == HEADER_LEN + payload_len as usize))
 }
 
 /// Hands the payload of `msg` to `out` piece by piece, in wire order, padding it to
@@ -1309,7 +1309,7 @@ mod test {
     }
 
     #[test]
-    fn a_data_frame_in_three_pieces_is_the_generic_payload() {
+    fn a_data_frame_in_two_pieces_is_the_generic_payload() {
         let values = [1.5f32, -2.0, 0.25];
         let messages = [
             Message::ForwardData {
@@ -1341,17 +1341,14 @@ mod test {
             let n = payload_len(m).unwrap();
             let mut generic = Vec::new();
             emit_payload(m, n, &mut |p| generic.extend_from_slice(p));
-            let pieces = ArrayPayload::of(m, n)
-                .expect("a data frame")
-                .pieces()
-                .concat();
-            assert_eq!(pieces, generic, "{:?}", m.msg_type());
+            let pieces = with_data_pieces(m, |fixed, values| [fixed, values].concat());
+            assert_eq!(pieces.as_ref(), Some(&generic), "{:?}", m.msg_type());
         }
         let heartbeat = Message::Heartbeat {
             timestamp_ns: 1,
             reply: false,
         };
-        assert!(ArrayPayload::of(&heartbeat, payload_len(&heartbeat).unwrap()).is_none());
+        assert!(with_data_pieces(&heartbeat, |_, _| ()).is_none());
     }
 
     #[test]
