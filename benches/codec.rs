@@ -1,6 +1,8 @@
 //! Codec throughput: encode and decode of ForwardData (100 values) and WeightSync (1 MiB and
 //! 16 MiB of f32), each against crc32fast alone and memcpy over the same bytes in the same run;
-//! header parse + validate in ns/op.
+//! header parse + validate in ns/op. Encode is measured into a `Vec` ("encode") and into a
+//! plain slice ("to [u8]"), and for ForwardData through `encode_layer_frame` ("layer"), the
+//! batching sender's path.
 //!
 //! `cargo bench --bench codec` (`-- --quick` for a short run). Frames are decoded from a 64-byte
 //! aligned buffer, as the network layer's pooled buffers are, so decode takes the zero-copy
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use nnp::wire::{
-    decode_frame, encode_frame, Header, Message, MsgType, SyncMode, WeightSync, HEADER_LEN,
+    decode_frame, encode_frame, encode_layer_frame, Header, Message, MsgType, SyncMode, WeightSync,
+    HEADER_LEN,
 };
 
 /// Bytes in a cache-line aligned buffer.
@@ -132,6 +135,18 @@ fn bench_message(name: &str, message: &Message<'_>, budget: Duration) {
         out.clear();
         black_box(encode_frame(black_box(message), 7, &mut out).unwrap());
     });
+    // Into a plain slice, as a batching sender encodes into its block: the generic encoder,
+    // and for ForwardData the layer-frame encoder the sender uses.
+    let mut block = AlignedBuf::zeroed(frame_len);
+    let into_slice = measure(batch, budget, || {
+        let mut dst = block.bytes_mut();
+        black_box(encode_frame(black_box(message), 7, &mut dst).unwrap());
+    });
+    let layer = encode_layer_frame(message, 7, block.bytes_mut()).map(|_| {
+        measure(batch, budget, || {
+            black_box(encode_layer_frame(black_box(message), 7, block.bytes_mut()).unwrap());
+        })
+    });
     let decode = measure(batch, budget, || {
         let (frame, used) = decode_frame(black_box(frame.bytes()), max_payload)
             .unwrap()
@@ -143,6 +158,10 @@ fn bench_message(name: &str, message: &Message<'_>, budget: Duration) {
     print_row("crc32", &crc, frame_len - HEADER_LEN, &crc, &memcpy);
     print_row("memcpy", &memcpy, frame_len, &crc, &memcpy);
     print_row("encode", &encode, frame_len, &crc, &memcpy);
+    print_row("to [u8]", &into_slice, frame_len, &crc, &memcpy);
+    if let Some(layer) = &layer {
+        print_row("layer", layer, frame_len, &crc, &memcpy);
+    }
     print_row("decode", &decode, frame_len, &crc, &memcpy);
 }
 

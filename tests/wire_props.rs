@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use bytes::BytesMut;
 use nnp::wire::fuzzing::same_message;
 use nnp::wire::{
-    decode_frame, encode_frame, frame_len, split_frame, DisconnectReason, ErrorCode, FrameDecoder,
-    Hello, Message, SyncMode, WeightSync, DEFAULT_MAX_PAYLOAD,
+    decode_frame, encode_frame, encode_layer_frame, frame_len, split_frame, DisconnectReason,
+    ErrorCode, FrameDecoder, Hello, Message, SyncMode, WeightSync, DEFAULT_MAX_PAYLOAD,
 };
 use proptest::prelude::*;
 
@@ -228,6 +228,37 @@ proptest! {
             }
             None => prop_assert!(!has_values || cfg!(target_endian = "big")),
         }
+    }
+
+    #[test]
+    fn the_layer_frame_encoder_writes_what_encode_frame_writes(
+        message in message(),
+        sequence in any::<u64>(),
+        short_by in 1usize..64,
+    ) {
+        let bytes = encode(&message, sequence);
+        let is_layer = matches!(
+            message,
+            Message::ForwardData { .. } | Message::BackwardData { .. }
+        );
+        // Room to spare: the frame goes at the front and nothing after it is touched.
+        let mut room = vec![0xA5u8; bytes.len() + 7];
+        match encode_layer_frame(&message, sequence, &mut room) {
+            Some(n) => {
+                prop_assert!(is_layer);
+                prop_assert_eq!(n, bytes.len());
+                prop_assert_eq!(&room[..n], &bytes[..]);
+                prop_assert!(room[n..].iter().all(|&b| b == 0xA5));
+            }
+            None => {
+                prop_assert!(!is_layer || cfg!(target_endian = "big"));
+                prop_assert!(room.iter().all(|&b| b == 0xA5));
+            }
+        }
+        // Too little room: refused, nothing written.
+        let mut short = vec![0xA5u8; bytes.len().saturating_sub(short_by)];
+        prop_assert_eq!(encode_layer_frame(&message, sequence, &mut short), None);
+        prop_assert!(short.iter().all(|&b| b == 0xA5));
     }
 
     #[test]

@@ -19,7 +19,9 @@ use super::pool::Block;
 use super::pool::BufferPool;
 use super::stream::{ByteStream, PlainTcp};
 use crate::session::{PeerInfo, Role, SessionConfig};
-use crate::wire::{encode_frame, frame_len, DisconnectReason, Message, MsgType, ProtocolError};
+use crate::wire::{
+    encode_frame, encode_layer_frame, frame_len, DisconnectReason, Message, MsgType, ProtocolError,
+};
 
 /// How an engine runs.
 #[derive(Debug, Clone)]
@@ -1164,8 +1166,11 @@ impl Sender {
         // encoder before it writes anything, and takes the checked path.
         let block = self.block.as_mut()?;
         let room_len = self.credit.min(SENDER_BATCH_FRAME_MAX).min(self.max_frame);
-        let mut room = &mut block.bytes_mut()[self.len..self.len + room_len];
-        let len = encode_frame(message, 0, &mut room).ok()?;
+        let room = &mut block.bytes_mut()[self.len..self.len + room_len];
+        let len = match encode_layer_frame(message, 0, room) {
+            Some(len) => len,
+            None => encode_frame(message, 0, &mut &mut room[..]).ok()?,
+        };
         self.credit -= len;
         self.held(msg_type, len);
         Some(Ok(()))

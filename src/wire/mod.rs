@@ -11,9 +11,9 @@ pub mod header;
 pub mod message;
 
 pub use codec::{
-    check_frame, check_frame_resumed, check_payload, decode_frame, encode_frame, frame_len,
-    parse_payload, payload_len, split_frame, Frame, FrameCheck, FrameDecoder, FrameParts,
-    PartialChecksum, RawFrame, MAX_ERROR_TEXT, MAX_FRAME_HEAD,
+    check_frame, check_frame_resumed, check_payload, decode_frame, encode_frame,
+    encode_layer_frame, frame_len, parse_payload, payload_len, split_frame, Frame, FrameCheck,
+    FrameDecoder, FrameParts, PartialChecksum, RawFrame, MAX_ERROR_TEXT, MAX_FRAME_HEAD,
 };
 pub use error::{DisconnectReason, ErrorCode, ProtocolError};
 pub use header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION};
