@@ -7,7 +7,9 @@
 //! `cargo bench --bench throughput` (NNP_BENCH_SECONDS scales the run length;
 //! NNP_BENCH_FILTER=Forward runs only the streams whose name contains it, NNP_BENCH_RUN=inline
 //! only the NNP runs whose label contains it; NNP_BENCH_PROFILE=1 runs the NNP streams alone,
-//! with no baseline and no ratio, so that a profile shows only NNP).
+//! with no baseline and no ratio, so that a profile shows only NNP). The `Sender` runs receive
+//! through `Receiver::poll` (frames lent in place); NNP_BENCH_RECV=batch makes them take
+//! `recv_batch`'s owned events instead.
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -15,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nnp::net::{Engine, EngineConfig, NetEvent};
+use nnp::net::{Engine, EngineConfig, NetEvent, Polled};
 use nnp::wire::{encode_frame, frame_len, Message, SyncMode, WeightSync};
 
 /// The environment variable `name` parsed, or `default`.
@@ -163,8 +165,21 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
                         rx.recv_timeout(Duration::from_secs(20))
                             .expect("frames keep coming"),
                     ),
-                    Api::Batched => {
+                    Api::Batched if std::env::var("NNP_BENCH_RECV").is_ok_and(|r| r == "batch") => {
                         let n = rx.recv_batch(&mut events, 1024, Duration::from_secs(20));
+                        assert!(n > 0, "frames keep coming");
+                    }
+                    Api::Batched => {
+                        let n = rx.poll(1024, Duration::from_secs(20), |polled| match polled {
+                            Polled::Frame(f) => {
+                                bytes += f.bytes().len();
+                                got += 1;
+                            }
+                            Polled::Event(NetEvent::Disconnected { cause, .. }) => {
+                                panic!("closed: {cause}")
+                            }
+                            Polled::Event(_) => {}
+                        });
                         assert!(n > 0, "frames keep coming");
                     }
                 }

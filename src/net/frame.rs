@@ -68,6 +68,18 @@ impl ReceivedFrame {
         }
     }
 
+    /// The frame as a view, for code that takes frames lent by [`super::Receiver::poll`]
+    /// and frames kept alike.
+    pub fn view(&self) -> FrameView<'_> {
+        FrameView {
+            block: &self.block,
+            start: self.start,
+            len: self.len,
+            msg_type: self.msg_type,
+            conn: self.conn,
+        }
+    }
+
     /// The connection it arrived on.
     pub fn conn(&self) -> ConnId {
         self.conn
@@ -75,13 +87,12 @@ impl ReceivedFrame {
 
     /// The whole frame, header included.
     pub fn bytes(&self) -> &[u8] {
-        let start = self.start as usize;
-        &self.block.block.bytes()[start..start + self.len as usize]
+        self.view().bytes()
     }
 
     /// The frame's header.
     pub fn header(&self) -> &Header {
-        Header::ref_from_buf(self.bytes()).expect("a received frame holds a whole header")
+        self.view().header()
     }
 
     /// The (validated) message type.
@@ -91,13 +102,13 @@ impl ReceivedFrame {
 
     /// The sender's sequence number.
     pub fn sequence(&self) -> u64 {
-        self.header().sequence()
+        self.view().sequence()
     }
 
     /// The message, its f32 data borrowed from the pooled block (no copy on an aligned,
     /// little-endian host).
     pub fn message(&self) -> Result<Message<'_>, ProtocolError> {
-        parse_payload(self.msg_type, &self.bytes()[HEADER_LEN..])
+        self.view().message()
     }
 
     /// The frame as an outgoing one, in its own block, if no other frame shares the block
@@ -126,6 +137,64 @@ impl ReceivedFrame {
                 msg_type,
                 conn,
             }),
+        }
+    }
+}
+
+/// A received frame lent for the length of a call by [`super::Receiver::poll`]: the same
+/// whole, checksum-verified frame as a [`ReceivedFrame`], viewed in its pooled block without
+/// taking a share of the block (no atomic operation per frame). [`FrameView::to_received`]
+/// keeps it past the call.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameView<'a> {
+    block: &'a Arc<RxBlock>,
+    start: u32,
+    len: u32,
+    msg_type: MsgType,
+    conn: ConnId,
+}
+
+impl<'a> FrameView<'a> {
+    /// The connection it arrived on.
+    pub fn conn(self) -> ConnId {
+        self.conn
+    }
+
+    /// The whole frame, header included.
+    pub fn bytes(self) -> &'a [u8] {
+        let start = self.start as usize;
+        &self.block.block.bytes()[start..start + self.len as usize]
+    }
+
+    /// The frame's header.
+    pub fn header(self) -> &'a Header {
+        Header::ref_from_buf(self.bytes()).expect("a received frame holds a whole header")
+    }
+
+    /// The (validated) message type.
+    pub fn msg_type(self) -> MsgType {
+        self.msg_type
+    }
+
+    /// The sender's sequence number.
+    pub fn sequence(self) -> u64 {
+        self.header().sequence()
+    }
+
+    /// The message, its f32 data borrowed from the pooled block (no copy on an aligned,
+    /// little-endian host).
+    pub fn message(self) -> Result<Message<'a>, ProtocolError> {
+        parse_payload(self.msg_type, &self.bytes()[HEADER_LEN..])
+    }
+
+    /// The frame, kept: it holds a share of its block until dropped.
+    pub fn to_received(self) -> ReceivedFrame {
+        ReceivedFrame {
+            block: Arc::clone(self.block),
+            start: self.start,
+            len: self.len,
+            msg_type: self.msg_type,
+            conn: self.conn,
         }
     }
 }
@@ -309,6 +378,27 @@ impl FrameBatch {
             msg_type,
             conn: self.conn,
         })
+    }
+
+    /// Lends up to `max` of the next frames to `f`, in order; returns how many. A frame counts
+    /// as given out before `f` sees it (a panicking `f` does not see it again).
+    pub(crate) fn lend(&mut self, max: usize, mut f: impl FnMut(FrameView<'_>)) -> usize {
+        let mut lent = 0;
+        while lent < max {
+            let Some(&(start, len, msg_type)) = self.frames.get(self.next) else {
+                break;
+            };
+            self.next += 1;
+            lent += 1;
+            f(FrameView {
+                block: &self.block,
+                start,
+                len,
+                msg_type,
+                conn: self.conn,
+            });
+        }
+        lent
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -30,10 +30,10 @@ pub mod stream;
 mod timer;
 
 pub use engine::{
-    Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver, Sender,
+    Engine, EngineConfig, EngineHandle, NetError, NetEvent, Polled, Receiver, Sender,
     SENDER_BATCH_FRAME_MAX,
 };
-pub use frame::ReceivedFrame;
+pub use frame::{FrameView, ReceivedFrame};
 pub use metrics::{new_rtt_histogram, CounterSnapshot, MetricsSnapshot};
 pub use peer::{CloseCause, ConnId, PeerStatus};
 pub use pool::BufferPool;
