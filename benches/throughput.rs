@@ -137,7 +137,8 @@ fn per_message(send: Duration, recv: Duration, count: usize) -> (f64, f64) {
 enum Api {
     /// `EngineHandle::send`, one frame per call; the receiver takes one event per call.
     PerFrame,
-    /// A `Sender` (frames coalesced into 64 KiB blocks) and `Receiver::recv_batch`.
+    /// A `Sender` (frames coalesced into 64 KiB blocks) and `Receiver::poll`
+    /// (`Receiver::recv_batch` with NNP_BENCH_RECV=batch).
     Batched,
 }
 
@@ -159,13 +160,14 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
             let mut got = 0;
             let mut bytes = 0;
             let mut events = Vec::with_capacity(1024);
+            let recv_batch = std::env::var("NNP_BENCH_RECV").is_ok_and(|r| r == "batch");
             while got < count {
                 match api {
                     Api::PerFrame => events.push(
                         rx.recv_timeout(Duration::from_secs(20))
                             .expect("frames keep coming"),
                     ),
-                    Api::Batched if std::env::var("NNP_BENCH_RECV").is_ok_and(|r| r == "batch") => {
+                    Api::Batched if recv_batch => {
                         let n = rx.recv_batch(&mut events, 1024, Duration::from_secs(20));
                         assert!(n > 0, "frames keep coming");
                     }

@@ -807,6 +807,7 @@ fn poll_a_stream(server: EngineConfig, frames: usize) {
             assert!(!closed, "nothing after the close");
             match polled {
                 Polled::Frame(frame) => {
+                    assert!(connected, "Connected comes before the connection's frames");
                     let seq = frame.sequence();
                     assert!(
                         last_seq.is_none_or(|l| seq == l + 1),

@@ -255,6 +255,15 @@ proptest! {
                 prop_assert!(room.iter().all(|&b| b == 0xA5));
             }
         }
+        // Exactly the room it needs.
+        let mut exact = vec![0xA5u8; bytes.len()];
+        prop_assert_eq!(
+            encode_layer_frame(&message, sequence, &mut exact),
+            is_layer.then_some(bytes.len()).filter(|_| cfg!(target_endian = "little"))
+        );
+        if is_layer && cfg!(target_endian = "little") {
+            prop_assert_eq!(&exact, &bytes);
+        }
         // Too little room: refused, nothing written.
         let mut short = vec![0xA5u8; bytes.len().saturating_sub(short_by)];
         prop_assert_eq!(encode_layer_frame(&message, sequence, &mut short), None);

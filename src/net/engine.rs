@@ -122,8 +122,8 @@ pub enum NetEvent {
 pub enum Polled<'a> {
     /// A data frame, lent for the call.
     Frame(FrameView<'a>),
-    /// A connection change ([`NetEvent::Connected`] or [`NetEvent::Disconnected`]; frames
-    /// come as [`Polled::Frame`]).
+    /// A connection change: [`NetEvent::Connected`] or [`NetEvent::Disconnected`], never a
+    /// [`NetEvent::Frame`] (frames come as [`Polled::Frame`]).
     Event(NetEvent),
 }
 
@@ -1476,14 +1476,19 @@ impl Receiver {
         }
     }
 
-    /// Waits (at most `timeout`) for at least one event, then hands up to `max` waiting
-    /// events to `handler`, in the order [`Receiver::recv_timeout`] gives them; returns how
-    /// many (0 on timeout or once the engine has shut down and every event was taken).
+    /// Waits (at most `timeout`; `Duration::ZERO` does not wait) for at least one event, then
+    /// hands up to `max` waiting events to `handler`, in the order [`Receiver::recv_timeout`]
+    /// gives them; returns how many (0 on timeout or once the engine has shut down and every
+    /// event was taken).
     ///
-    /// Frames are lent as [`FrameView`]s for the length of the call: the small frames that
-    /// arrive in batches are handed over with no atomic operation and no event built per
-    /// frame (the cheapest way to consume a stream; [`FrameView::to_received`] keeps one).
-    /// Every other event comes as [`Polled::Event`].
+    /// Frames are lent as [`FrameView`]s for the length of the handler's call: after the first
+    /// frame of each batch, the small frames that arrive in batches are handed over with no
+    /// atomic operation and no event built per frame, the cheapest way to consume a stream.
+    /// [`FrameView::to_received`] keeps a frame; it shares its block with the receiver until
+    /// the handler returns, so relaying it ([`EngineHandle::relay`]) copies it: a stage that
+    /// relays large frames takes them through [`Receiver::recv_timeout`], which hands a frame
+    /// alone in its block over without a copy. Connection changes come as
+    /// [`Polled::Event`].
     pub fn poll(
         &mut self,
         max: usize,
@@ -1512,7 +1517,6 @@ impl Receiver {
             hand_over(event, &mut handler);
             taken += 1;
         }
-        self.got_events = true;
         taken
     }
 

@@ -143,8 +143,7 @@ impl ReceivedFrame {
 
 /// A received frame lent for the length of a call by [`super::Receiver::poll`]: the same
 /// whole, checksum-verified frame as a [`ReceivedFrame`], viewed in its pooled block without
-/// taking a share of the block (no atomic operation per frame). [`FrameView::to_received`]
-/// keeps it past the call.
+/// taking a share of the block. [`FrameView::to_received`] keeps it past the call.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameView<'a> {
     block: &'a Arc<RxBlock>,

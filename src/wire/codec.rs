@@ -763,12 +763,12 @@ fn data_header(msg_type: MsgType, fixed: &[u8], values: &[u8], sequence: u64) ->
 
 /// Writes a ForwardData or BackwardData frame at the front of `dst`, exactly as
 /// [`encode_frame`] does, and returns its length; `None`, writing nothing, for any other
-/// message, when `dst` is shorter than the frame, or on a big-endian host.
+/// message, when `dst` is shorter than the frame, when the payload would exceed `u32::MAX`
+/// bytes, or on a big-endian host.
 ///
 /// The streaming small frame's path into a plain slice (a batching sender's block): one
-/// bounds check, lengths from the array alone, no `BufMut` cursor. A 424-byte frame: 29 ns
-/// against [`encode_frame`]'s 31-32 ns into the same slice with LTO, 40 ns without (the CRC
-/// alone is ~24 ns).
+/// bounds check, lengths from the array alone, no `BufMut` cursor (PERF.md measures it against
+/// [`encode_frame`] into the same slice).
 #[inline]
 pub fn encode_layer_frame(msg: &Message<'_>, sequence: u64, dst: &mut [u8]) -> Option<usize> {
     let (Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data }) = msg
