@@ -192,7 +192,8 @@ fn decode_all(mut stream: &[u8]) -> StreamOutcome {
 }
 
 /// Builds a message from `data` ([`message_from_bytes`]), encodes it, and checks that both
-/// decoders give it back bit for bit, and that its split for a vectored write is the same bytes.
+/// decoders give it back bit for bit, and that its split for a vectored write and the
+/// layer-frame encoder's bytes are the same bytes.
 pub fn round_trip(data: &[u8]) {
     let message = message_from_bytes(data);
     let sequence = data
@@ -227,6 +228,18 @@ pub fn round_trip(data: &[u8]) {
     // The pieces of a vectored write are the same bytes.
     if let Some(parts) = codec::split_frame(&message, sequence).expect("a valid message") {
         assert_eq!(parts.pieces().concat(), out);
+    }
+
+    // The batching sender's layer-frame encoder writes the same bytes, or nothing.
+    let mut room = vec![0u8; out.len()];
+    match codec::encode_layer_frame(&message, sequence, &mut room) {
+        Some(n) => assert_eq!(&room[..n], &out[..]),
+        None => assert!(
+            !matches!(
+                message,
+                Message::ForwardData { .. } | Message::BackwardData { .. }
+            ) || cfg!(target_endian = "big")
+        ),
     }
 }
 
