@@ -869,6 +869,46 @@ fn poll_on_an_inline_engine_lends_every_frame_in_order() {
 }
 
 #[test]
+fn an_inline_engine_polled_without_waiting_still_makes_progress() {
+    // A busy-polling application calls with a zero timeout: each call must give the inline
+    // loop a turn (accept, handshake, reads), or nothing ever arrives.
+    const FRAMES: usize = 3_000;
+    let (_server, _handle, mut rx, addr) = start(inline_config("server", false));
+    let producer = thread::spawn(move || {
+        let (_client, client, _crx) = Engine::start(config("client")).unwrap();
+        let conn = client.connect(addr).unwrap();
+        let mut sender = client.sender(conn).unwrap();
+        for i in 0..FRAMES {
+            let (layer_id, data) = stream_frame(i);
+            sender
+                .send(&forward(layer_id, &data), Duration::from_secs(10))
+                .unwrap();
+        }
+        sender.flush().unwrap();
+        client.wait_sent(conn, Duration::from_secs(20)).unwrap();
+        thread::sleep(Duration::from_millis(200));
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut next = 0;
+    while next < FRAMES {
+        assert!(Instant::now() < deadline, "stalled at frame {next}");
+        // Both receiving calls, alternately, never waiting.
+        if next % 2 == 0 {
+            rx.poll(100, Duration::ZERO, |polled| {
+                if let Polled::Frame(frame) = polled {
+                    assert_is_stream_frame(&frame.to_received(), next);
+                    next += 1;
+                }
+            });
+        } else if let Some(NetEvent::Frame(frame)) = rx.recv_timeout(Duration::ZERO) {
+            assert_is_stream_frame(&frame, next);
+            next += 1;
+        }
+    }
+    producer.join().unwrap();
+}
+
+#[test]
 fn a_sender_gives_backpressure_and_drops_nothing() {
     let mut cfg = config("slow");
     cfg.rx_in_flight_limit = 1 << 20;

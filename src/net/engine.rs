@@ -1476,7 +1476,8 @@ impl Receiver {
         }
     }
 
-    /// Waits (at most `timeout`; `Duration::ZERO` does not wait) for at least one event, then
+    /// Waits (at most `timeout`; `Duration::ZERO` does not wait, though an inline engine still
+    /// gets one turn of its loop) for at least one event, then
     /// hands up to `max` waiting events to `handler`, in the order [`Receiver::recv_timeout`]
     /// gives them; returns how many (0 on timeout or once the engine has shut down and every
     /// event was taken).
@@ -1528,7 +1529,8 @@ impl Receiver {
     }
 
     /// The next event, waiting at most `timeout`. `None` on timeout or once the engine has
-    /// shut down and every event was taken.
+    /// shut down and every event was taken. An inline engine gets at least one turn of its
+    /// loop per call, so a caller polling with a zero timeout keeps it moving.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<NetEvent> {
         // The clock is read only once the rings are empty: a stream of events costs no
         // clock reads, and the end of one stands in for the time of its last event.
@@ -1537,6 +1539,9 @@ impl Receiver {
             return Some(event);
         }
         let deadline = Instant::now() + timeout;
+        // An inline engine moves only while a thread drives it: even a call that may not wait
+        // (a zero timeout, a busy-polling caller) gives it one turn before it gives up.
+        let mut driven = false;
         loop {
             if let Some(event) = self.next_event() {
                 self.got_events = true;
@@ -1549,13 +1554,20 @@ impl Receiver {
                 return self.next_event();
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline && (driven || !self.shared.is_inline) {
                 return None;
             }
             if self.shared.is_inline {
+                driven = true;
                 // Drive the loop here, once the thread driving it (if any) is done.
-                if self.shared.drive_inline_for_receiver(deadline - now) {
+                if self
+                    .shared
+                    .drive_inline_for_receiver(deadline.saturating_duration_since(now))
+                {
                     continue;
+                }
+                if now >= deadline {
+                    return None;
                 }
             }
             if self.shared.config.busy_poll
