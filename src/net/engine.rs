@@ -228,7 +228,12 @@ impl EngineShared {
     fn new_conn(&self, addr: SocketAddr) -> Arc<ConnShared> {
         let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let loop_index = self.next_loop.fetch_add(1, Ordering::Relaxed) % self.loops.len();
-        let shared = Arc::new(ConnShared::new(id, addr, loop_index));
+        let shared = Arc::new(ConnShared::new(
+            id,
+            addr,
+            loop_index,
+            self.config.send_queue_limit,
+        ));
         self.conns
             .write()
             .unwrap_or_else(|e| e.into_inner())
