@@ -12,16 +12,14 @@ use crossbeam_queue::ArrayQueue;
 use mio::{Events, Poll, Token, Waker};
 
 use super::event_loop::{Command, EventLoop, LoopHandle, WAKER};
-use super::frame::{Delivery, FrameBatch, FrameView, OutFrame, ReceivedFrame};
+use super::frame::{encode_into, Delivery, FrameBatch, FrameView, OutFrame, ReceivedFrame};
 use super::metrics::{EngineMetrics, MetricsSnapshot};
 use super::peer::{CloseCause, ConnId, ConnShared, PeerStatus};
 use super::pool::Block;
 use super::pool::BufferPool;
 use super::stream::{ByteStream, PlainTcp};
 use crate::session::{PeerInfo, Role, SessionConfig};
-use crate::wire::{
-    encode_frame, encode_layer_frame, frame_len, DisconnectReason, Message, MsgType, ProtocolError,
-};
+use crate::wire::{encode_frame, frame_len, DisconnectReason, Message, MsgType, ProtocolError};
 
 /// How an engine runs.
 #[derive(Debug, Clone)]
@@ -1190,10 +1188,7 @@ impl Sender {
         let block = self.block.as_mut()?;
         let room_len = self.credit.min(SENDER_BATCH_FRAME_MAX).min(self.max_frame);
         let room = &mut block.bytes_mut()[self.len..self.len + room_len];
-        let len = match encode_layer_frame(message, 0, room) {
-            Some(len) => len,
-            None => encode_frame(message, 0, &mut &mut room[..]).ok()?,
-        };
+        let len = encode_into(message, 0, room).ok()?;
         self.credit -= len;
         self.held(msg_type, len);
         Some(Ok(()))
@@ -1565,15 +1560,9 @@ impl Receiver {
             if self.shared.is_inline {
                 driven = true;
                 // Drive the loop here, once the thread driving it (if any) is done.
-                if self
-                    .shared
-                    .drive_inline_for_receiver(deadline.saturating_duration_since(now))
-                {
-                    continue;
-                }
-                if now >= deadline {
-                    return None;
-                }
+                self.shared
+                    .drive_inline_for_receiver(deadline.saturating_duration_since(now));
+                continue;
             }
             if self.shared.config.busy_poll
                 || self.last_event.elapsed() < self.shared.config.spin_before_sleep

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::pool::{Block, BufferPool};
 use super::ConnId;
 use crate::wire::{
-    encode_frame, parse_payload, Header, Message, MsgType, ProtocolError, HEADER_LEN,
+    encode_frame, encode_layer_frame, parse_payload, Header, Message, MsgType, ProtocolError,
+    HEADER_LEN,
 };
 
 /// A block of received bytes shared by the frames read into it; counts against the event
@@ -198,6 +199,21 @@ impl<'a> FrameView<'a> {
     }
 }
 
+/// Encodes `message` at the front of `dst` (a pooled block's room) and returns its length:
+/// the streaming small frames through the slice encoder, everything else through
+/// [`encode_frame`].
+#[inline]
+pub(crate) fn encode_into(
+    message: &Message<'_>,
+    sequence: u64,
+    dst: &mut [u8],
+) -> Result<usize, ProtocolError> {
+    match encode_layer_frame(message, sequence, dst) {
+        Some(len) => Ok(len),
+        None => encode_frame(message, sequence, &mut &mut dst[..]),
+    }
+}
+
 /// Encoded frames waiting to be written: one frame, or (from a [`super::Sender`]) several small
 /// data frames back to back in one block. Sequence numbers are patched in when the frames take
 /// their place in the connection's wire order.
@@ -234,8 +250,7 @@ impl OutFrame {
         len: usize,
     ) -> Result<OutFrame, ProtocolError> {
         let mut block = pool.take(len);
-        let mut dst = &mut block.bytes_mut()[..len];
-        encode_frame(message, sequence, &mut dst)?;
+        encode_into(message, sequence, &mut block.bytes_mut()[..len])?;
         Ok(OutFrame::single(block, len, message.msg_type()))
     }
 
@@ -368,10 +383,16 @@ pub(crate) struct FrameBatch {
 impl FrameBatch {
     /// The next frame of the batch, a view sharing its block.
     pub(crate) fn pop(&mut self) -> Option<ReceivedFrame> {
-        let &(start, len, msg_type) = self.frames.get(self.next)?;
+        let frame = self.view(self.next)?.to_received();
         self.next += 1;
-        Some(ReceivedFrame {
-            block: Arc::clone(&self.block),
+        Some(frame)
+    }
+
+    /// Frame `i` of the batch, viewed in its block.
+    fn view(&self, i: usize) -> Option<FrameView<'_>> {
+        let &(start, len, msg_type) = self.frames.get(i)?;
+        Some(FrameView {
+            block: &self.block,
             start,
             len,
             msg_type,
@@ -382,22 +403,12 @@ impl FrameBatch {
     /// Lends up to `max` of the next frames to `f`, in order; returns how many. A frame counts
     /// as given out before `f` sees it (a panicking `f` does not see it again).
     pub(crate) fn lend(&mut self, max: usize, mut f: impl FnMut(FrameView<'_>)) -> usize {
-        let mut lent = 0;
-        while lent < max {
-            let Some(&(start, len, msg_type)) = self.frames.get(self.next) else {
-                break;
-            };
+        let first = self.next;
+        while self.next - first < max && self.next < self.frames.len() {
             self.next += 1;
-            lent += 1;
-            f(FrameView {
-                block: &self.block,
-                start,
-                len,
-                msg_type,
-                conn: self.conn,
-            });
+            f(self.view(self.next - 1).expect("in the batch"));
         }
-        lent
+        self.next - first
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -141,7 +141,7 @@ impl ConnShared {
             return;
         }
         let before = self.queued.fetch_sub(len, Ordering::AcqRel);
-        if before - len <= self.wake_below {
+        if before.saturating_sub(len) <= self.wake_below {
             self.notify();
         }
     }

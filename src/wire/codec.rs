@@ -657,23 +657,15 @@ pub fn encode_frame<B: BufMut>(
             available: dst.remaining_mut(),
         });
     }
-    // The data frames' path: header and two pieces, no dispatch per piece. ForwardData and
-    // BackwardData first, apart: the small frames that stream, their 2-byte fixed field in a
-    // register (measured 3.5-4 ns faster a 424-byte frame than through `with_data_pieces`).
-    if let (
-        Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data },
-        false,
-    ) = (msg, cfg!(target_endian = "big"))
-    {
-        let values: &[u8] = bytemuck::cast_slice(data);
-        debug_assert_eq!(2 + values.len(), payload_len as usize, "no padding");
-        put_data_frame(
-            dst,
-            msg.msg_type(),
-            &layer_id.to_le_bytes(),
-            values,
-            sequence,
+    // The data frames' path: header and two pieces, no dispatch per piece; ForwardData and
+    // BackwardData first.
+    if let Some((fixed, values)) = layer_pieces(msg) {
+        debug_assert_eq!(
+            fixed.len() + values.len(),
+            payload_len as usize,
+            "no padding"
         );
+        put_data_frame(dst, msg.msg_type(), &fixed, values, sequence);
         return Ok(total);
     }
     let data = with_data_pieces(msg, |fixed, values| {
@@ -737,6 +729,22 @@ fn with_data_pieces<'m, R>(
     with_data_fields(msg, |fixed, values| f(fixed, bytemuck::cast_slice(values)))
 }
 
+/// A ForwardData or BackwardData message's fixed field (the layer id) and values as wire
+/// bytes, in place: `None` for any other message and on a big-endian host. The streaming small
+/// frames' pieces, kept out of [`with_data_pieces`]'s four-way match (measured 3.5-4 ns a
+/// 424-byte frame faster).
+#[inline(always)]
+fn layer_pieces<'m>(msg: &'m Message<'_>) -> Option<([u8; 2], &'m [u8])> {
+    match msg {
+        Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data }
+            if cfg!(target_endian = "little") =>
+        {
+            Some((layer_id.to_le_bytes(), bytemuck::cast_slice(data)))
+        }
+        _ => None,
+    }
+}
+
 /// Puts a data frame whose payload is `fixed` then `values` (no padding) into `dst`.
 #[inline(always)]
 fn put_data_frame<B: BufMut>(
@@ -771,15 +779,7 @@ fn data_header(msg_type: MsgType, fixed: &[u8], values: &[u8], sequence: u64) ->
 /// [`encode_frame`] into the same slice).
 #[inline]
 pub fn encode_layer_frame(msg: &Message<'_>, sequence: u64, dst: &mut [u8]) -> Option<usize> {
-    let (Message::ForwardData { layer_id, data } | Message::BackwardData { layer_id, data }) = msg
-    else {
-        return None;
-    };
-    if cfg!(target_endian = "big") {
-        return None;
-    }
-    let fixed = layer_id.to_le_bytes();
-    let values: &[u8] = bytemuck::cast_slice(data);
+    let (fixed, values) = layer_pieces(msg)?;
     u32::try_from(fixed.len() + values.len()).ok()?;
     let frame = dst.get_mut(..HEADER_LEN + fixed.len() + values.len())?;
     let total = frame.len();
