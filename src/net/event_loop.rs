@@ -9,25 +9,27 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::command::{Command, LoopHandle, WAKER};
 use super::connection::{Connection, Flushed, Pace, ReadContext, ReadOutcome};
-use super::engine::{EngineShared, NetEvent};
+use super::context::LoopContext;
+use super::event::NetEvent;
 use super::frame::{Delivery, OutFrame};
 use super::peer::{CloseCause, ConnId, ConnShared};
+use super::socket::tune_socket;
 use super::stream::{ByteStream, PlainTcp};
 use super::timer::Timer;
 use crate::session::{Role, Session, SessionEvent};
 use crate::wire::{DisconnectReason, Message, MsgType, ProtocolError};
 
-pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 const PACE_TIMER: Token = Token(usize::MAX - 2);
 /// How often every session's timers are checked, at the most.
@@ -46,62 +48,11 @@ const DIRECT_READ_MAX: usize = 8;
 /// ... and polls epoll (listeners, writability, wake-ups) once per this many turns.
 const DIRECT_POLL_EVERY: u32 = 16;
 
-/// Work handed to a loop by the application or by another loop.
-pub(crate) enum Command {
-    /// Take over a connected socket.
-    Adopt {
-        stream: Box<dyn ByteStream>,
-        role: Role,
-        shared: Arc<ConnShared>,
-    },
-    /// Send an encoded frame (its bytes are already counted in the queue).
-    Send {
-        conn: ConnId,
-        slot: usize,
-        frame: OutFrame,
-    },
-    /// Close gracefully.
-    Close {
-        conn: ConnId,
-        slot: usize,
-        reason: DisconnectReason,
-        message: String,
-    },
-    /// Measure the round trip now.
-    Heartbeat { conn: ConnId, slot: usize },
-    /// Accept connections from this listener.
-    Listen(TcpListener),
-    /// Stop the loop.
-    Shutdown,
-}
-
-/// The application's side of a loop: where to put commands and how to wake it.
-pub(crate) struct LoopHandle {
-    pub(crate) commands: ArrayQueue<Command>,
-    pub(crate) waker: Waker,
-    /// Set while the loop sleeps in the poll, so senders wake it only then.
-    pub(crate) sleeping: AtomicBool,
-}
-
-impl LoopHandle {
-    /// Queues a command and wakes the loop if it sleeps. Gives the command back if full.
-    pub(crate) fn submit(&self, command: Command) -> Result<(), Command> {
-        self.commands.push(command)?;
-        fence(Ordering::SeqCst);
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            if let Err(e) = self.waker.wake() {
-                log::error!("could not wake an event loop: {e}");
-            }
-        }
-        Ok(())
-    }
-}
-
 pub(crate) struct EventLoop {
     index: usize,
     poll: Poll,
     handle: Arc<LoopHandle>,
-    shared: Arc<EngineShared>,
+    context: Arc<LoopContext>,
     events_out: rtrb::Producer<Delivery>,
     bulk_out: rtrb::Producer<NetEvent>,
     /// Events that did not fit in the ring.
@@ -135,14 +86,14 @@ impl EventLoop {
         index: usize,
         poll: Poll,
         handle: Arc<LoopHandle>,
-        shared: Arc<EngineShared>,
+        context: Arc<LoopContext>,
         events_out: rtrb::Producer<Delivery>,
         bulk_out: rtrb::Producer<NetEvent>,
     ) -> Self {
-        let pace_timer = shared
+        let pace_timer = context
             .config
             .bulk_rate
-            .filter(|_| !shared.config.busy_poll)
+            .filter(|_| !context.config.busy_poll)
             .and_then(|_| match Timer::new(poll.registry(), PACE_TIMER) {
                 Ok(timer) => Some(timer),
                 Err(e) => {
@@ -154,7 +105,7 @@ impl EventLoop {
             index,
             poll,
             handle,
-            shared,
+            context,
             events_out,
             bulk_out,
             backlog: VecDeque::new(),
@@ -191,7 +142,7 @@ impl EventLoop {
         max_wait: Option<Duration>,
         inline: bool,
     ) -> bool {
-        let busy = self.shared.config.busy_poll;
+        let busy = self.context.config.busy_poll;
         if !self.drain_commands() {
             return false;
         }
@@ -225,7 +176,7 @@ impl EventLoop {
         // Adaptive spinning: right after work, the next event tends to follow within
         // microseconds (a reply, the next frame), and a blocking poll would pay a
         // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
-        let spinning = now.duration_since(self.last_work) < self.shared.config.spin_before_sleep;
+        let spinning = now.duration_since(self.last_work) < self.context.config.spin_before_sleep;
         let more = !self.read_again.is_empty() || !self.dirty.is_empty();
         let mut timeout = if busy || spinning || more {
             Duration::ZERO
@@ -349,10 +300,10 @@ impl EventLoop {
         let now = Instant::now();
         let pace = Pace {
             now,
-            bulk_rate: self.shared.config.bulk_rate,
+            bulk_rate: self.context.config.bulk_rate,
         };
-        let pool = &self.shared.pool;
-        let traffic = &self.shared.metrics.traffic;
+        let pool = &self.context.pool;
+        let traffic = &self.context.metrics.traffic;
         let connection = &mut self.conns[key];
         let outcome =
             match connection.write_direct(message, len, pool, pace, traffic, DIRECT_BUDGET) {
@@ -447,7 +398,7 @@ impl EventLoop {
         }
         let session = Session::new(
             role,
-            Arc::clone(&self.shared.session_config),
+            Arc::clone(&self.context.session_config),
             Instant::now(),
         );
         log::debug!(
@@ -458,7 +409,7 @@ impl EventLoop {
         );
         shared.set_slot(key);
         entry.insert(Connection::new(stream, session, shared));
-        self.shared
+        self.context
             .metrics
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
@@ -472,19 +423,18 @@ impl EventLoop {
             loop {
                 match self.listeners[i].accept() {
                     Ok((socket, addr)) => {
-                        super::engine::tune_socket(&socket, &self.shared.config);
+                        tune_socket(&socket, &self.context.config);
                         if let Err(e) = socket.set_nodelay(true) {
                             log::warn!("TCP_NODELAY failed for {addr}: {e}");
                         }
-                        let shared = Arc::clone(&self.shared);
-                        shared.dispatch_accepted(Box::new(PlainTcp(socket)), addr, self);
+                        self.dispatch_accepted(Box::new(PlainTcp(socket)), addr);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // Out of file descriptors and the like: try again on the next event.
                         log::warn!("accept failed: {e}");
-                        self.shared.metrics.count_io_error();
+                        self.context.metrics.count_io_error();
                         break;
                     }
                 }
@@ -492,13 +442,29 @@ impl EventLoop {
         }
     }
 
-    /// Adopts a connection accepted by this loop's listener.
-    pub(crate) fn adopt_local(&mut self, stream: Box<dyn ByteStream>, shared: Arc<ConnShared>) {
-        self.adopt(stream, Role::Acceptor, shared);
-    }
-
-    pub(crate) fn index(&self) -> usize {
-        self.index
+    /// Places an accepted connection on its loop: this one, or another through its queue.
+    fn dispatch_accepted(&mut self, stream: Box<dyn ByteStream>, addr: SocketAddr) {
+        let shared = self.context.new_conn(addr);
+        if shared.loop_index == self.index {
+            self.adopt(stream, Role::Acceptor, shared);
+            return;
+        }
+        let command = Command::Adopt {
+            stream,
+            role: Role::Acceptor,
+            shared: Arc::clone(&shared),
+        };
+        if self.context.loops[shared.loop_index]
+            .submit(command)
+            .is_err()
+        {
+            log::warn!(
+                "event loop {} is saturated: connection from {addr} dropped",
+                shared.loop_index
+            );
+            shared.set_closed(CloseCause::Shutdown);
+            self.context.forget(shared.id);
+        }
     }
 
     /// Reads the connections that may have bytes. `for_consumer` (an application thread
@@ -512,7 +478,7 @@ impl EventLoop {
         }
         let spare = self.spare_keys.pop().unwrap_or_default();
         let mut keys = std::mem::replace(&mut self.read_again, spare);
-        let engine = Arc::clone(&self.shared);
+        let engine = Arc::clone(&self.context);
         let rx_budget = Arc::clone(&self.rx_budget);
         let cx = ReadContext {
             pool: &engine.pool,
@@ -567,7 +533,7 @@ impl EventLoop {
                 }
                 Ok(ReadOutcome::Eof) => closing.push((key, CloseCause::Eof)),
                 Err(e) => {
-                    self.shared.metrics.count_io_error();
+                    self.context.metrics.count_io_error();
                     closing.push((key, CloseCause::Io(e.kind())));
                 }
             }
@@ -651,7 +617,7 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.take_control_frames(&self.shared.pool);
+        conn.take_control_frames(&self.context.pool);
         if conn.wants_write() {
             self.dirty.push(key);
         }
@@ -669,12 +635,12 @@ impl EventLoop {
                 }
                 SessionEvent::RoundTrip(rtt) => {
                     conn.shared.set_rtt(rtt);
-                    self.shared.metrics.record_rtt(rtt);
+                    self.context.metrics.record_rtt(rtt);
                 }
                 SessionEvent::Closed { reason, error } => {
                     if let Some(e) = &error {
                         if !matches!(e, ProtocolError::Remote { .. }) {
-                            self.shared.metrics.count_error(e);
+                            self.context.metrics.count_error(e);
                         }
                     }
                     let cause = match error {
@@ -704,7 +670,7 @@ impl EventLoop {
         }
         let pace = Pace {
             now,
-            bulk_rate: self.shared.config.bulk_rate,
+            bulk_rate: self.context.config.bulk_rate,
         };
         let spare = self.spare_keys.pop().unwrap_or_default();
         let mut keys = std::mem::replace(&mut self.dirty, spare);
@@ -715,7 +681,7 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            match conn.flush(pace, &self.shared.metrics.traffic, budget) {
+            match conn.flush(pace, &self.context.metrics.traffic, budget) {
                 Ok(Flushed::All) => {
                     if conn.session.is_closed() {
                         let cause = conn.shared.close_cause().unwrap_or(CloseCause::Eof);
@@ -729,7 +695,7 @@ impl EventLoop {
                     self.pace_due = Some(self.pace_due.map_or(due, |d| d.min(due)));
                 }
                 Err(e) => {
-                    self.shared.metrics.count_io_error();
+                    self.context.metrics.count_io_error();
                     finished.push((key, CloseCause::Io(e.kind())));
                 }
             }
@@ -758,8 +724,8 @@ impl EventLoop {
         conn.shared.set_closed(cause.clone());
         let cause = conn.shared.close_cause().unwrap_or(cause);
         log::debug!("connection {} closed: {cause}", conn.shared.id);
-        self.shared.forget(conn.shared.id);
-        self.shared
+        self.context.forget(conn.shared.id);
+        self.context
             .metrics
             .connections_closed
             .fetch_add(1, Ordering::Relaxed);
@@ -773,7 +739,7 @@ impl EventLoop {
 
     fn tick(&mut self, now: Instant) {
         self.last_tick = now;
-        self.shared.pool.trim();
+        self.context.pool.trim();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
@@ -787,7 +753,7 @@ impl EventLoop {
 
     fn wake_consumer(&mut self) {
         if std::mem::take(&mut self.pushed) {
-            self.shared.wake_consumer();
+            self.context.wake_consumer();
         }
     }
 
@@ -810,7 +776,7 @@ impl EventLoop {
                 break;
             }
         }
-        self.shared.wake_consumer();
+        self.context.wake_consumer();
     }
 }
 

@@ -18,25 +18,39 @@
 //! from the caller's memory (head encoded on the stack; the values of a frame over 1 KiB
 //! handed to `writev` in place), queuing only what the socket does not take.
 
+mod command;
+mod config;
 mod connection;
+mod context;
 mod engine;
+mod error;
+mod event;
 mod event_loop;
 mod frame;
+mod handle;
+mod inline;
 mod metrics;
 mod pacing;
 mod peer;
 pub mod pool;
+mod receiver;
+mod sender;
+mod shared;
+mod socket;
 pub mod stream;
 mod timer;
 
-pub use engine::{
-    Engine, EngineConfig, EngineHandle, NetError, NetEvent, Polled, Receiver, Sender,
-    SENDER_BATCH_FRAME_MAX,
-};
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use error::NetError;
+pub use event::{NetEvent, Polled};
 pub use frame::{FrameView, ReceivedFrame};
+pub use handle::EngineHandle;
 pub use metrics::{new_rtt_histogram, CounterSnapshot, MetricsSnapshot};
 pub use peer::{CloseCause, ConnId, PeerStatus};
 pub use pool::BufferPool;
+pub use receiver::Receiver;
+pub use sender::{Sender, SENDER_BATCH_FRAME_MAX};
 
 /// Frames longer than this go in the bulk lane.
 pub(crate) const BULK_THRESHOLD: usize = 64 * 1024;

@@ -188,6 +188,18 @@ impl ConnShared {
         }
     }
 
+    /// What the application sees of the connection.
+    pub(crate) fn status(&self) -> PeerStatus {
+        PeerStatus {
+            conn: self.id,
+            addr: self.addr,
+            info: self.info(),
+            rtt: self.rtt(),
+            queued_bytes: self.queued(),
+            traffic: self.counters(),
+        }
+    }
+
     pub(crate) fn counters(&self) -> CounterSnapshot {
         self.counters.snapshot()
     }

@@ -1,0 +1,40 @@
+//! What the engine tells the application: connections opening and closing, and frames.
+
+use std::net::SocketAddr;
+
+use super::frame::{FrameView, ReceivedFrame};
+use super::peer::{CloseCause, ConnId};
+use crate::session::PeerInfo;
+
+/// What the engine tells the application.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A handshake completed.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// Its remote address.
+        addr: SocketAddr,
+        /// What the peer said about itself, and what was agreed.
+        peer: Box<PeerInfo>,
+    },
+    /// A data frame (ForwardData, BackwardData, HebbianData, WeightSync).
+    Frame(ReceivedFrame),
+    /// A connection ended. Every frame it delivered came before this event.
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        cause: CloseCause,
+    },
+}
+
+/// What [`Receiver::poll`] hands its handler.
+#[derive(Debug)]
+pub enum Polled<'a> {
+    /// A data frame, lent for the call.
+    Frame(FrameView<'a>),
+    /// A connection change: [`NetEvent::Connected`] or [`NetEvent::Disconnected`], never a
+    /// [`NetEvent::Frame`] (frames come as [`Polled::Frame`]).
+    Event(NetEvent),
+}
