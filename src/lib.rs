@@ -14,6 +14,40 @@
 //!   net/      mio event loops, buffer pool, rings to the consumer         (the only I/O)
 //!   node/     DistributedNetwork: the user API joining net and nn
 //! ```
+//!
+//! # Quick start
+//!
+//! A node hosts a network and listens; another node connects and sends it activations, which
+//! the first runs through its network:
+//!
+//! ```no_run
+//! use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+//! use nnp::node::{DistributedNetwork, HandleOutcome};
+//!
+//! let layers = [4, 8, 2];
+//! let network = NeuralNetwork::with_layers_and_mode(&layers, 0.1, HebbianLearningMode::Classic);
+//! let (server, inbox) = DistributedNetwork::new("server", "127.0.0.1", 0, network)?;
+//! let addr = server.start_server()?;
+//!
+//! let network = NeuralNetwork::with_layers_and_mode(&layers, 0.1, HebbianLearningMode::Classic);
+//! let (client, _client_inbox) = DistributedNetwork::new("client", "127.0.0.1", 0, network)?;
+//! let peer = client.connect_to("127.0.0.1", addr.port())?;
+//! client.send_forward_data(peer, 0, &[0.1, 0.2, 0.3, 0.4])?;
+//!
+//! for message in inbox {
+//!     // Connection events come too; handle_message answers them with `Nothing`.
+//!     if let HandleOutcome::Output(output) = server.handle_message(&message)? {
+//!         println!("output: {output:?}");
+//!         break;
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The engine alone ([`net::Engine`]) is a transport for [`wire::Message`]s; the repository's
+//! README shows it, and docs/TRANSPORT.md explains its settings. The wire format is specified
+//! byte by byte, with test vectors, in docs/PROTOCOL.md in the repository; performance figures
+//! are in PERF.md.
 // Unsafe code lives only in `nn::kernels` (runtime-dispatched AVX2/FMA) and `nn::mapped`
 // (the memmap2 view), which allow it locally; CI runs their tests under miri.
 #![deny(unsafe_code)]
