@@ -26,11 +26,8 @@ use super::peer::ConnShared;
 use super::pool::{Block, BufferPool, SIZE_CLASSES};
 use super::stream::ByteStream;
 use super::NetEvent;
-use crate::session::{Received, Session};
-use crate::wire::{
-    check_frame_resumed, check_payload, frame_len, parse_payload, split_frame, FrameCheck, Header,
-    Message, MsgType, PartialChecksum, ProtocolError, HEADER_LEN,
-};
+use crate::session::{Lane, Session};
+use crate::wire::{frame_len, split_frame, Message, MsgType, ProtocolError};
 
 /// Bytes in wire order below which the next frames are scheduled.
 const WIRE_LOW_WATER: usize = 64 * 1024;
@@ -100,8 +97,6 @@ pub(crate) struct Connection {
     rx: Option<Block>,
     rx_start: usize,
     rx_filled: usize,
-    /// The checksum of the unfinished frame at `rx_start`, as far as it has arrived.
-    rx_checksum: PartialChecksum,
     /// Data frames parsed but not yet accepted by the rings: batches of small frames, and
     /// WeightSync frames one by one (as `Delivery::Event(NetEvent::Frame)`).
     pub(crate) parked: VecDeque<Delivery>,
@@ -124,7 +119,6 @@ pub(crate) struct ReadContext<'a> {
     pub(crate) pool: &'a BufferPool,
     pub(crate) rx_budget: &'a Arc<AtomicUsize>,
     pub(crate) rx_limit: usize,
-    pub(crate) max_payload: u32,
     pub(crate) now: Instant,
     pub(crate) traffic: &'a Counters,
     /// Keep an empty read block when the socket runs dry (busy polling reads again at once;
@@ -160,7 +154,6 @@ impl Connection {
             rx: None,
             rx_start: 0,
             rx_filled: 0,
-            rx_checksum: PartialChecksum::default(),
             parked: VecDeque::new(),
             out: None,
             read_closed: false,
@@ -176,9 +169,15 @@ impl Connection {
             if !self.parked.is_empty() || cx.rx_budget.load(Ordering::Relaxed) > cx.rx_limit {
                 return Ok(ReadOutcome::Paused);
             }
-            let block = self
-                .rx
-                .get_or_insert_with(|| cx.pool.take(SIZE_CLASSES[SIZE_CLASSES.len() - 1]));
+            // Until the handshake completes a peer has earned only a small block: a
+            // handshake is a few hundred bytes, and an unknown peer must not cost the node
+            // a full read block (larger frames grow the block as their bytes arrive).
+            let size = if self.session.is_established() {
+                SIZE_CLASSES[SIZE_CLASSES.len() - 1]
+            } else {
+                SIZE_CLASSES[1]
+            };
+            let block = self.rx.get_or_insert_with(|| cx.pool.take(size));
             let room = &mut block.bytes_mut()[self.rx_filled..];
             let asked = room.len();
             let n = match self.stream.read(room) {
@@ -229,57 +228,27 @@ impl Connection {
         // WeightSync frames go one by one to the bulk ring.
         let mut small: Vec<(u32, u32, MsgType)> = Vec::new();
         let mut bulk: Vec<(usize, usize)> = Vec::new();
-        let mut pos = self.rx_start;
-        let mut needed = 0;
-        let mut frames = 0u64;
-        let outcome = loop {
-            let buf = &block.bytes()[pos..self.rx_filled];
-            match check_frame_resumed(buf, cx.max_payload, &mut self.rx_checksum) {
-                Ok(FrameCheck::Complete { len, msg_type }) => {
-                    let frame = &buf[..len];
-                    let header = Header::ref_from_buf(frame).expect("checked frame");
-                    let (sequence, payload) = (header.sequence(), &frame[HEADER_LEN..]);
-                    let result = if msg_type.required_capability().is_some() {
-                        // A data frame: checked in place, handed on undecoded.
-                        check_payload(msg_type, payload).and_then(|()| {
-                            self.session.handle_data_frame(cx.now, sequence, msg_type)
-                        })
-                    } else {
-                        parse_payload(msg_type, payload)
-                            .and_then(|msg| self.session.handle_frame(cx.now, sequence, &msg))
-                    };
-                    match result {
-                        Ok(Received::Data) if msg_type == MsgType::WeightSync => {
-                            bulk.push((pos, len))
-                        }
-                        Ok(Received::Data) => small.push((pos as u32, len as u32, msg_type)),
-                        Ok(Received::Control) => {}
-                        Err(e) => break Err(e),
-                    }
-                    frames += 1;
-                    pos += len;
-                    if self.session.is_closed() {
-                        break Ok(());
-                    }
-                }
-                Ok(FrameCheck::Incomplete { needed: n }) => {
-                    needed = n;
-                    break Ok(());
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        self.shared.counters.add_in(frames, 0);
-        cx.traffic.add_in(frames, 0);
-        if let Err(e) = outcome {
-            self.read_closed = true;
-            if !self.session.is_closed() {
-                self.session.abort(e);
-            }
-        }
+        let start = self.rx_start;
+        let progress =
+            self.session.read(
+                cx.now,
+                &block.bytes()[start..self.rx_filled],
+                |frame| match frame.lane() {
+                    Lane::Bulk => bulk.push((start + frame.start, frame.len)),
+                    Lane::Small => small.push((
+                        (start + frame.start) as u32,
+                        frame.len as u32,
+                        frame.msg_type,
+                    )),
+                },
+            );
+        self.shared.counters.add_in(progress.frames, 0);
+        cx.traffic.add_in(progress.frames, 0);
         if self.session.is_closed() {
             self.read_closed = true;
         }
+        let pos = start + progress.consumed;
+        let needed = progress.needed;
         self.rx_start = pos;
         let tail = self.rx_filled - pos;
         if !small.is_empty() || !bulk.is_empty() {
@@ -569,7 +538,7 @@ impl Connection {
             let frame = lanes.wire.pop_front().expect("front exists");
             lanes.wire_bytes -= frame.len;
             frames += u64::from(frame.frames);
-            if frame.msg_type.required_capability().is_some() {
+            if frame.msg_type.is_data() {
                 shared.release_queued(frame.len);
             }
         }

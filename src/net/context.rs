@@ -41,8 +41,12 @@ impl LoopContext {
         loops: Vec<Arc<LoopHandle>>,
         consumer_waker: Waker,
     ) -> Self {
+        let session_config = SessionConfig {
+            max_payload: config.max_payload,
+            ..config.session.clone()
+        };
         LoopContext {
-            session_config: Arc::new(config.session.clone()),
+            session_config: Arc::new(session_config),
             pool: BufferPool::new(),
             metrics: EngineMetrics::default(),
             loops,

@@ -484,7 +484,6 @@ impl EventLoop {
             pool: &engine.pool,
             rx_budget: &rx_budget,
             rx_limit: engine.config.rx_in_flight_limit,
-            max_payload: engine.config.max_payload,
             now,
             traffic: &engine.metrics.traffic,
             keep_rx: engine.config.busy_poll,

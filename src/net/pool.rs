@@ -5,6 +5,11 @@
 //! nothing. The alignment is what lets the codec reinterpret f32 payloads in place: NNP frames
 //! are multiples of 4 bytes, so frames read back to back into an aligned block stay aligned.
 //! A frame larger than the largest class gets a dedicated block, freed when it is released.
+//!
+//! A dedicated block is 16-byte aligned (enough for f32 in place) and allocated zeroed by the
+//! C allocator's `calloc`, which maps fresh pages for large sizes without touching them: the
+//! memory a large frame costs is committed page by page as its bytes are written, not when a
+//! header announces its length.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,10 +17,27 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 use crossbeam_queue::ArrayQueue;
 
-/// The unit of block storage; its alignment is the block's alignment.
+/// The unit of pooled block storage; its alignment is the block's alignment.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(64))]
 struct Align64([u8; 64]);
+
+/// A block's bytes: a pooled class block, or a dedicated large one.
+enum Storage {
+    Pooled(Box<[Align64]>),
+    /// Of 16-byte units: an alignment the system allocator serves with `calloc`, whose fresh
+    /// pages are not written until used (a 64-byte alignment would be zeroed by hand).
+    Large(Box<[u128]>),
+}
+
+impl Storage {
+    fn capacity(&self) -> usize {
+        match self {
+            Storage::Pooled(units) => units.len() * 64,
+            Storage::Large(units) => units.len() * 16,
+        }
+    }
+}
 
 /// Block sizes of the pool's classes, smallest first.
 /// The largest is what a connection reads into: big enough for a 64 KiB slice of weights
@@ -79,13 +101,13 @@ impl BufferPool {
                 if free.len() < low_water.load(Ordering::Relaxed) {
                     low_water.store(free.len(), Ordering::Relaxed);
                 }
-                data.unwrap_or_else(|| zeroed_units(SIZE_CLASSES[c]))
+                Storage::Pooled(data.unwrap_or_else(|| zeroed_units(SIZE_CLASSES[c])))
             }
-            None => zeroed_units(len),
+            None => Storage::Large(bytemuck::zeroed_slice_box(len.div_ceil(16))),
         };
         self.inner
             .in_use
-            .fetch_add(data.len() * 64, Ordering::Relaxed);
+            .fetch_add(data.capacity(), Ordering::Relaxed);
         Block {
             data,
             class,
@@ -123,7 +145,7 @@ fn zeroed_units(bytes: usize) -> Box<[Align64]> {
 
 /// An aligned byte block from a [`BufferPool`]; returns to the pool when dropped.
 pub struct Block {
-    data: Box<[Align64]>,
+    data: Storage,
     class: Option<usize>,
     pool: Arc<PoolInner>,
 }
@@ -139,24 +161,30 @@ impl std::fmt::Debug for Block {
 impl Block {
     /// The whole block.
     pub fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.data)
+        match &self.data {
+            Storage::Pooled(units) => bytemuck::cast_slice(units),
+            Storage::Large(units) => bytemuck::cast_slice(units),
+        }
     }
 
     /// The whole block, writable.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        bytemuck::cast_slice_mut(&mut self.data)
+        match &mut self.data {
+            Storage::Pooled(units) => bytemuck::cast_slice_mut(units),
+            Storage::Large(units) => bytemuck::cast_slice_mut(units),
+        }
     }
 
     /// Size in bytes.
     pub fn capacity(&self) -> usize {
-        self.data.len() * 64
+        self.data.capacity()
     }
 
     /// An empty block of the same pool (no storage, nothing to return): what is left in
     /// place of a block moved out of a structure that owns one.
     pub(crate) fn empty_sibling(&self) -> Block {
         Block {
-            data: Box::default(),
+            data: Storage::Pooled(Box::default()),
             class: None,
             pool: Arc::clone(&self.pool),
         }
@@ -165,13 +193,13 @@ impl Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        let data = std::mem::take(&mut self.data);
+        let data = std::mem::replace(&mut self.data, Storage::Pooled(Box::default()));
         self.pool
             .in_use
-            .fetch_sub(data.len() * 64, Ordering::Relaxed);
-        if let Some(c) = self.class {
+            .fetch_sub(data.capacity(), Ordering::Relaxed);
+        if let (Some(c), Storage::Pooled(units)) = (self.class, data) {
             // A full free list means the pool already holds its share: let this one go.
-            let _ = self.pool.free[c].push(data);
+            let _ = self.pool.free[c].push(units);
         }
     }
 }
@@ -183,17 +211,19 @@ mod tests {
     #[test]
     fn blocks_are_aligned_and_sized_by_class() {
         let pool = BufferPool::new();
-        for (len, cap) in [
-            (1, 512),
-            (512, 512),
-            (513, 4096),
-            (65536, 65536),
-            (70000, 131072),
-            (131073, 131136),
+        for (len, cap, align) in [
+            (1, 512, 64),
+            (512, 512, 64),
+            (513, 4096, 64),
+            (65536, 65536, 64),
+            (70000, 131072, 64),
+            (131073, 131088, 16),
         ] {
             let b = pool.take(len);
             assert_eq!(b.capacity(), cap, "len {len}");
-            assert_eq!(b.bytes().as_ptr() as usize % 64, 0);
+            assert_eq!(b.bytes().len(), cap, "len {len}");
+            assert_eq!(b.bytes().as_ptr() as usize % align, 0, "len {len}");
+            assert!(b.bytes().iter().all(|&x| x == 0), "len {len}: zeroed");
         }
     }
 

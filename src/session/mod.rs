@@ -23,9 +23,19 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::wire::{DisconnectReason, Hello, Message, MsgType, ProtocolError, VERSION};
+use crate::wire::{
+    DisconnectReason, Hello, Message, MsgType, PartialChecksum, ProtocolError, VERSION,
+};
 
-/// What a node says about itself in its handshake, and how it times a session.
+mod inbound;
+
+pub use inbound::{DataFrame, Lane, ReadProgress};
+
+/// The default of [`SessionConfig::max_handshake_payload`].
+pub const DEFAULT_MAX_HANDSHAKE_PAYLOAD: u32 = 64 * 1024;
+
+/// What a node says about itself in its handshake, how it times a session, and the frame
+/// sizes it accepts.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// This node's id (random per process unless set).
@@ -46,6 +56,13 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// How long the handshake may take.
     pub handshake_timeout: Duration,
+    /// The largest payload a received frame may announce once the handshake is complete
+    /// (checked before any buffer grows; also the largest the engine sends).
+    pub max_payload: u32,
+    /// The largest payload a received frame may announce before the handshake completes:
+    /// what an unknown peer can make the node hold for it. A handshake is a few hundred
+    /// bytes; raise this only for peers that announce very many layers.
+    pub max_handshake_payload: u32,
 }
 
 impl Default for SessionConfig {
@@ -60,6 +77,8 @@ impl Default for SessionConfig {
             heartbeat_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            max_payload: crate::wire::DEFAULT_MAX_PAYLOAD,
+            max_handshake_payload: DEFAULT_MAX_HANDSHAKE_PAYLOAD,
         }
     }
 }
@@ -150,6 +169,8 @@ pub struct Session {
     agreed_capabilities: u32,
     transmit: VecDeque<Message<'static>>,
     events: VecDeque<SessionEvent>,
+    /// The checksum of the unfinished received frame, as far as its bytes have arrived.
+    rx_checksum: PartialChecksum,
 }
 
 impl Session {
@@ -168,6 +189,7 @@ impl Session {
             agreed_capabilities: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            rx_checksum: PartialChecksum::default(),
             config,
         };
         if role == Role::Initiator {
@@ -215,7 +237,7 @@ impl Session {
         message: &Message<'_>,
     ) -> Result<Received, ProtocolError> {
         let msg_type = message.msg_type();
-        if is_data(msg_type) {
+        if msg_type.is_data() {
             return self.handle_data_frame(now, sequence, msg_type);
         }
         self.take_sequence(now, sequence, msg_type)?;
@@ -274,7 +296,7 @@ impl Session {
         msg_type: MsgType,
     ) -> Result<Received, ProtocolError> {
         self.take_sequence(now, sequence, msg_type)?;
-        if self.state != State::Established || !is_data(msg_type) {
+        if self.state != State::Established || !msg_type.is_data() {
             return Err(self.abort(ProtocolError::UnexpectedMessage {
                 msg_type,
                 state: self.state.describe(),
@@ -400,7 +422,7 @@ impl Session {
 
     /// Checks, without taking a sequence number, that a data frame of this type may be sent.
     pub fn check_send(&self, msg_type: MsgType) -> Result<(), ProtocolError> {
-        if self.state != State::Established || !is_data(msg_type) {
+        if self.state != State::Established || !msg_type.is_data() {
             return Err(ProtocolError::UnexpectedMessage {
                 msg_type,
                 state: self.state.describe(),
@@ -550,9 +572,7 @@ impl Session {
     }
 }
 
-fn is_data(msg_type: MsgType) -> bool {
-    msg_type.required_capability().is_some()
-}
-
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -162,7 +162,13 @@ impl MsgType {
         MsgType::ALL.into_iter().find(|t| *t as u8 == code)
     }
 
-    /// The capability a peer must have agreed to for this type, if any.
+    /// Whether this is a data type (ForwardData, BackwardData, HebbianData, WeightSync),
+    /// carried for the application, rather than a control type the session consumes.
+    pub fn is_data(self) -> bool {
+        self.required_capability().is_some()
+    }
+
+    /// The capability a peer must have agreed to for this type, if any (data types only).
     pub fn required_capability(self) -> Option<u32> {
         use super::capabilities::*;
         match self {
