@@ -18,8 +18,6 @@
 // (the memmap2 view), which allow it locally; CI runs their tests under miri.
 #![deny(unsafe_code)]
 
-#[doc(hidden)]
-pub mod cli;
 pub mod dataset;
 pub mod net;
 pub mod nn;
