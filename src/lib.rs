@@ -14,11 +14,14 @@
 //!   net/      mio event loops, buffer pool, rings to the consumer         (the only I/O)
 //!   node/     DistributedNetwork: the user API joining net and nn
 //! ```
+//!
+//! The `nnp` command line is a separate binary (`src/bin/nnp/`), built with the default `cli`
+//! feature; it uses only this crate's public API. Embedders that want the library alone, without
+//! the command line's dependencies, depend on it with `default-features = false`.
 // Unsafe code lives only in `nn::kernels` (runtime-dispatched AVX2/FMA) and `nn::mapped`
 // (the memmap2 view), which allow it locally; CI runs their tests under miri.
 #![deny(unsafe_code)]
 
-pub mod dataset;
 pub mod net;
 pub mod nn;
 pub mod node;

@@ -8,6 +8,7 @@
 //! coordinator measures round trips. Everything crosses real TCP connections.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,19 +19,26 @@ use nnp::node::{
 use nnp::wire::{MsgType, SyncMode};
 use serde_json::json;
 
-use nnp::dataset;
+use crate::{dataset, CliResult};
 
-use crate::CliResult;
-
-/// `nnp demo [--quick] [--rounds N]`: runs the demo and, with `--json`, prints
+/// `nnp demo [--quick] [--rounds N] [--data PATH]`: runs the demo and, with `--json`, prints
 /// its report as JSON.
-pub(crate) fn demo(as_json: bool, quick: bool, rounds: Option<usize>) -> CliResult {
+pub(crate) fn demo(
+    as_json: bool,
+    quick: bool,
+    rounds: Option<usize>,
+    data: Option<&Path>,
+) -> CliResult {
     let options = DemoOptions {
         rounds: rounds.unwrap_or(if quick { 3 } else { 10 }),
         epochs_per_round: if quick { 1 } else { 2 },
         progress: !as_json && !quick,
+        data: match data {
+            Some(path) => path.to_path_buf(),
+            None => dataset::default_digits_path()?,
+        },
     };
-    let report = run(options)?;
+    let report = run(&options)?;
     if as_json {
         println!(
             "{}",
@@ -48,7 +56,7 @@ pub(crate) fn demo(as_json: bool, quick: bool, rounds: Option<usize>) -> CliResu
 }
 
 /// How long the demo runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DemoOptions {
     /// Federated rounds.
     rounds: usize,
@@ -56,6 +64,8 @@ struct DemoOptions {
     epochs_per_round: usize,
     /// Print a progress bar on standard error.
     progress: bool,
+    /// The digits data (`data/digits.csv.gz`).
+    data: PathBuf,
 }
 
 /// What the demo measured.
@@ -149,9 +159,9 @@ fn progress(on: bool, done: usize, total: usize, accuracy: f32) {
 }
 
 /// Runs the demo, printing what happens.
-fn run(options: DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> {
+fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let data = dataset::digits()?;
+    let data = dataset::digits(&options.data)?;
     let (train, test) = data.split(0.25, 0);
     let half: Vec<usize> = (0..train.len()).collect();
     let (a_rows, b_rows) = half.split_at(train.len() / 2);

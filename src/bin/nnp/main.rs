@@ -4,6 +4,7 @@
 //! sets up logging and dispatches; each command lives in the module of its name.
 
 mod bench;
+mod dataset;
 mod decode;
 mod demo;
 mod describe;
@@ -111,6 +112,10 @@ enum Command {
         /// Federated rounds (default 10, or 3 with --quick).
         #[arg(long)]
         rounds: Option<usize>,
+        /// The digits data, a gzip-compressed CSV [default: data/digits.csv.gz in the current
+        /// directory, else in the source tree nnp was built from].
+        #[arg(long, value_name = "PATH")]
+        data: Option<std::path::PathBuf>,
     },
     /// Measure round trips or throughput over loopback (against a self-spawned echo node).
     Bench {
@@ -307,6 +312,10 @@ fn run(cli: &Cli) -> CliResult {
             message,
             timeout,
         } => send::send(cli.json, to, message, Duration::from_secs_f64(*timeout)),
-        Command::Demo { quick, rounds } => demo::demo(cli.json, *quick, *rounds),
+        Command::Demo {
+            quick,
+            rounds,
+            data,
+        } => demo::demo(cli.json, *quick, *rounds, data.as_deref()),
     }
 }
