@@ -48,13 +48,14 @@
 //! README shows it, and docs/TRANSPORT.md explains its settings. The wire format is specified
 //! byte by byte, with test vectors, in docs/PROTOCOL.md in the repository; performance figures
 //! are in PERF.md.
+//!
+//! The `nnp` command line is a separate binary (`src/bin/nnp/`), built with the default `cli`
+//! feature; it uses only this crate's public API. Embedders that want the library alone, without
+//! the command line's dependencies, depend on it with `default-features = false`.
 // Unsafe code lives only in `nn::kernels` (runtime-dispatched AVX2/FMA) and `nn::mapped`
 // (the memmap2 view), which allow it locally; CI runs their tests under miri.
 #![deny(unsafe_code)]
 
-#[doc(hidden)]
-pub mod cli;
-pub mod dataset;
 pub mod net;
 pub mod nn;
 pub mod node;

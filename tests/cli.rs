@@ -24,7 +24,16 @@ fn encode(args: &[&str]) -> Vec<u8> {
     full.extend_from_slice(args);
     let (ok, hex) = nnp(&full, b"");
     assert!(ok, "encode {args:?} failed");
-    nnp::cli::inspect::from_hex(hex.trim()).unwrap()
+    from_hex(hex.trim())
+}
+
+/// The bytes of `encode`'s hex output.
+fn from_hex(hex: &str) -> Vec<u8> {
+    assert!(hex.len() % 2 == 0, "odd number of hex digits: {hex}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+        .collect()
 }
 
 fn decode_json(bytes: &[u8]) -> Vec<serde_json::Value> {

@@ -53,23 +53,23 @@ impl Digits {
 /// Reads `data/digits.csv.gz` (64 pixels 0..16, then the label, per line).
 pub(crate) fn load_digits() -> Digits {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv.gz");
-    let file = std::fs::File::open(path).expect("data/digits.csv.gz");
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut text = String::new();
     flate2::read::GzDecoder::new(file)
         .read_to_string(&mut text)
-        .expect("gzip");
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut x = Vec::new();
     let mut y = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let vals: Vec<f32> = line
             .split(',')
-            .map(|v| v.trim().parse().expect("number"))
+            .map(|v| v.trim().parse().unwrap_or_else(|e| panic!("{path}: {e}")))
             .collect();
-        assert_eq!(vals.len(), 65, "digits row width");
+        assert_eq!(vals.len(), 65, "{path}: digits row width");
         x.extend(vals[..64].iter().map(|v| v / 16.0));
         y.push(vals[64] as usize);
     }
-    assert_eq!(y.len(), 1797);
+    assert_eq!(y.len(), 1797, "{path}: rows");
     Digits { x, y }
 }
 

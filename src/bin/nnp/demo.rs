@@ -8,50 +8,89 @@
 //! coordinator measures round trips. Everything crosses real TCP connections.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dataset;
-use crate::nn::{one_hot, Activation, Adam, HebbianLearningMode, Loss, NeuralNetwork};
-use crate::node::{
+use nnp::nn::{one_hot, Activation, Adam, HebbianLearningMode, Loss, NeuralNetwork};
+use nnp::node::{
     DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig, NodeReceiver, PeerId,
 };
-use crate::wire::{MsgType, SyncMode};
+use nnp::wire::{MsgType, SyncMode};
+use serde_json::json;
+
+use crate::{dataset, CliResult};
+
+/// `nnp demo [--quick] [--rounds N] [--data PATH]`: runs the demo and, with `--json`, prints
+/// its report as JSON.
+pub(crate) fn demo(
+    as_json: bool,
+    quick: bool,
+    rounds: Option<usize>,
+    data: Option<&Path>,
+) -> CliResult {
+    let options = DemoOptions {
+        rounds: rounds.unwrap_or(if quick { 3 } else { 10 }),
+        epochs_per_round: if quick { 1 } else { 2 },
+        progress: !as_json && !quick,
+        data: match data {
+            Some(path) => path.to_path_buf(),
+            None => dataset::default_digits_path()?,
+        },
+    };
+    let report = run(&options)?;
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "accuracy_per_round": report.accuracy_per_round,
+                "remote_accuracy": report.remote_accuracy,
+                "remote_matches_local": report.remote_matches_local,
+                "frames_out": report.frames_out, "frames_in": report.frames_in,
+                "bytes_out": report.bytes_out, "bytes_in": report.bytes_in,
+                "rtt_p50_us": report.rtt_p50_us, "rtt_p99_us": report.rtt_p99_us,
+            })
+        );
+    }
+    Ok(())
+}
 
 /// How long the demo runs.
-#[derive(Debug, Clone, Copy)]
-pub struct DemoOptions {
+#[derive(Debug, Clone)]
+struct DemoOptions {
     /// Federated rounds.
-    pub rounds: usize,
+    rounds: usize,
     /// Local epochs per round.
-    pub epochs_per_round: usize,
+    epochs_per_round: usize,
     /// Print a progress bar on standard error.
-    pub progress: bool,
+    progress: bool,
+    /// The digits data (`data/digits.csv.gz`).
+    data: PathBuf,
 }
 
 /// What the demo measured.
 #[derive(Debug, Clone)]
-pub struct DemoReport {
+struct DemoReport {
     /// Coordinator's test accuracy after each round.
-    pub accuracy_per_round: Vec<f32>,
+    accuracy_per_round: Vec<f32>,
     /// Accuracy of the test images classified remotely by a worker.
-    pub remote_accuracy: f32,
+    remote_accuracy: f32,
     /// Whether the remote outputs equal the coordinator's own, bit for bit.
-    pub remote_matches_local: bool,
+    remote_matches_local: bool,
     /// Frames and bytes the coordinator sent and received.
-    pub frames_out: u64,
+    frames_out: u64,
     /// Frames received.
-    pub frames_in: u64,
+    frames_in: u64,
     /// Bytes sent.
-    pub bytes_out: u64,
+    bytes_out: u64,
     /// Bytes received.
-    pub bytes_in: u64,
+    bytes_in: u64,
     /// Heartbeat round trip, p50 and p99, in microseconds.
-    pub rtt_p50_us: f64,
+    rtt_p50_us: f64,
     /// p99.
-    pub rtt_p99_us: f64,
+    rtt_p99_us: f64,
     /// Total time.
-    pub elapsed: Duration,
+    elapsed: Duration,
 }
 
 type Node = DistributedNetwork<NeuralNetwork>;
@@ -120,9 +159,9 @@ fn progress(on: bool, done: usize, total: usize, accuracy: f32) {
 }
 
 /// Runs the demo, printing what happens.
-pub fn run(options: DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> {
+fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let data = dataset::digits()?;
+    let data = dataset::digits(&options.data)?;
     let (train, test) = data.split(0.25, 0);
     let half: Vec<usize> = (0..train.len()).collect();
     let (a_rows, b_rows) = half.split_at(train.len() / 2);

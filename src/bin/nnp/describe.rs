@@ -1,87 +1,7 @@
-//! `nnp decode`: walk a byte stream, print every frame, report garbage and resynchronise.
+//! How a message is shown: one line for people (`summarize`) or JSON (`to_json`).
 
+use nnp::wire::{capabilities, Message};
 use serde_json::json;
-
-use crate::wire::{capabilities, decode_frame, Message, MAGIC};
-
-/// One thing found in a byte stream.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Found {
-    /// A whole, valid frame at `offset`.
-    Frame {
-        /// Where it starts.
-        offset: usize,
-        /// Its length in bytes.
-        len: usize,
-        /// Its sequence number.
-        sequence: u64,
-        /// A one-line description of the message.
-        summary: String,
-        /// The same as JSON.
-        json: serde_json::Value,
-    },
-    /// Bytes that are not a valid frame, skipped up to the next magic.
-    Garbage {
-        /// Where they start.
-        offset: usize,
-        /// How many were skipped.
-        len: usize,
-        /// Why the frame at `offset` was refused.
-        error: String,
-    },
-    /// The stream ends inside a frame.
-    Truncated {
-        /// Where the unfinished frame starts.
-        offset: usize,
-        /// Bytes present.
-        have: usize,
-    },
-}
-
-/// Decodes every frame in `bytes`; invalid bytes are reported and skipped to the next magic.
-pub fn scan(bytes: &[u8], max_payload: u32) -> Vec<Found> {
-    let mut found = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        match decode_frame(&bytes[pos..], max_payload) {
-            Ok(Some((frame, len))) => {
-                found.push(Found::Frame {
-                    offset: pos,
-                    len,
-                    sequence: frame.sequence,
-                    summary: summarize(&frame.message),
-                    json: to_json(&frame.message),
-                });
-                pos += len;
-            }
-            Ok(None) => {
-                found.push(Found::Truncated {
-                    offset: pos,
-                    have: bytes.len() - pos,
-                });
-                break;
-            }
-            Err(error) => {
-                let next = next_magic(bytes, pos + 1).unwrap_or(bytes.len());
-                found.push(Found::Garbage {
-                    offset: pos,
-                    len: next - pos,
-                    error: error.to_string(),
-                });
-                pos = next;
-            }
-        }
-    }
-    found
-}
-
-fn next_magic(bytes: &[u8], from: usize) -> Option<usize> {
-    bytes
-        .get(from..)?
-        .windows(MAGIC.len())
-        .position(|w| w == MAGIC)
-        .map(|i| from + i)
-}
 
 fn preview(values: &[f32]) -> String {
     let shown: Vec<String> = values.iter().take(4).map(|v| format!("{v}")).collect();
@@ -90,7 +10,7 @@ fn preview(values: &[f32]) -> String {
 }
 
 /// A one-line description of a message, for people.
-pub fn summarize(message: &Message<'_>) -> String {
+pub(crate) fn summarize(message: &Message<'_>) -> String {
     match message {
         Message::Handshake(h) | Message::HandshakeAck(h) => format!(
             "{:?} name={:?} node_id={:#x} versions={}..={} capabilities={} layers={:?}",
@@ -145,7 +65,7 @@ pub fn summarize(message: &Message<'_>) -> String {
 }
 
 /// The message as JSON (every field; f32 arrays in full).
-pub fn to_json(message: &Message<'_>) -> serde_json::Value {
+pub(crate) fn to_json(message: &Message<'_>) -> serde_json::Value {
     let t = format!("{:?}", message.msg_type());
     match message {
         Message::Handshake(h) | Message::HandshakeAck(h) => json!({
@@ -182,24 +102,4 @@ pub fn to_json(message: &Message<'_>) -> serde_json::Value {
             json!({ "type": t, "code": code.0, "message": message })
         }
     }
-}
-
-/// Hex of `bytes`, two digits a byte, no separators.
-pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes from hex text; whitespace is ignored.
-pub fn from_hex(text: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
-        return Err("odd number of hex digits".into());
-    }
-    digits
-        .chunks(2)
-        .map(|pair| {
-            let s = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
-            u8::from_str_radix(s, 16).map_err(|_| format!("not hex: {s:?}"))
-        })
-        .collect()
 }

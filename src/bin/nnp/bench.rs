@@ -1,0 +1,176 @@
+//! `nnp bench`: round trips or throughput over loopback, against a self-spawned echo node or a
+//! running one.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use nnp::net::{new_rtt_histogram, Engine, EngineConfig, EngineHandle, NetEvent};
+use nnp::wire::{frame_len, Message};
+use serde_json::json;
+
+use crate::{BenchKind, CliResult};
+
+/// An in-process echo node: every data frame goes back to its sender.
+fn echo_node(
+    busy_poll: bool,
+) -> Result<(Engine, std::net::SocketAddr, std::thread::JoinHandle<()>), Box<dyn std::error::Error>>
+{
+    let config = EngineConfig {
+        event_loops: 1,
+        busy_poll,
+        ..EngineConfig::default()
+    };
+    let (engine, handle, mut rx) = Engine::start(config)?;
+    let addr = handle.listen("127.0.0.1:0")?;
+    let echo = std::thread::spawn(move || {
+        while let Some(event) = rx.recv() {
+            if let NetEvent::Frame(f) = event {
+                if let Ok(msg) = f.message() {
+                    let _ = handle.send(f.conn(), &msg, Duration::from_secs(5));
+                }
+            }
+        }
+    });
+    Ok((engine, addr, echo))
+}
+
+fn client(
+    addr: std::net::SocketAddr,
+    busy_poll: bool,
+) -> Result<(Engine, EngineHandle, nnp::net::Receiver, nnp::net::ConnId), Box<dyn std::error::Error>>
+{
+    let config = EngineConfig {
+        event_loops: 1,
+        busy_poll,
+        ..EngineConfig::default()
+    };
+    let (engine, handle, rx) = Engine::start(config)?;
+    let conn = handle.connect(addr)?;
+    Ok((engine, handle, rx, conn))
+}
+
+fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
+    json!({
+        "count": h.len(),
+        "p50_us": h.value_at_quantile(0.5) as f64 / 1e3,
+        "p90_us": h.value_at_quantile(0.9) as f64 / 1e3,
+        "p99_us": h.value_at_quantile(0.99) as f64 / 1e3,
+        "p99_9_us": h.value_at_quantile(0.999) as f64 / 1e3,
+        "max_us": h.max() as f64 / 1e3,
+    })
+}
+
+pub(crate) fn bench(
+    as_json: bool,
+    what: BenchKind,
+    count: usize,
+    values: usize,
+    busy_poll: bool,
+    to: Option<&str>,
+) -> CliResult {
+    let (server, addr, echo) = match to {
+        Some(to) => {
+            use std::net::ToSocketAddrs;
+            let addr = to
+                .to_socket_addrs()?
+                .next()
+                .ok_or("--to names no address")?;
+            (None, addr, None)
+        }
+        None => {
+            let (engine, addr, echo) = echo_node(busy_poll)?;
+            (Some(engine), addr, Some(echo))
+        }
+    };
+    let (client_engine, handle, mut rx, conn) = client(addr, busy_poll)?;
+    let data = vec![0.5f32; values];
+    let msg = Message::ForwardData {
+        layer_id: 0,
+        data: Cow::Borrowed(&data),
+    };
+    let len = frame_len(&msg)?;
+    match what {
+        BenchKind::Rtt => {
+            let mut h = new_rtt_histogram();
+            for i in 0..count + count / 10 {
+                let t = Instant::now();
+                handle.send(conn, &msg, Duration::from_secs(5))?;
+                loop {
+                    match rx.recv_timeout(Duration::from_secs(5)) {
+                        Some(NetEvent::Frame(_)) => break,
+                        Some(_) => continue,
+                        None => return Err("no echo within 5 s".into()),
+                    }
+                }
+                if i >= count / 10 {
+                    h.record(t.elapsed().as_nanos().max(1) as u64)?;
+                }
+            }
+            if as_json {
+                println!(
+                    "{}",
+                    json!({ "bench": "rtt", "frame_bytes": len, "rtt": percentiles(&h) })
+                );
+            } else {
+                println!("round trip of a {len}-byte ForwardData over loopback, {count} samples:");
+                for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
+                    println!(
+                        "  {name:<6} {:>9.1} us",
+                        h.value_at_quantile(q) as f64 / 1e3
+                    );
+                }
+                println!("  max    {:>9.1} us", h.max() as f64 / 1e3);
+            }
+        }
+        BenchKind::Throughput => {
+            let start = Instant::now();
+            let sender = {
+                let handle = handle.clone();
+                let data = data.clone();
+                std::thread::spawn(move || -> Result<(), String> {
+                    let msg = Message::ForwardData {
+                        layer_id: 0,
+                        data: Cow::Borrowed(&data),
+                    };
+                    for _ in 0..count {
+                        handle
+                            .send(conn, &msg, Duration::from_secs(10))
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            };
+            let mut got = 0;
+            while got < count {
+                match rx.recv_timeout(Duration::from_secs(10)) {
+                    Some(NetEvent::Frame(_)) => got += 1,
+                    Some(_) => {}
+                    None => return Err(format!("only {got} of {count} echoes arrived").into()),
+                }
+            }
+            sender.join().map_err(|_| "sender panicked")??;
+            let secs = start.elapsed().as_secs_f64();
+            let rate = count as f64 / secs;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({ "bench": "throughput", "frame_bytes": len, "messages": count, "messages_per_s": rate, "gb_per_s": rate * len as f64 / 1e9 })
+                );
+            } else {
+                println!(
+                    "{count} ForwardData of {len} bytes echoed in {secs:.3} s: {rate:.0} messages/s each way, {:.3} GB/s",
+                    rate * len as f64 / 1e9
+                );
+            }
+        }
+    }
+    client_engine.shutdown();
+    if let Some(server) = server {
+        server.shutdown();
+    }
+    if let Some(echo) = echo {
+        let _ = echo.join();
+    }
+    Ok(())
+}

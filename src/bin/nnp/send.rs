@@ -1,0 +1,55 @@
+//! `nnp send`: connect to a node, send one message, and print the reply.
+
+use std::time::{Duration, Instant};
+
+use nnp::net::{Engine, EngineConfig, NetEvent};
+use nnp::wire::DisconnectReason;
+use serde_json::json;
+
+use crate::describe::{summarize, to_json};
+use crate::{CliResult, Kind, MessageArgs};
+
+pub(crate) fn send(as_json: bool, to: &str, args: &MessageArgs, timeout: Duration) -> CliResult {
+    let msg = args.message();
+    if msg.msg_type().required_capability().is_none() {
+        return Err("only data messages (forward, backward, hebbian, weight-sync) can be sent to a node; the session sends the others itself".into());
+    }
+    let config = EngineConfig {
+        event_loops: 1,
+        ..EngineConfig::default()
+    };
+    let (engine, handle, mut rx) = Engine::start(config)?;
+    let conn = handle.connect(to)?;
+    handle.send(conn, &msg, timeout)?;
+    let reply = if matches!(args.kind, Kind::Forward) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Some(NetEvent::Frame(f)) => break Some(f),
+                Some(NetEvent::Disconnected { cause, .. }) => {
+                    return Err(format!("the node closed the connection: {cause}").into())
+                }
+                Some(NetEvent::Connected { .. }) => continue,
+                None => return Err("no reply before the timeout".into()),
+            }
+        }
+    } else {
+        None
+    };
+    match (&reply, as_json) {
+        (Some(frame), true) => println!(
+            "{}",
+            json!({ "sent": to_json(&msg), "reply": to_json(&frame.message()?) })
+        ),
+        (Some(frame), false) => {
+            println!("reply: {}", summarize(&frame.message()?))
+        }
+        (None, true) => println!("{}", json!({ "sent": to_json(&msg) })),
+        (None, false) => println!("sent {:?} to {to}", msg.msg_type()),
+    }
+    handle.close(conn, DisconnectReason::NORMAL, "nnp send done");
+    std::thread::sleep(Duration::from_millis(20));
+    engine.shutdown();
+    Ok(())
+}

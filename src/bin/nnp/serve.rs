@@ -1,0 +1,115 @@
+//! `nnp serve`: a node that listens, applies what peers send, and answers ForwardData with its
+//! output.
+
+use nnp::nn::HebbianLearningMode;
+use serde_json::json;
+
+use crate::CliResult;
+
+/// `nnp serve`'s options.
+pub(crate) struct ServeArgs<'a> {
+    pub(crate) host: &'a str,
+    pub(crate) port: u16,
+    pub(crate) layers: &'a [usize],
+    pub(crate) mode: HebbianLearningMode,
+    pub(crate) learning_rate: f32,
+    pub(crate) capabilities: &'a [String],
+    pub(crate) name: &'a str,
+    pub(crate) max_messages: Option<usize>,
+    pub(crate) weights: Option<&'a std::path::Path>,
+    pub(crate) save: Option<&'a std::path::Path>,
+}
+
+fn parse_capabilities(names: &[String]) -> Result<u32, String> {
+    let mut caps = 0;
+    for name in names {
+        let n = name.trim().to_ascii_uppercase().replace('-', "_");
+        if n == "ALL" {
+            caps |= nnp::wire::capabilities::ALL;
+            continue;
+        }
+        let bit = (0..8)
+            .map(|i| 1u32 << i)
+            .find(|&b| nnp::wire::capabilities::names(b).next() == Some(n.as_str()))
+            .ok_or_else(|| format!("unknown capability {name:?}"))?;
+        caps |= bit;
+    }
+    Ok(caps)
+}
+
+pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
+    use nnp::nn::{Activation, NeuralNetwork};
+    use nnp::node::{DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig};
+    if args.layers.len() < 2 || args.layers.contains(&0) {
+        return Err("--layers needs at least two non-zero sizes, e.g. 64,32,10".into());
+    }
+    let network = match args.weights {
+        Some(path) => {
+            let mut network = NeuralNetwork::load_weights(path)
+                .map_err(|e| format!("--weights {}: {e}", path.display()))?;
+            network.set_learning_rate(args.learning_rate);
+            network.set_mode(args.mode);
+            network
+        }
+        // A classifier's shape: sigmoid hidden layers, a softmax output.
+        None => NeuralNetwork::builder(args.layers)
+            .learning_rate(args.learning_rate)
+            .mode(args.mode)
+            .output_activation(Activation::Softmax)
+            .build()?,
+    };
+    let output_layer = network.layer_count() as u16;
+    let config = NodeConfig {
+        capabilities: parse_capabilities(args.capabilities)?,
+        ..NodeConfig::default()
+    };
+    let (node, rx) =
+        DistributedNetwork::with_config(args.name, args.host, args.port, network, config)?;
+    let addr = node.start_server()?;
+    if as_json {
+        println!("{}", json!({ "listening": addr.to_string() }));
+    } else {
+        println!("listening on {addr}");
+    }
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    let mut handled = 0;
+    for message in rx {
+        match &message.payload {
+            MessagePayload::PeerConnected(info) => {
+                log::info!("peer {} ({}) connected", message.peer, info.name)
+            }
+            MessagePayload::PeerDisconnected(cause) => {
+                log::info!("peer {} left: {cause}", message.peer)
+            }
+            _ => {
+                match node.handle_message(&message) {
+                    Ok(HandleOutcome::Output(output)) => {
+                        if let Err(e) = node.send_forward_data(message.peer, output_layer, &output)
+                        {
+                            log::warn!("could not answer {}: {e}", message.peer);
+                        }
+                    }
+                    Ok(outcome) => {
+                        log::info!("{:?} from {}: {outcome:?}", message.msg_type, message.peer)
+                    }
+                    Err(e) => {
+                        log::warn!("{:?} from {} refused: {e}", message.msg_type, message.peer)
+                    }
+                }
+                handled += 1;
+                if args.max_messages.is_some_and(|m| handled >= m) {
+                    break;
+                }
+            }
+        }
+    }
+    node.shutdown();
+    if let Some(path) = args.save {
+        node.network()
+            .save_weights(path)
+            .map_err(|e| format!("--save {}: {e}", path.display()))?;
+        log::info!("weights written to {}", path.display());
+    }
+    Ok(())
+}
