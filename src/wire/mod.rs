@@ -5,6 +5,7 @@
 pub mod capabilities;
 mod codec;
 mod error;
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod header;

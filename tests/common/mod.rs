@@ -1,5 +1,11 @@
-//! Test (and bench) helpers: the real digits data set and the PCA fixture.
-#![allow(dead_code)] // each test crate uses a different subset
+//! Test (and bench) helpers: the real digits data set and the PCA fixture here; engines over
+//! loopback in [`net`], a hand-driven NNP client in [`raw_peer`].
+// Every test crate (and benches/nn.rs) compiles this whole module and uses a different subset
+// of it; this also covers the submodules.
+#![allow(dead_code)]
+
+pub(crate) mod net;
+pub(crate) mod raw_peer;
 
 use std::io::Read;
 
