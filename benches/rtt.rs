@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use nnp::net::{ConnId, Engine, EngineConfig, EngineHandle, NetEvent, Receiver};
+use nnp::net::{ConnId, Engine, EngineConfig, EngineHandle, Limits, NetEvent, Receiver};
 use nnp::wire::{frame_len, Message, SyncMode, WeightSync};
 
 /// The environment variable `name` parsed, or `default`.
@@ -165,9 +165,9 @@ struct Tuning {
     /// SO_SNDBUF and SO_RCVBUF; `None` leaves the kernel's autotuning.
     send_buffer: Option<usize>,
     recv_buffer: Option<usize>,
-    /// `EngineConfig::bulk_rate`.
+    /// `Latency::bulk_rate`.
     bulk_rate: Option<u64>,
-    /// `EngineConfig::send_queue_limit`.
+    /// `Limits::send_queue_bytes`.
     queue_limit: usize,
 }
 
@@ -179,16 +179,20 @@ const AUTOTUNED: Tuning = Tuning {
 };
 
 fn engine_config(busy: bool, inline: bool, tuning: Tuning) -> EngineConfig {
-    EngineConfig {
-        socket_send_buffer: tuning.send_buffer,
-        socket_recv_buffer: tuning.recv_buffer,
-        bulk_rate: tuning.bulk_rate,
-        // Inline: no loop thread, the application's thread drives the engine.
-        event_loops: if inline { 0 } else { 1 },
-        busy_poll: busy,
-        max_payload: 17 << 20,
-        send_queue_limit: tuning.queue_limit,
-        ..EngineConfig::default()
+    let config = EngineConfig::default()
+        .socket_buffers(tuning.send_buffer, tuning.recv_buffer)
+        .bulk_rate(tuning.bulk_rate)
+        .busy_poll(busy)
+        .max_payload(17 << 20)
+        .limits(Limits {
+            send_queue_bytes: tuning.queue_limit,
+            ..Limits::default()
+        });
+    // Inline: no loop thread, the application's thread drives the engine.
+    if inline {
+        config.inline()
+    } else {
+        config.threads(1)
     }
 }
 
@@ -402,7 +406,7 @@ fn main() {
     // Settings: a loop thread per engine and inline engines with the kernel's autotuned
     // buffers; inline engines with SO_SNDBUF and SO_RCVBUF capped (bounding the bulk bytes
     // between the writer and the reader); both engines with bulk frames paced
-    // (`EngineConfig::bulk_rate`, NNP_BENCH_HOL_RATE bytes/s, default 1 GB/s), which bounds
+    // (`Latency::bulk_rate`, NNP_BENCH_HOL_RATE bytes/s, default 1 GB/s), which bounds
     // the bulk bytes ahead of a small frame and leaves the cores room.
     let rate: u64 = env_or("NNP_BENCH_HOL_RATE", 1_000_000_000);
     // A paced sender's queue is kept short too (1 MiB), so the streaming thread encodes as
@@ -516,7 +520,7 @@ fn raw_head_of_line(size: usize, n: usize, pace: Option<u64>, label: &str) {
             let mut due = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..256 {
-                    // One chunk of burst, like `EngineConfig::bulk_rate`: a late wake-up
+                    // One chunk of burst, like `Latency::bulk_rate`: a late wake-up
                     // (sleep overshoots by tens of microseconds) is caught up at once.
                     if let Some(rate) = pace {
                         let spacing = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);

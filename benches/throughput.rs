@@ -8,8 +8,7 @@
 //! NNP_BENCH_FILTER=Forward runs only the streams whose name contains it, NNP_BENCH_RUN=inline
 //! only the NNP runs whose label contains it; NNP_BENCH_PROFILE=1 runs the NNP streams alone,
 //! with no baseline and no ratio, so that a profile shows only NNP). The `Sender` runs receive
-//! through `Receiver::poll` (frames lent in place); NNP_BENCH_RECV=batch makes them take
-//! `recv_batch`'s owned events instead.
+//! through `Receiver::poll` (frames lent in place).
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -137,18 +136,18 @@ fn per_message(send: Duration, recv: Duration, count: usize) -> (f64, f64) {
 enum Api {
     /// `EngineHandle::send`, one frame per call; the receiver takes one event per call.
     PerFrame,
-    /// A `Sender` (frames coalesced into 64 KiB blocks) and `Receiver::poll`
-    /// (`Receiver::recv_batch` with NNP_BENCH_RECV=batch).
+    /// A `Sender` (frames coalesced into 64 KiB blocks) and `Receiver::poll`.
     Batched,
 }
 
 /// `inline`: engines with no loop thread, driven by the sending and the receiving thread
 /// (two threads in all, as the raw stream has); otherwise one loop thread per engine.
 fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
-    let config = EngineConfig {
-        event_loops: if inline { 0 } else { 1 },
-        max_payload: 17 << 20,
-        ..EngineConfig::default()
+    let config = EngineConfig::default().max_payload(17 << 20);
+    let config = if inline {
+        config.inline()
+    } else {
+        config.threads(1)
     };
     let (_server, server, mut rx) = Engine::start(config.clone()).unwrap();
     let addr = server.listen("127.0.0.1:0").unwrap();
@@ -160,17 +159,12 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
             let mut got = 0;
             let mut bytes = 0;
             let mut events = Vec::with_capacity(1024);
-            let recv_batch = std::env::var("NNP_BENCH_RECV").is_ok_and(|r| r == "batch");
             while got < count {
                 match api {
                     Api::PerFrame => events.push(
                         rx.recv_timeout(Duration::from_secs(20))
                             .expect("frames keep coming"),
                     ),
-                    Api::Batched if recv_batch => {
-                        let n = rx.recv_batch(&mut events, 1024, Duration::from_secs(20));
-                        assert!(n > 0, "frames keep coming");
-                    }
                     Api::Batched => {
                         let n = rx.poll(1024, Duration::from_secs(20), |polled| match polled {
                             Polled::Frame(f) => {

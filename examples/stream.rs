@@ -24,10 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(2_000_000);
-    let inline = EngineConfig {
-        event_loops: 0,
-        ..EngineConfig::default()
-    };
+    let inline = EngineConfig::default().inline();
 
     let (_server, server, mut rx) = Engine::start(inline.clone())?;
     let addr = server.listen("127.0.0.1:0")?;

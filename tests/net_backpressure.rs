@@ -1,4 +1,4 @@
-//! Backpressure from a slow reader: `try_send` and a `Sender` are refused near the send
+//! Backpressure from a slow reader: `send` with `Deadline::Now` and a `Sender` are refused near the send
 //! queue's limit once the kernel buffers are full, the server's memory stays bounded, and
 //! draining it delivers every accepted frame.
 
@@ -9,17 +9,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::net::{assert_is_stream_frame, config, start, stream_frame};
-use nnp::net::{Engine, NetError, NetEvent};
+use nnp::net::{Deadline, Engine, NetError, NetEvent};
 use nnp::wire::Message;
 
 #[test]
 fn a_slow_reader_gives_backpressure_and_bounded_memory() {
     let mut cfg = config("slow");
-    cfg.rx_in_flight_limit = 1 << 20;
-    cfg.event_ring_capacity = 64;
+    cfg.limits.rx_in_flight_bytes = 1 << 20;
+    cfg.limits.event_ring_capacity = 64;
     let (_server, _server_handle, mut server_rx, addr) = start(cfg.clone());
     let mut ccfg = config("fast");
-    ccfg.send_queue_limit = 1 << 20;
+    ccfg.limits.send_queue_bytes = 1 << 20;
     let (_client, client, _crx) = Engine::start(ccfg).unwrap();
     let conn = client.connect(addr).unwrap();
     let data = vec![1.0f32; 16 * 1024];
@@ -30,12 +30,12 @@ fn a_slow_reader_gives_backpressure_and_bounded_memory() {
     let mut sent = 0usize;
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
-        match client.try_send(conn, &msg) {
+        match client.send(conn, &msg, Deadline::Now) {
             Ok(()) => sent += 1,
             Err(NetError::WouldBlock { queued, limit }) => {
                 // The queue is full only once the kernel buffers are, so it must stay full.
                 thread::sleep(Duration::from_millis(200));
-                match client.try_send(conn, &msg) {
+                match client.send(conn, &msg, Deadline::Now) {
                     Err(NetError::WouldBlock { .. }) => break (queued, limit),
                     Ok(()) => sent += 1,
                     Err(e) => panic!("{e}"),
@@ -73,11 +73,11 @@ fn a_slow_reader_gives_backpressure_and_bounded_memory() {
 #[test]
 fn a_sender_gives_backpressure_and_drops_nothing() {
     let mut cfg = config("slow");
-    cfg.rx_in_flight_limit = 1 << 20;
-    cfg.event_ring_capacity = 64;
+    cfg.limits.rx_in_flight_bytes = 1 << 20;
+    cfg.limits.event_ring_capacity = 64;
     let (_server, _server_handle, mut server_rx, addr) = start(cfg);
     let mut ccfg = config("fast");
-    ccfg.send_queue_limit = 1 << 20;
+    ccfg.limits.send_queue_bytes = 1 << 20;
     let (_client, client, _crx) = Engine::start(ccfg).unwrap();
     let conn = client.connect(addr).unwrap();
     let mut sender = client.sender(conn).unwrap();
@@ -89,12 +89,12 @@ fn a_sender_gives_backpressure_and_drops_nothing() {
             layer_id,
             data: Cow::Borrowed(&data),
         };
-        match sender.try_send(&msg) {
+        match sender.send(&msg, Deadline::Now) {
             Ok(()) => accepted += 1,
             Err(NetError::WouldBlock { queued, limit }) => {
                 assert_eq!(sender.buffered_frames(), 0, "held frames were handed over");
                 thread::sleep(Duration::from_millis(200));
-                match sender.try_send(&msg) {
+                match sender.send(&msg, Deadline::Now) {
                     Err(NetError::WouldBlock { .. }) => {
                         assert!(queued + 65 * 1024 > limit, "refused near the limit");
                         break;

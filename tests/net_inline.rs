@@ -13,7 +13,7 @@ use common::net::{
     assert_is_stream_frame, config, echo_server, forward, inline_config, start, stream_frame,
     weight_sync,
 };
-use nnp::net::{Engine, EngineConfig, NetError, NetEvent, Polled};
+use nnp::net::{Deadline, Engine, EngineConfig, NetError, NetEvent, Polled};
 use nnp::session::SessionConfig;
 use nnp::wire::fuzzing::same_message;
 use nnp::wire::{frame_len, Message, SyncMode, WeightSync};
@@ -91,20 +91,16 @@ fn inline_engines_exchange_frames_and_close_in_order() {
                 layer_id,
                 data: Cow::Borrowed(&data),
             };
-            sender.try_send(&msg).unwrap();
+            sender.send(&msg, Deadline::Now).unwrap();
         }
         sender.flush().unwrap();
-        let mut events = Vec::new();
         let mut got = 0;
         while got < 300 {
-            assert!(rx.recv_batch(&mut events, 64, Duration::from_secs(5)) > 0);
-            for event in events.drain(..) {
-                let NetEvent::Frame(f) = event else {
-                    panic!("{event:?}");
-                };
-                assert_is_stream_frame(&f, got);
-                got += 1;
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Some(NetEvent::Frame(f)) => assert_is_stream_frame(&f, got),
+                other => panic!("frame {got}: {other:?}"),
             }
+            got += 1;
         }
         client.close(conn, nnp::wire::DisconnectReason::NORMAL, "done");
         match rx.recv_timeout(Duration::from_secs(5)) {
@@ -115,12 +111,13 @@ fn inline_engines_exchange_frames_and_close_in_order() {
         assert!(closed.is_empty(), "the server echoed everything first");
         client_engine.shutdown();
         assert!(matches!(
-            client.try_send(
+            client.send(
                 conn,
                 &Message::ForwardData {
                     layer_id: 0,
                     data: Cow::Borrowed(&[1.0])
-                }
+                },
+                Deadline::Now,
             ),
             Err(NetError::UnknownConnection(_) | NetError::Shutdown | NetError::Closed(_))
         ));
@@ -169,11 +166,8 @@ fn an_inline_engine_serves_replies_while_another_thread_streams_bulk() {
     // Small kernel buffers on both sides: the bulk stream is often blocked in the socket, so
     // the receiving thread must both write the queued bulk and read the replies, while the
     // streaming thread keeps sending through the same inline engine.
-    let small_buffers = |name| EngineConfig {
-        socket_send_buffer: Some(64 << 10),
-        socket_recv_buffer: Some(64 << 10),
-        ..inline_config(name, false)
-    };
+    let small_buffers =
+        |name| inline_config(name, false).socket_buffers(Some(64 << 10), Some(64 << 10));
     let (_server, server_handle, server_rx, addr) = start(small_buffers("server"));
     let syncs = 64;
     let pings = 300;
@@ -260,11 +254,9 @@ fn wait_sent_drives_an_inline_engine_until_its_queue_is_in_the_kernel() {
     });
     // Small kernel buffers: most of the 8 MiB is still queued in the engine when the last
     // send returns, and only this thread can write it.
-    let (client_engine, client, _rx) = Engine::start(EngineConfig {
-        socket_send_buffer: Some(64 << 10),
-        socket_recv_buffer: Some(64 << 10),
-        ..inline_config("client", false)
-    })
+    let (client_engine, client, _rx) = Engine::start(
+        inline_config("client", false).socket_buffers(Some(64 << 10), Some(64 << 10)),
+    )
     .unwrap();
     let conn = client.connect(addr).unwrap();
     for k in 0..frames {
@@ -307,11 +299,9 @@ fn inline_sends_written_from_the_callers_memory_arrive_whole_when_the_socket_tak
         }
         got
     });
-    let (client_engine, client, _rx) = Engine::start(quiet(EngineConfig {
-        socket_send_buffer: Some(16 << 10),
-        socket_recv_buffer: Some(16 << 10),
-        ..inline_config("client", false)
-    }))
+    let (client_engine, client, _rx) = Engine::start(quiet(
+        inline_config("client", false).socket_buffers(Some(16 << 10), Some(16 << 10)),
+    ))
     .unwrap();
     let conn = client.connect(addr).unwrap();
     let values: Vec<f32> = (0..64 * 1024).map(|i| i as f32 * 0.25).collect();

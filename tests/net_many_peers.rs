@@ -89,7 +89,7 @@ fn hundred_clients_exchange_thousands_of_frames_each() {
 #[test]
 fn sixteen_mib_frames_cross_intact() {
     let mut cfg = config("big");
-    cfg.max_payload = 17 << 20;
+    cfg.session.max_payload = 17 << 20;
     let (_server, handle, rx, addr) = start(cfg.clone());
     let echo = echo_server(handle, rx, 3);
     let (_client, client, mut crx) = Engine::start(cfg).unwrap();

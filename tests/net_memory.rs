@@ -50,8 +50,8 @@ fn announcing(msg_type: MsgType, payload: u32, sequence: u64) -> [u8; HEADER_LEN
 }
 
 /// An echo server: every data frame goes back to its sender.
-fn echo(handle: EngineHandle, mut rx: Receiver) {
-    while let Some(event) = rx.recv() {
+fn echo(handle: EngineHandle, rx: Receiver) {
+    for event in rx {
         if let NetEvent::Frame(f) = event {
             let conn = f.conn();
             let _ = handle.relay(conn, f, Duration::from_secs(5));
@@ -113,10 +113,7 @@ fn healthy_round_trips(client: &mut Healthy, rounds: usize) {
 
 #[test]
 fn huge_announcements_cost_memory_only_as_their_bytes_arrive() {
-    let config = EngineConfig {
-        max_payload: 17 << 20,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default().max_payload(17 << 20);
     let (_server, handle, rx) = Engine::start(config).unwrap();
     let addr = handle.listen("127.0.0.1:0").unwrap();
     let echo_handle = handle.clone();

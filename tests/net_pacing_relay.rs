@@ -1,6 +1,6 @@
-//! Bulk pacing (`EngineConfig::bulk_rate`: paced frames leave no faster than the rate, small
+//! Bulk pacing (`Latency::bulk_rate`: paced frames leave no faster than the rate, small
 //! frames pass them, threaded and inline) and relaying a received frame unchanged to other
-//! connections (`relay`, `try_relay`).
+//! connections (`relay`, waiting or not).
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::net::{config, inline_config, start, weight_sync};
-use nnp::net::{Engine, EngineConfig, NetError, NetEvent, ReceivedFrame, Receiver};
+use nnp::net::{Deadline, Engine, EngineConfig, NetError, NetEvent, ReceivedFrame, Receiver};
 use nnp::session::SessionConfig;
 use nnp::wire::{capabilities, encode_frame, frame_len, Message, MsgType};
 
@@ -46,11 +46,7 @@ fn paced_bulk_frames_leave_no_faster_than_the_rate_and_small_frames_pass_them() 
         } else {
             config("client")
         };
-        let (client_engine, client, _rx) = Engine::start(EngineConfig {
-            bulk_rate: Some(RATE),
-            ..base
-        })
-        .unwrap();
+        let (client_engine, client, _rx) = Engine::start(base.bulk_rate(Some(RATE))).unwrap();
         let conn = client.connect(addr).unwrap();
         let start = Instant::now();
         let mut frame_len = 0;
@@ -163,7 +159,7 @@ fn a_relayed_frame_arrives_unchanged_on_another_connection_and_back_on_its_own()
             let refused = hub.relay(hub_conn("d"), f.clone(), Duration::from_secs(10));
             assert!(matches!(refused, Err(NetError::Protocol(_))), "{refused:?}");
         } else {
-            hub.try_relay(hub_conn("d"), f.clone()).unwrap();
+            hub.relay(hub_conn("d"), f.clone(), Deadline::Now).unwrap();
         }
         // The last relay of the frame may take its block rather than copy it.
         hub.relay(f.conn(), f, Duration::from_secs(10)).unwrap();

@@ -1,5 +1,5 @@
-//! The batching `Sender`: a long stream batched in order with every byte intact (and
-//! `send_batch`), and its credit (the room it reserves in the send queue): refusals after a
+//! The batching `Sender`: a long stream batched in order with every byte intact (and a second
+//! sender on the same connection), and its credit (the room it reserves in the send queue): refusals after a
 //! close or a shutdown, the engine's limits, room left for other senders, frames over the
 //! batching limit sent alone, types not agreed, a closed connection.
 
@@ -11,7 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::net::{config, forward, start, stream_frame};
-use nnp::net::{ConnId, Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver, Sender};
+use nnp::net::{
+    ConnId, Deadline, Engine, EngineConfig, EngineHandle, NetError, NetEvent, Receiver, Sender,
+};
 use nnp::wire::{capabilities, encode_frame, Message, ProtocolError};
 
 #[test]
@@ -43,33 +45,27 @@ fn a_sender_batches_frames_in_order_with_every_byte_intact() {
         }
         // Held frames leave at the flush: flush before sending by other means.
         sender.flush().unwrap();
-        // send_batch: the same path, one call.
-        let tail: Vec<(u16, Vec<f32>)> = (FRAMES..FRAMES + 100).map(stream_frame).collect();
-        let msgs: Vec<Message<'_>> = tail
-            .iter()
-            .map(|(layer_id, data)| Message::ForwardData {
-                layer_id: *layer_id,
-                data: Cow::Borrowed(data),
-            })
-            .collect();
-        assert_eq!(
-            client
-                .send_batch(conn, &msgs, Duration::from_secs(10))
-                .unwrap(),
-            100
-        );
+        // A second sender on the same connection takes up where the first stopped, and a
+        // dropped sender hands over what it holds.
         drop(sender);
+        let mut tail = client.sender(conn).unwrap();
+        for (layer_id, data) in (FRAMES..FRAMES + 100).map(stream_frame) {
+            let msg = Message::ForwardData {
+                layer_id,
+                data: Cow::Borrowed(&data),
+            };
+            tail.send(&msg, Duration::from_secs(10)).unwrap();
+        }
+        drop(tail);
         client
     });
-    let mut events = Vec::new();
     let mut next = 0;
     let mut bigs = 0;
     let mut last_seq = None;
     while next < FRAMES + 100 {
-        let n = rx.recv_batch(&mut events, 500, Duration::from_secs(20));
-        assert!(n > 0, "stream stalled at frame {next}");
-        assert!(n <= 500);
-        for event in events.drain(..) {
+        let event = rx.recv_timeout(Duration::from_secs(20));
+        let event = event.unwrap_or_else(|| panic!("stream stalled at frame {next}"));
+        {
             let NetEvent::Frame(frame) = event else {
                 continue;
             };
@@ -152,7 +148,7 @@ fn a_sender_within_its_credit_still_refuses_after_a_close_or_a_shutdown() {
     let mut c = sender_case(config("server"), config("client"));
     let msg = small_frame();
     // The first frame opens a block and reserves the rest of it.
-    c.sender.try_send(&msg).unwrap();
+    c.sender.send(&msg, Deadline::Now).unwrap();
     c.client
         .close(c.conn, nnp::wire::DisconnectReason::NORMAL, "bye");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -162,14 +158,17 @@ fn a_sender_within_its_credit_still_refuses_after_a_close_or_a_shutdown() {
     ) {
         assert!(Instant::now() < deadline, "the close was never seen");
     }
-    assert!(matches!(c.sender.try_send(&msg), Err(NetError::Closed(_))));
+    assert!(matches!(
+        c.sender.send(&msg, Deadline::Now),
+        Err(NetError::Closed(_))
+    ));
 
     let conn = c.client.connect(c.addr).unwrap();
     let mut sender = c.client.sender(conn).unwrap();
-    sender.try_send(&msg).unwrap();
+    sender.send(&msg, Deadline::Now).unwrap();
     c.client_engine.shutdown();
     // The shutdown closed the connection too; either is a refusal the caller sees at once.
-    let refused = sender.try_send(&msg);
+    let refused = sender.send(&msg, Deadline::Now);
     assert!(
         matches!(refused, Err(NetError::Shutdown | NetError::Closed(_))),
         "{refused:?}"
@@ -179,13 +178,13 @@ fn a_sender_within_its_credit_still_refuses_after_a_close_or_a_shutdown() {
 #[test]
 fn a_sender_keeps_its_limits_within_its_credit() {
     let mut client_config = config("client");
-    client_config.max_payload = 1024;
+    client_config.session.max_payload = 1024;
     let mut c = sender_case(config("server"), client_config);
-    c.sender.try_send(&small_frame()).unwrap();
+    c.sender.send(&small_frame(), Deadline::Now).unwrap();
     // Over the engine's max_payload: refused, not batched.
     let big = vec![0.5f32; 512];
     assert!(matches!(
-        c.sender.try_send(&forward(1, &big)),
+        c.sender.send(&forward(1, &big), Deadline::Now),
         Err(NetError::Protocol(ProtocolError::FrameTooLarge { .. }))
     ));
     assert_eq!(c.sender.buffered_frames(), 1);
@@ -198,9 +197,9 @@ fn a_sender_keeps_its_limits_within_its_credit() {
 #[test]
 fn a_senders_reserved_room_leaves_others_theirs() {
     let mut client_config = config("client");
-    client_config.send_queue_limit = 100 * 1024;
+    client_config.limits.send_queue_bytes = 100 * 1024;
     let mut c = sender_case(config("server"), client_config);
-    c.sender.try_send(&small_frame()).unwrap();
+    c.sender.send(&small_frame(), Deadline::Now).unwrap();
     let held = c.client.peer(c.conn).unwrap().queued_bytes;
     assert!(
         held <= 100 * 1024 / 8 + 64,
@@ -208,7 +207,9 @@ fn a_senders_reserved_room_leaves_others_theirs() {
     );
     // Another thread's 40 KB frame still finds room beside it.
     let values = vec![0.5f32; 10_000];
-    c.client.try_send(c.conn, &forward(2, &values)).unwrap();
+    c.client
+        .send(c.conn, &forward(2, &values), Deadline::Now)
+        .unwrap();
     c.sender.flush().unwrap();
     c.client.wait_sent(c.conn, Duration::from_secs(5)).unwrap();
 }
@@ -216,13 +217,13 @@ fn a_senders_reserved_room_leaves_others_theirs() {
 #[test]
 fn a_sender_sends_a_frame_over_the_batching_limit_alone() {
     let mut c = sender_case(config("server"), config("client"));
-    c.sender.try_send(&small_frame()).unwrap();
-    c.sender.try_send(&small_frame()).unwrap();
+    c.sender.send(&small_frame(), Deadline::Now).unwrap();
+    c.sender.send(&small_frame(), Deadline::Now).unwrap();
     let values = vec![0.25f32; (nnp::net::SENDER_BATCH_FRAME_MAX + 4096) / 4];
-    c.sender.try_send(&forward(2, &values)).unwrap();
+    c.sender.send(&forward(2, &values), Deadline::Now).unwrap();
     // The two held frames were handed over before it, and it was not held.
     assert_eq!(c.sender.buffered_frames(), 0);
-    c.sender.try_send(&small_frame()).unwrap();
+    c.sender.send(&small_frame(), Deadline::Now).unwrap();
     assert_eq!(c.sender.buffered_frames(), 1);
     c.sender.flush().unwrap();
     assert_eq!(next_layers(&mut c.rx, 4), [1, 1, 2, 1]);
@@ -251,8 +252,8 @@ fn a_sender_refuses_a_type_not_agreed_in_the_middle_of_a_block() {
     server_config.session.capabilities = capabilities::ALL & !capabilities::HEBBIAN_LEARNING;
     let mut c = sender_case(server_config, config("client"));
     // The first frame opens a block (and reserves the rest of it); the next are taken into it.
-    c.sender.try_send(&small_frame()).unwrap();
-    c.sender.try_send(&small_frame()).unwrap();
+    c.sender.send(&small_frame(), Deadline::Now).unwrap();
+    c.sender.send(&small_frame(), Deadline::Now).unwrap();
     let hebbian = Message::HebbianData {
         layer_id: 1,
         learning_rate: 0.1,
@@ -261,12 +262,12 @@ fn a_sender_refuses_a_type_not_agreed_in_the_middle_of_a_block() {
         correlations: Cow::Borrowed(&[0.5, 0.5]),
     };
     assert!(matches!(
-        c.sender.try_send(&hebbian),
+        c.sender.send(&hebbian, Deadline::Now),
         Err(NetError::Protocol(
             ProtocolError::CapabilityNotAgreed { .. }
         ))
     ));
-    c.sender.try_send(&small_frame()).unwrap();
+    c.sender.send(&small_frame(), Deadline::Now).unwrap();
     assert_eq!(c.sender.buffered_frames(), 3);
     c.sender.flush().unwrap();
     c.client.wait_sent(c.conn, Duration::from_secs(5)).unwrap();
@@ -283,12 +284,12 @@ fn a_sender_on_a_closed_connection_says_so() {
         layer_id: 1,
         data: Cow::Borrowed(&[1.0, 2.0]),
     };
-    sender.try_send(&msg).unwrap();
+    sender.send(&msg, Deadline::Now).unwrap();
     sender.flush().unwrap();
     client.close(conn, nnp::wire::DisconnectReason::NORMAL, "bye");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match sender.try_send(&msg) {
+        match sender.send(&msg, Deadline::Now) {
             Err(NetError::Closed(_)) => break,
             Ok(()) => sender.flush().unwrap_or(()),
             Err(e) => panic!("{e}"),

@@ -66,19 +66,15 @@ fn nine_thousand_idle_connections_cost_under_a_kib_each() {
         run_client(&addr);
         return;
     }
-    let config = EngineConfig {
-        event_loops: 2,
-        session: SessionConfig {
-            name: "scale".into(),
-            heartbeat_interval: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(120),
-            ..SessionConfig::default()
-        },
-        ..EngineConfig::default()
-    };
-    let (_engine, handle, mut rx) = Engine::start(config).unwrap();
+    let config = EngineConfig::default().threads(2).session(SessionConfig {
+        name: "scale".into(),
+        heartbeat_interval: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(120),
+        ..SessionConfig::default()
+    });
+    let (_engine, handle, rx) = Engine::start(config).unwrap();
     // The application drains its events, as a real one does.
-    let drain = std::thread::spawn(move || while rx.recv().is_some() {});
+    let drain = std::thread::spawn(move || rx.for_each(drop));
     let addr = handle.listen("127.0.0.1:0").unwrap();
     // Warm up: one connection's worth of lazily built structures before the baseline.
     std::thread::sleep(Duration::from_millis(100));

@@ -1,76 +1,191 @@
-//! How an engine runs: threads or inline, limits, latency and pacing.
+//! How an engine runs: who drives its loops, what it bounds, and what it trades for latency.
+//!
+//! The defaults suit a node serving many peers on a multi-core machine: one loop thread per
+//! core, bounded queues, sleeping rather than spinning. Each knob's documentation says when to
+//! change it; docs/TRANSPORT.md walks through the trade-offs with measured figures.
 
 use std::time::Duration;
 
 use crate::session::SessionConfig;
 
-/// How an engine runs.
+/// How an engine runs: build one from [`EngineConfig::default`] and the setters below, e.g.
+/// `EngineConfig::default().inline().busy_poll(true)` for the lowest round trip between two
+/// processes.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Event-loop threads (default: one per core). Zero runs the engine inline: no thread
-    /// of its own, one event loop driven by the application's calls (the receiver's
-    /// `recv`/`try_recv` poll the sockets, sends write straight to the socket when they can).
-    /// An inline engine makes progress only while some thread calls into it (a sender that
-    /// stops calling waits in [`EngineHandle::wait_sent`] first); with
-    /// `busy_poll`, a round trip crosses two threads where a threaded engine crosses four.
-    pub event_loops: usize,
-    /// What this node says in its handshakes, and the session timers.
+    /// Who runs the event loops.
+    pub driver: Driver,
+    /// What this node says in its handshakes, the session timers, and the frame sizes it
+    /// accepts ([`SessionConfig::max_payload`] also caps what it sends).
     pub session: SessionConfig,
-    /// Largest payload accepted, checked before any buffer grows.
-    pub max_payload: u32,
-    /// Bytes a connection's send queue may hold before `try_send` refuses.
-    pub send_queue_limit: usize,
-    /// Received bytes an event loop may have handed out and not yet had back before it
-    /// stops reading.
-    pub rx_in_flight_limit: usize,
+    /// Bounds on queues and memory.
+    pub limits: Limits,
+    /// Latency against CPU time and bulk throughput.
+    pub latency: Latency,
+    /// How long `connect` waits for the TCP connection and the handshake.
+    pub connect_timeout: Duration,
+}
+
+/// Who runs an engine's event loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// This many loop threads of the engine's own (at least one); connections are spread
+    /// over them. The default is one per core: a node serving many peers. A round trip
+    /// crosses four threads (two per side).
+    Threads(usize),
+    /// No thread of its own: one event loop driven by the application's calls (receiving
+    /// polls the sockets; a send writes straight to the socket when it can, from the
+    /// caller's memory). The lowest round trip and the fastest small-frame stream for one
+    /// or a few connections, but the engine makes progress only while some thread calls
+    /// into it: a sender that is about to stop calling waits in
+    /// [`super::EngineHandle::wait_sent`] first.
+    Inline,
+}
+
+/// Bounds on an engine's queues and memory: nothing grows without them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes a connection's send queue may hold before a send waits (or, with
+    /// [`super::Deadline::Now`], refuses). Larger absorbs longer bursts to a slow peer; smaller
+    /// bounds the memory and the queueing delay per connection.
+    pub send_queue_bytes: usize,
+    /// Received bytes an event loop may have handed to the application and not yet had back
+    /// before it stops reading (backpressure to the peers). Raise it if the application
+    /// holds many large frames at once.
+    pub rx_in_flight_bytes: usize,
     /// Events the ring from each loop to the receiver holds.
     pub event_ring_capacity: usize,
-    /// Commands each loop's queue holds.
+    /// Commands each loop's queue holds; a full queue refuses with
+    /// [`super::NetError::CommandQueueFull`].
     pub command_queue_capacity: usize,
-    /// Spin instead of sleeping, in the loops and in the receiver: lowest latency, one core
-    /// per thread.
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            send_queue_bytes: 8 * 1024 * 1024,
+            rx_in_flight_bytes: 64 * 1024 * 1024,
+            event_ring_capacity: 16 * 1024,
+            command_queue_capacity: 64 * 1024,
+        }
+    }
+}
+
+/// What an engine trades for latency.
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    /// Spin instead of sleeping, in the loops and in the receiver: the lowest latency, at one
+    /// core per spinning thread. Only where cores are to spare.
     pub busy_poll: bool,
     /// How long a loop or the receiver keeps polling (yielding the core between polls) after
     /// its last event before it sleeps: a reply that comes within this window costs no
-    /// wake-up. Zero sleeps at once.
+    /// wake-up. Zero sleeps at once (least CPU).
     pub spin_before_sleep: Duration,
-    /// How long `connect` waits for the TCP connection and the handshake.
-    pub connect_timeout: Duration,
     /// The kernel send buffer per socket (SO_SNDBUF); `None` leaves the kernel's autotuning.
     /// A small buffer bounds how long a bulk transfer already handed to the kernel delays a
-    /// small frame queued after it.
+    /// small frame queued after it, at a cost in bulk throughput.
     pub socket_send_buffer: Option<usize>,
     /// The kernel receive buffer per socket (SO_RCVBUF, set before the connection opens, so
     /// the window is sized by it); `None` leaves the kernel's autotuning. With
-    /// `socket_send_buffer` it bounds the bulk bytes the kernel holds between a sender and a
-    /// reader, which is what a small frame behind a bulk transfer waits for: a latency-first
-    /// setting, at a cost in bulk throughput (PERF.md measures both).
+    /// `socket_send_buffer` it bounds the bulk bytes queued between a sender and a reader,
+    /// which is what a small frame behind a bulk transfer waits for.
     pub socket_recv_buffer: Option<usize>,
     /// Paces bulk frames (WeightSync, and any frame over 64 KiB) on each connection at this
-    /// many bytes per second, spaced one frame at a time; small frames are never paced and
-    /// overtake waiting bulk. `None` (the default) sends bulk as fast as the socket takes it.
-    /// TCP delivers in order, so a small frame waits behind every bulk byte already handed to
-    /// the kernel, and a full-speed bulk stream also takes the cores latency-critical threads
-    /// need: pacing bounds both, at the cost of the bulk rate (PERF.md measures the trade).
+    /// many bytes per second; small frames are never paced and overtake waiting bulk. `None`
+    /// sends bulk as fast as the socket takes it. TCP delivers in order, so a small frame
+    /// waits behind every bulk byte already in the kernel: pacing bounds that wait when small
+    /// frames share a connection with weight syncs, at the cost of the bulk rate.
     pub bulk_rate: Option<u64>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            event_loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            driver: Driver::Threads(std::thread::available_parallelism().map_or(1, |n| n.get())),
             session: SessionConfig::default(),
-            max_payload: crate::wire::DEFAULT_MAX_PAYLOAD,
-            send_queue_limit: 8 * 1024 * 1024,
-            rx_in_flight_limit: 64 * 1024 * 1024,
-            event_ring_capacity: 16 * 1024,
-            command_queue_capacity: 64 * 1024,
-            busy_poll: false,
-            spin_before_sleep: Duration::from_micros(50),
+            limits: Limits::default(),
+            latency: Latency {
+                spin_before_sleep: Duration::from_micros(50),
+                ..Latency::default()
+            },
             connect_timeout: Duration::from_secs(10),
-            socket_send_buffer: None,
-            socket_recv_buffer: None,
-            bulk_rate: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// This many loop threads ([`Driver::Threads`]).
+    pub fn threads(mut self, loops: usize) -> Self {
+        self.driver = Driver::Threads(loops.max(1));
+        self
+    }
+
+    /// No loop thread ([`Driver::Inline`]).
+    pub fn inline(mut self) -> Self {
+        self.driver = Driver::Inline;
+        self
+    }
+
+    /// The session settings (name, capabilities, timers, frame sizes).
+    pub fn session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// This node's name, said in its handshakes.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.session.name = name.into();
+        self
+    }
+
+    /// The largest payload sent or accepted ([`SessionConfig::max_payload`]).
+    pub fn max_payload(mut self, bytes: u32) -> Self {
+        self.session.max_payload = bytes;
+        self
+    }
+
+    /// The queue and memory bounds.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Spin instead of sleeping ([`Latency::busy_poll`]).
+    pub fn busy_poll(mut self, on: bool) -> Self {
+        self.latency.busy_poll = on;
+        self
+    }
+
+    /// The kernel's socket buffers ([`Latency::socket_send_buffer`],
+    /// [`Latency::socket_recv_buffer`]).
+    pub fn socket_buffers(mut self, send: Option<usize>, recv: Option<usize>) -> Self {
+        self.latency.socket_send_buffer = send;
+        self.latency.socket_recv_buffer = recv;
+        self
+    }
+
+    /// Paces bulk frames at `bytes_per_second` ([`Latency::bulk_rate`]).
+    pub fn bulk_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.latency.bulk_rate = bytes_per_second;
+        self
+    }
+
+    /// How long `connect` waits.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether the engine runs inline.
+    pub(crate) fn is_inline(&self) -> bool {
+        self.driver == Driver::Inline
+    }
+
+    /// How many event loops the engine runs.
+    pub(crate) fn loop_count(&self) -> usize {
+        match self.driver {
+            Driver::Threads(n) => n.max(1),
+            Driver::Inline => 1,
         }
     }
 }

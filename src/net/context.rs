@@ -41,12 +41,8 @@ impl LoopContext {
         loops: Vec<Arc<LoopHandle>>,
         consumer_waker: Waker,
     ) -> Self {
-        let session_config = SessionConfig {
-            max_payload: config.max_payload,
-            ..config.session.clone()
-        };
         LoopContext {
-            session_config: Arc::new(session_config),
+            session_config: Arc::new(config.session.clone()),
             pool: BufferPool::new(),
             metrics: EngineMetrics::default(),
             loops,
@@ -71,7 +67,7 @@ impl LoopContext {
             id,
             addr,
             self.next_loop_index(),
-            self.config.send_queue_limit,
+            self.config.limits.send_queue_bytes,
         ));
         self.conns
             .write()

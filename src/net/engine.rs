@@ -27,7 +27,7 @@ impl Engine {
     /// Starts the event loops. Returns the engine (keep it alive), a handle for sending, and
     /// the receiver of events.
     pub fn start(config: EngineConfig) -> io::Result<(Engine, EngineHandle, Receiver)> {
-        let loop_count = config.event_loops.max(1);
+        let loop_count = config.loop_count();
         let consumer_poll = Poll::new()?;
         let consumer_waker = Waker::new(consumer_poll.registry(), WAKER)?;
         let mut polls = Vec::new();
@@ -36,14 +36,14 @@ impl Engine {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER)?;
             loops.push(Arc::new(LoopHandle {
-                commands: ArrayQueue::new(config.command_queue_capacity.max(16)),
+                commands: ArrayQueue::new(config.limits.command_queue_capacity.max(16)),
                 waker,
                 sleeping: AtomicBool::new(false),
             }));
             polls.push(poll);
         }
-        let inline = config.event_loops == 0;
-        let ring_capacity = config.event_ring_capacity.max(16);
+        let inline = config.is_inline();
+        let ring_capacity = config.limits.event_ring_capacity.max(16);
         let context = Arc::new(LoopContext::new(config, loops.clone(), consumer_waker));
         let shared = Arc::new(EngineShared::new(Arc::clone(&context), inline));
         let mut rings = Vec::new();

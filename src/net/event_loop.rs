@@ -92,8 +92,9 @@ impl EventLoop {
     ) -> Self {
         let pace_timer = context
             .config
+            .latency
             .bulk_rate
-            .filter(|_| !context.config.busy_poll)
+            .filter(|_| !context.config.latency.busy_poll)
             .and_then(|_| match Timer::new(poll.registry(), PACE_TIMER) {
                 Ok(timer) => Some(timer),
                 Err(e) => {
@@ -142,7 +143,7 @@ impl EventLoop {
         max_wait: Option<Duration>,
         inline: bool,
     ) -> bool {
-        let busy = self.context.config.busy_poll;
+        let busy = self.context.config.latency.busy_poll;
         if !self.drain_commands() {
             return false;
         }
@@ -176,7 +177,8 @@ impl EventLoop {
         // Adaptive spinning: right after work, the next event tends to follow within
         // microseconds (a reply, the next frame), and a blocking poll would pay a
         // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
-        let spinning = now.duration_since(self.last_work) < self.context.config.spin_before_sleep;
+        let spinning =
+            now.duration_since(self.last_work) < self.context.config.latency.spin_before_sleep;
         let more = !self.read_again.is_empty() || !self.dirty.is_empty();
         let mut timeout = if busy || spinning || more {
             Duration::ZERO
@@ -300,7 +302,7 @@ impl EventLoop {
         let now = Instant::now();
         let pace = Pace {
             now,
-            bulk_rate: self.context.config.bulk_rate,
+            bulk_rate: self.context.config.latency.bulk_rate,
         };
         let pool = &self.context.pool;
         let traffic = &self.context.metrics.traffic;
@@ -483,10 +485,10 @@ impl EventLoop {
         let cx = ReadContext {
             pool: &engine.pool,
             rx_budget: &rx_budget,
-            rx_limit: engine.config.rx_in_flight_limit,
+            rx_limit: engine.config.limits.rx_in_flight_bytes,
             now,
             traffic: &engine.metrics.traffic,
-            keep_rx: engine.config.busy_poll,
+            keep_rx: engine.config.latency.busy_poll,
         };
         let mut closing = Vec::new();
         for &key in &keys {
@@ -669,7 +671,7 @@ impl EventLoop {
         }
         let pace = Pace {
             now,
-            bulk_rate: self.context.config.bulk_rate,
+            bulk_rate: self.context.config.latency.bulk_rate,
         };
         let spare = self.spare_keys.pop().unwrap_or_default();
         let mut keys = std::mem::replace(&mut self.dirty, spare);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::command::Command;
 use super::config::EngineConfig;
+use super::deadline::Deadline;
 use super::error::NetError;
 use super::frame::ReceivedFrame;
 use super::metrics::MetricsSnapshot;
@@ -18,7 +19,7 @@ use super::shared::EngineShared;
 use super::socket::{bind_listener, connect_socket, tune_socket};
 use super::stream::PlainTcp;
 use crate::session::Role;
-use crate::wire::{frame_len, DisconnectReason, Message, MsgType};
+use crate::wire::{DisconnectReason, Message};
 
 /// Sends, connects and inspects; cheap to clone, usable from any thread.
 #[derive(Clone)]
@@ -62,7 +63,7 @@ impl EngineHandle {
             .is_err()
         {
             return Err(NetError::CommandQueueFull {
-                capacity: self.shared.config.command_queue_capacity,
+                capacity: self.shared.config.limits.command_queue_capacity,
             });
         }
         self.shared.inline.drive(None);
@@ -122,22 +123,18 @@ impl EngineHandle {
         }
     }
 
-    /// Queues `message` on `conn` at once, or fails with [`NetError::WouldBlock`] if the
-    /// connection's send queue is full. Never drops a message silently.
-    pub fn try_send(&self, conn: ConnId, message: &Message<'_>) -> Result<(), NetError> {
-        let shared = self.shared.open_conn(conn)?;
-        self.send_on(&shared, message, None)
-    }
-
-    /// Queues `message`, waiting (at most `timeout`) while the send queue is full.
+    /// Queues `message` on `conn`, waiting (up to `deadline`) while the connection's send
+    /// queue is full: [`Deadline::Now`] refuses at once with [`NetError::WouldBlock`], a
+    /// `Duration` waits at most that long. Never drops a message silently: `Ok` means the
+    /// frame is queued in order (or already in the kernel).
     pub fn send(
         &self,
         conn: ConnId,
         message: &Message<'_>,
-        timeout: Duration,
+        deadline: impl Into<Deadline>,
     ) -> Result<(), NetError> {
         let shared = self.shared.open_conn(conn)?;
-        self.send_on(&shared, message, Some(timeout))
+        self.send_on(&shared, message, deadline.into().wait())
     }
 
     fn send_on(
@@ -152,9 +149,9 @@ impl EngineHandle {
     }
 
     /// Sends a received data frame on `conn` as it came (type, payload and checksum; the
-    /// sequence number is `conn`'s own), waiting (at most `timeout`) while the send queue is
-    /// full. A pipeline stage, an echo or a broadcaster passes frames on this way without
-    /// decoding and re-encoding them: no checksum pass, and no copy when no other frame
+    /// sequence number is `conn`'s own), waiting (up to `deadline`, as for
+    /// [`EngineHandle::send`]) while the send queue is full. A pipeline stage, an echo or a
+    /// broadcaster passes frames on this way without decoding and re-encoding them: no checksum pass, and no copy when no other frame
     /// shares the frame's read block (the block itself is queued), one copy otherwise. To
     /// send one frame to several connections, relay clones of it (a clone is a view of the
     /// same block). `conn` may be the frame's own connection or another; its peer must have
@@ -163,14 +160,9 @@ impl EngineHandle {
         &self,
         conn: ConnId,
         frame: ReceivedFrame,
-        timeout: Duration,
+        deadline: impl Into<Deadline>,
     ) -> Result<(), NetError> {
-        self.relay_on(conn, frame, Some(timeout))
-    }
-
-    /// [`EngineHandle::relay`] without waiting: `WouldBlock` when the send queue is full.
-    pub fn try_relay(&self, conn: ConnId, frame: ReceivedFrame) -> Result<(), NetError> {
-        self.relay_on(conn, frame, None)
+        self.relay_on(conn, frame, deadline.into().wait())
     }
 
     fn relay_on(
@@ -193,24 +185,6 @@ impl EngineHandle {
     pub fn sender(&self, conn: ConnId) -> Result<Sender, NetError> {
         let shared = self.shared.open_conn(conn)?;
         Ok(Sender::new(Arc::clone(&self.shared), shared))
-    }
-
-    /// Queues every message on `conn`, in order, as few hand-offs to the event loop as
-    /// possible (see [`Sender`]), waiting at most `timeout` for room per message. On an error
-    /// the messages before the failing one are queued, the rest are not; returns how many
-    /// were queued otherwise.
-    pub fn send_batch(
-        &self,
-        conn: ConnId,
-        messages: &[Message<'_>],
-        timeout: Duration,
-    ) -> Result<usize, NetError> {
-        let mut sender = self.sender(conn)?;
-        for message in messages {
-            sender.send(message, timeout)?;
-        }
-        sender.flush()?;
-        Ok(messages.len())
     }
 
     /// Waits (at most `timeout`) until everything queued on `conn` has been handed to the
@@ -278,19 +252,5 @@ impl EngineHandle {
     /// The sending limits in force.
     pub fn config(&self) -> &EngineConfig {
         &self.shared.config
-    }
-
-    /// Encodes one message type's frame length, for callers that size their own batches.
-    pub fn frame_len(message: &Message<'_>) -> Result<usize, NetError> {
-        Ok(frame_len(message)?)
-    }
-
-    /// Whether this type needs a capability agreed with `conn`'s peer, and if so whether it is.
-    pub fn can_send(&self, conn: ConnId, msg_type: MsgType) -> bool {
-        self.shared.conn(conn).is_some_and(|s| {
-            msg_type
-                .required_capability()
-                .is_some_and(|c| s.capabilities() & c != 0)
-        })
     }
 }

@@ -1,7 +1,7 @@
 //! The transport engine: mio event loops, pooled buffers, and the lock-free hand-off.
 //!
 //! ```text
-//!   application threads ──try_send/send──► command queue ──► event loop k ──writev──► socket
+//!   application threads ────send/Sender──► command queue ──► event loop k ──writev──► socket
 //!        (encode into pooled blocks)        (ArrayQueue + Waker)   (mio Poll, sessions)
 //!   Receiver ◄── rtrb ring per loop ◄── ReceivedFrame views into pooled read blocks ◄── socket
 //! ```
@@ -10,10 +10,10 @@
 //! accepted connections are spread over the loops. Frames are checked and parsed in place in
 //! the block they were read into and handed on as views; the block goes back to the pool when
 //! the last view is dropped. Nothing grows without bound: send queues are capped in bytes
-//! (`try_send` refuses, `send` waits), the rings are bounded, and a loop whose consumer is
+//! (a send waits up to its `Deadline`, or refuses), the rings are bounded, and a loop whose consumer is
 //! behind stops reading.
 //!
-//! An inline engine (`event_loops: 0`) has no loop thread: the calling threads take turns
+//! An inline engine (`Driver::Inline`) has no loop thread: the calling threads take turns
 //! driving its one loop, and a `send` that finds its connection's queue empty writes the frame
 //! from the caller's memory (head encoded on the stack; the values of a frame over 1 KiB
 //! handed to `writev` in place), queuing only what the socket does not take.
@@ -22,6 +22,7 @@ mod command;
 mod config;
 mod connection;
 mod context;
+mod deadline;
 mod engine;
 mod error;
 mod event;
@@ -40,7 +41,8 @@ mod socket;
 pub mod stream;
 mod timer;
 
-pub use config::EngineConfig;
+pub use config::{Driver, EngineConfig, Latency, Limits};
+pub use deadline::Deadline;
 pub use engine::Engine;
 pub use error::NetError;
 pub use event::{NetEvent, Polled};

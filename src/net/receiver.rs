@@ -17,6 +17,10 @@ use super::shared::EngineShared;
 /// WeightSync frames travel in a bulk ring that is drained only when the main rings are
 /// empty, so small frames overtake a large transfer. Order is kept within each ring, and a
 /// connection's Disconnected event still comes after all of its frames.
+///
+/// Three ways to take events: [`Receiver::recv_timeout`] one at a time, [`Receiver::poll`]
+/// for streams (frames lent in place, the cheapest), and the iterator (`for event in
+/// receiver`), which waits as long as it takes and ends once the engine has shut down.
 pub struct Receiver {
     rings: Vec<rtrb::Consumer<Delivery>>,
     /// The batch of small frames being given out.
@@ -63,7 +67,7 @@ impl Receiver {
 
     /// The next event if one is waiting. An inline engine is polled once (without waiting)
     /// when nothing is.
-    pub fn try_recv(&mut self) -> Option<NetEvent> {
+    fn try_recv(&mut self) -> Option<NetEvent> {
         if self.shared.is_inline() && self.all_empty() {
             self.shared.inline.drive(Some(Duration::ZERO));
         }
@@ -115,52 +119,6 @@ impl Receiver {
             }
         }
         None
-    }
-
-    /// Moves up to `max` waiting events into `out` without blocking; returns how many. Small
-    /// frames arrive from the loops in batches (one per socket read), and this takes them
-    /// with no synchronisation per frame.
-    pub fn drain_into(&mut self, out: &mut Vec<NetEvent>, max: usize) -> usize {
-        let mut taken = 0;
-        while taken < max {
-            // The batch in hand first, frame after frame, with no other checks.
-            if let Some(batch) = &mut self.batch {
-                while taken < max {
-                    let Some(frame) = batch.pop() else {
-                        break;
-                    };
-                    out.push(NetEvent::Frame(frame));
-                    taken += 1;
-                }
-                if batch.is_empty() {
-                    self.batch = None;
-                }
-                continue;
-            }
-            let Some(event) = self.try_recv() else {
-                break;
-            };
-            out.push(event);
-            taken += 1;
-        }
-        self.got_events |= taken > 0;
-        taken
-    }
-
-    /// Waits (at most `timeout`) for at least one event, then moves up to `max` waiting
-    /// events into `out`; returns how many (0 on timeout or once the engine has shut down and
-    /// every event was taken).
-    pub fn recv_batch(&mut self, out: &mut Vec<NetEvent>, max: usize, timeout: Duration) -> usize {
-        if max == 0 {
-            return 0;
-        }
-        match self.recv_timeout(timeout) {
-            Some(event) => {
-                out.push(event);
-                1 + self.drain_into(out, max - 1)
-            }
-            None => 0,
-        }
     }
 
     /// Waits (at most `timeout`; `Duration::ZERO` does not wait, though an inline engine still
@@ -252,8 +210,8 @@ impl Receiver {
                     .drive_for_receiver(deadline.saturating_duration_since(now));
                 continue;
             }
-            if self.shared.config.busy_poll
-                || self.last_event.elapsed() < self.shared.config.spin_before_sleep
+            if self.shared.config.latency.busy_poll
+                || self.last_event.elapsed() < self.shared.config.latency.spin_before_sleep
             {
                 // Yield rather than spin: on a machine with fewer cores than spinning threads
                 // a pure spin starves the thread that would produce the event.
@@ -283,7 +241,7 @@ impl Receiver {
     }
 
     /// The next event, waiting as long as it takes; `None` once the engine has shut down.
-    pub fn recv(&mut self) -> Option<NetEvent> {
+    fn recv(&mut self) -> Option<NetEvent> {
         loop {
             if let Some(event) = self.recv_timeout(Duration::from_secs(3600)) {
                 return Some(event);
@@ -295,6 +253,8 @@ impl Receiver {
     }
 }
 
+/// Waits for each event as long as it takes; ends once the engine has shut down and every
+/// event was taken.
 impl Iterator for Receiver {
     type Item = NetEvent;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::command::Command;
+use super::deadline::Deadline;
 use super::error::NetError;
 use super::frame::{encode_into, OutFrame};
 use super::peer::{ConnId, ConnShared};
@@ -31,9 +32,9 @@ const SENDER_BLOCK: usize = 64 * 1024;
 /// gives back what it did not fill when it hands the block over: the small frames that fill
 /// a block cost no atomic operation each, and the reserved room counts in
 /// [`PeerStatus::queued_bytes`] meanwhile), so backpressure is the same as
-/// [`EngineHandle::try_send`]'s: [`Sender::try_send`] refuses with
-/// [`NetError::WouldBlock`] (after handing over what it holds, so the queue can drain) and
-/// [`Sender::send`] waits. Frames leave in the order they are handed to the loop: a
+/// [`EngineHandle::send`]'s: [`Sender::send`] waits up to its deadline, and with
+/// [`Deadline::Now`] refuses with [`NetError::WouldBlock`] (after handing over what it holds,
+/// so the queue can drain). Frames leave in the order they are handed to the loop: a
 /// sender's frames keep their order (a WeightSync or a frame larger than
 /// [`SENDER_BATCH_FRAME_MAX`] goes alone, after the frames batched before it), and frames held
 /// in a sender leave after anything sent on the connection by other means before the flush.
@@ -69,7 +70,7 @@ impl std::fmt::Debug for Sender {
 impl Sender {
     pub(crate) fn new(engine: Arc<EngineShared>, conn: Arc<ConnShared>) -> Self {
         Sender {
-            max_frame: HEADER_LEN + engine.config.max_payload as usize,
+            max_frame: HEADER_LEN + engine.config.session.max_payload as usize,
             engine,
             conn,
             block: None,
@@ -92,15 +93,15 @@ impl Sender {
         self.frames as usize
     }
 
-    /// Accepts `message` at once, or fails with [`NetError::WouldBlock`] if the connection's
-    /// send queue is full. Never drops a message silently.
-    pub fn try_send(&mut self, message: &Message<'_>) -> Result<(), NetError> {
-        self.send_inner(message, None)
-    }
-
-    /// Accepts `message`, waiting (at most `timeout`) while the send queue is full.
-    pub fn send(&mut self, message: &Message<'_>, timeout: Duration) -> Result<(), NetError> {
-        self.send_inner(message, Some(timeout))
+    /// Accepts `message`, waiting (up to `deadline`, as for
+    /// [`super::EngineHandle::send`]) while the connection's send queue is full. Never drops
+    /// a message silently.
+    pub fn send(
+        &mut self,
+        message: &Message<'_>,
+        deadline: impl Into<Deadline>,
+    ) -> Result<(), NetError> {
+        self.send_inner(message, deadline.into().wait())
     }
 
     fn send_inner(
@@ -153,7 +154,7 @@ impl Sender {
     /// queue's limit, so that a sender holding a few frames leaves others on the connection
     /// their room), if the queue has room for it.
     fn reserve_credit(&mut self) {
-        let limit = self.engine.config.send_queue_limit;
+        let limit = self.engine.config.limits.send_queue_bytes;
         let rest = (SENDER_BLOCK - self.len).min(limit / 8);
         if rest > 0 && self.conn.is_established() && self.conn.try_reserve(rest, limit).is_ok() {
             self.credit = rest;
@@ -186,7 +187,7 @@ impl Sender {
         wait: Option<Duration>,
     ) -> Result<(), NetError> {
         let (msg_type, len) = self.engine.check_message(&self.conn, message)?;
-        let limit = self.engine.config.send_queue_limit;
+        let limit = self.engine.config.limits.send_queue_bytes;
         if self.conn.try_reserve(len, limit).is_err() {
             self.reserve_or_flush(len, wait)?;
         }

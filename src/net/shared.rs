@@ -97,10 +97,10 @@ impl EngineShared {
     }
 
     pub(crate) fn check_len(&self, len: usize) -> Result<(), NetError> {
-        if len > HEADER_LEN + self.config.max_payload as usize {
+        if len > HEADER_LEN + self.config.session.max_payload as usize {
             return Err(NetError::Protocol(ProtocolError::FrameTooLarge {
                 length: (len - HEADER_LEN) as u32,
-                max: self.config.max_payload,
+                max: self.config.session.max_payload,
             }));
         }
         Ok(())
@@ -116,7 +116,7 @@ impl EngineShared {
         wait: Option<Duration>,
         before_wait: &mut dyn FnMut(),
     ) -> Result<(), NetError> {
-        let limit = self.config.send_queue_limit;
+        let limit = self.config.limits.send_queue_bytes;
         let mut deadline = None;
         while let Err(queued) = shared.try_reserve(len, limit) {
             let Some(wait) = wait else {
@@ -195,7 +195,7 @@ impl EngineShared {
         if self.loops[shared.loop_index].submit(command).is_err() {
             shared.release_queued(len);
             return Err(NetError::CommandQueueFull {
-                capacity: self.config.command_queue_capacity,
+                capacity: self.config.limits.command_queue_capacity,
             });
         }
         self.inline.drive(None);
@@ -206,7 +206,7 @@ impl EngineShared {
     pub(crate) fn command(&self, shared: &ConnShared, command: Command) -> Result<(), NetError> {
         if self.loops[shared.loop_index].submit(command).is_err() {
             return Err(NetError::CommandQueueFull {
-                capacity: self.config.command_queue_capacity,
+                capacity: self.config.limits.command_queue_capacity,
             });
         }
         self.inline.drive(None);

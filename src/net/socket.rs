@@ -9,12 +9,12 @@ use super::config::EngineConfig;
 /// Applies the configured socket buffer sizes (best effort: a refusal is logged, not fatal).
 pub(crate) fn tune_socket(socket: &impl std::os::fd::AsFd, config: &EngineConfig) {
     let socket = socket2::SockRef::from(socket);
-    if let Some(size) = config.socket_send_buffer {
+    if let Some(size) = config.latency.socket_send_buffer {
         if let Err(e) = socket.set_send_buffer_size(size) {
             log::debug!("SO_SNDBUF {size} refused: {e}");
         }
     }
-    if let Some(size) = config.socket_recv_buffer {
+    if let Some(size) = config.latency.socket_recv_buffer {
         if let Err(e) = socket.set_recv_buffer_size(size) {
             log::debug!("SO_RCVBUF {size} refused: {e}");
         }

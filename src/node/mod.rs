@@ -88,10 +88,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             capabilities: capabilities::ALL,
-            engine: EngineConfig {
-                event_loops: 1,
-                ..EngineConfig::default()
-            },
+            engine: EngineConfig::default().threads(1),
             send_timeout: Duration::from_secs(10),
             local_samples: 1,
         }
@@ -498,7 +495,7 @@ impl NodeReceiver {
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<NetworkMessage> {
-        while let Some(event) = self.inner.try_recv() {
+        while let Some(event) = self.inner.recv_timeout(Duration::ZERO) {
             if let Some(m) = Self::convert(event) {
                 return Some(m);
             }
@@ -521,7 +518,7 @@ impl NodeReceiver {
     /// The next message; `None` once the node has shut down.
     pub fn recv(&mut self) -> Option<NetworkMessage> {
         loop {
-            let event = self.inner.recv()?;
+            let event = self.inner.next()?;
             if let Some(m) = Self::convert(event) {
                 return Some(m);
             }

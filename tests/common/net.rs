@@ -15,17 +15,15 @@ use nnp::wire::{Message, SyncMode, WeightSync};
 
 /// A threaded engine (two event loops) named `name`, with a 5 s connect timeout.
 pub(crate) fn config(name: &str) -> EngineConfig {
-    EngineConfig {
-        event_loops: 2,
-        session: SessionConfig {
+    EngineConfig::default()
+        .threads(2)
+        .session(SessionConfig {
             node_id: 7,
             name: name.into(),
             layer_sizes: vec![8, 4],
             ..SessionConfig::default()
-        },
-        connect_timeout: Duration::from_secs(5),
-        ..EngineConfig::default()
-    }
+        })
+        .connect_timeout(Duration::from_secs(5))
 }
 
 /// Starts an engine from `cfg` listening on a free loopback port; returns it with its address.
@@ -116,9 +114,5 @@ pub(crate) fn forward(layer_id: u16, values: &[f32]) -> Message<'_> {
 
 /// [`config`] with no event loop thread: the engine runs on the application's threads.
 pub(crate) fn inline_config(name: &str, busy_poll: bool) -> EngineConfig {
-    EngineConfig {
-        event_loops: 0,
-        busy_poll,
-        ..config(name)
-    }
+    config(name).inline().busy_poll(busy_poll)
 }

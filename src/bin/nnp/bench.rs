@@ -16,15 +16,11 @@ fn echo_node(
     busy_poll: bool,
 ) -> Result<(Engine, std::net::SocketAddr, std::thread::JoinHandle<()>), Box<dyn std::error::Error>>
 {
-    let config = EngineConfig {
-        event_loops: 1,
-        busy_poll,
-        ..EngineConfig::default()
-    };
-    let (engine, handle, mut rx) = Engine::start(config)?;
+    let config = EngineConfig::default().threads(1).busy_poll(busy_poll);
+    let (engine, handle, rx) = Engine::start(config)?;
     let addr = handle.listen("127.0.0.1:0")?;
     let echo = std::thread::spawn(move || {
-        while let Some(event) = rx.recv() {
+        for event in rx {
             if let NetEvent::Frame(f) = event {
                 if let Ok(msg) = f.message() {
                     let _ = handle.send(f.conn(), &msg, Duration::from_secs(5));
@@ -40,11 +36,7 @@ fn client(
     busy_poll: bool,
 ) -> Result<(Engine, EngineHandle, nnp::net::Receiver, nnp::net::ConnId), Box<dyn std::error::Error>>
 {
-    let config = EngineConfig {
-        event_loops: 1,
-        busy_poll,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default().threads(1).busy_poll(busy_poll);
     let (engine, handle, rx) = Engine::start(config)?;
     let conn = handle.connect(addr)?;
     Ok((engine, handle, rx, conn))

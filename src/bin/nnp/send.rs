@@ -14,10 +14,7 @@ pub(crate) fn send(as_json: bool, to: &str, args: &MessageArgs, timeout: Duratio
     if msg.msg_type().required_capability().is_none() {
         return Err("only data messages (forward, backward, hebbian, weight-sync) can be sent to a node; the session sends the others itself".into());
     }
-    let config = EngineConfig {
-        event_loops: 1,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default().threads(1);
     let (engine, handle, mut rx) = Engine::start(config)?;
     let conn = handle.connect(to)?;
     handle.send(conn, &msg, timeout)?;
