@@ -29,7 +29,7 @@ pub enum NetEvent {
     },
 }
 
-/// What [`Receiver::poll`] hands its handler.
+/// What [`Receiver::poll`](super::Receiver::poll) hands its handler.
 #[derive(Debug)]
 pub enum Polled<'a> {
     /// A data frame, lent for the call.

@@ -33,12 +33,12 @@ mod inline;
 mod metrics;
 mod pacing;
 mod peer;
-pub mod pool;
+mod pool;
 mod receiver;
 mod sender;
 mod shared;
 mod socket;
-pub mod stream;
+mod stream;
 mod timer;
 
 pub use config::{Driver, EngineConfig, Latency, Limits};

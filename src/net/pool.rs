@@ -42,7 +42,7 @@ impl Storage {
 /// Block sizes of the pool's classes, smallest first.
 /// The largest is what a connection reads into: big enough for a 64 KiB slice of weights
 /// with its headers in one read and one pooled block, on both sides.
-pub const SIZE_CLASSES: [usize; 4] = [512, 4096, 64 * 1024, 128 * 1024];
+pub(crate) const SIZE_CLASSES: [usize; 4] = [512, 4096, 64 * 1024, 128 * 1024];
 
 /// How many free blocks each class keeps at most (about 2 + 4 + 16 + 16 MiB).
 const FREE_LIMITS: [usize; 4] = [4096, 1024, 256, 128];
@@ -91,7 +91,7 @@ impl BufferPool {
     }
 
     /// A block of at least `len` bytes: pooled if a class fits, dedicated otherwise.
-    pub fn take(&self, len: usize) -> Block {
+    pub(crate) fn take(&self, len: usize) -> Block {
         let class = SIZE_CLASSES.iter().position(|&size| size >= len);
         let data = match class {
             Some(c) => {
@@ -124,7 +124,7 @@ impl BufferPool {
     /// free blocks seen meanwhile), so that memory a burst needed (thousands of handshakes,
     /// say) goes back to the allocator once the burst is over, while a stream's working set,
     /// taken and returned all the time, stays. Called by the event loops on their tick.
-    pub fn trim(&self) {
+    pub(crate) fn trim(&self) {
         for (free, low_water) in self.inner.free.iter().zip(&self.inner.low_water) {
             for _ in 0..low_water.load(Ordering::Relaxed).min(free.len()) {
                 drop(free.pop());
@@ -144,7 +144,7 @@ fn zeroed_units(bytes: usize) -> Box<[Align64]> {
 }
 
 /// An aligned byte block from a [`BufferPool`]; returns to the pool when dropped.
-pub struct Block {
+pub(crate) struct Block {
     data: Storage,
     class: Option<usize>,
     pool: Arc<PoolInner>,
@@ -160,7 +160,7 @@ impl std::fmt::Debug for Block {
 
 impl Block {
     /// The whole block.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match &self.data {
             Storage::Pooled(units) => bytemuck::cast_slice(units),
             Storage::Large(units) => bytemuck::cast_slice(units),
@@ -168,7 +168,7 @@ impl Block {
     }
 
     /// The whole block, writable.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         match &mut self.data {
             Storage::Pooled(units) => bytemuck::cast_slice_mut(units),
             Storage::Large(units) => bytemuck::cast_slice_mut(units),
@@ -176,7 +176,7 @@ impl Block {
     }
 
     /// Size in bytes.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.data.capacity()
     }
 

@@ -127,11 +127,11 @@ impl Receiver {
     /// gives them; returns how many (0 on timeout or once the engine has shut down and every
     /// event was taken).
     ///
-    /// Frames are lent as [`FrameView`]s for the length of the handler's call: after the first
+    /// Frames are lent as [`FrameView`](super::FrameView)s for the length of the handler's call: after the first
     /// frame of each batch, the small frames that arrive in batches are handed over with no
     /// atomic operation and no event built per frame, the cheapest way to consume a stream.
-    /// [`FrameView::to_received`] keeps a frame; it shares its block with the receiver until
-    /// the handler returns, so relaying it ([`EngineHandle::relay`]) copies it: a stage that
+    /// [`FrameView::to_received`](super::FrameView::to_received) keeps a frame; it shares its block with the receiver until
+    /// the handler returns, so relaying it ([`EngineHandle::relay`](super::EngineHandle::relay)) copies it: a stage that
     /// relays large frames takes them through [`Receiver::recv_timeout`], which hands a frame
     /// alone in its block over without a copy. Connection changes come as
     /// [`Polled::Event`].

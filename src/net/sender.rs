@@ -15,12 +15,12 @@ use super::shared::EngineShared;
 use crate::wire::{encode_frame, Message, MsgType, HEADER_LEN};
 
 /// Frames larger than this are not batched by a [`Sender`]: they go alone, as with
-/// [`EngineHandle::send`].
+/// [`EngineHandle::send`](super::EngineHandle::send).
 pub const SENDER_BATCH_FRAME_MAX: usize = 16 * 1024;
 /// The block a [`Sender`] encodes into: it hands it over when the next frame does not fit.
 const SENDER_BLOCK: usize = 64 * 1024;
 
-/// A batching sender for one connection, from [`EngineHandle::sender`]: small frames are
+/// A batching sender for one connection, from [`EngineHandle::sender`](super::EngineHandle::sender): small frames are
 /// encoded back to back into one pooled block that reaches the event loop as one command
 /// (when the next frame does not fit, on [`Sender::flush`], or when the sender is dropped),
 /// so a stream of small frames costs one hand-off, one wake-up and one write per ~64 KiB
@@ -31,8 +31,8 @@ const SENDER_BLOCK: usize = 64 * 1024;
 /// of its block, up to an eighth of the queue's limit, at once when the queue has room, and
 /// gives back what it did not fill when it hands the block over: the small frames that fill
 /// a block cost no atomic operation each, and the reserved room counts in
-/// [`PeerStatus::queued_bytes`] meanwhile), so backpressure is the same as
-/// [`EngineHandle::send`]'s: [`Sender::send`] waits up to its deadline, and with
+/// [`PeerStatus::queued_bytes`](super::PeerStatus::queued_bytes) meanwhile), so backpressure is the same as
+/// [`EngineHandle::send`](super::EngineHandle::send)'s: [`Sender::send`] waits up to its deadline, and with
 /// [`Deadline::Now`] refuses with [`NetError::WouldBlock`] (after handing over what it holds,
 /// so the queue can drain). Frames leave in the order they are handed to the loop: a
 /// sender's frames keep their order (a WeightSync or a frame larger than

@@ -2,13 +2,14 @@
 //!
 //! A connection reads and writes through [`ByteStream`], never through the socket directly, so
 //! that a TLS session can later sit between the two without the codec or the session knowing.
+//! Crate-private until an implementation other than plain TCP exists.
 
 use std::io::{self, IoSlice, Read, Write};
 
 use mio::net::TcpStream;
 
 /// A bidirectional, non-blocking byte stream over a registered TCP socket.
-pub trait ByteStream: Send {
+pub(crate) trait ByteStream: Send {
     /// Reads plaintext bytes; `Ok(0)` means the peer closed, `WouldBlock` means wait.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes plaintext bytes from several buffers at once.
@@ -24,7 +25,7 @@ pub trait ByteStream: Send {
 
 /// Plain TCP: the stream is the socket.
 #[derive(Debug)]
-pub struct PlainTcp(pub TcpStream);
+pub(crate) struct PlainTcp(pub(crate) TcpStream);
 
 impl ByteStream for PlainTcp {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

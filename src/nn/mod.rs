@@ -8,7 +8,7 @@
 //!
 //! | module | its one job |
 //! | --- | --- |
-//! | [`kernels`] | dot, axpy, matvec, matmul, activations: `wide::f32x8` plus runtime AVX2/FMA |
+//! | `kernels` | dot, axpy, matvec, matmul, activations: `wide::f32x8` plus runtime AVX2/FMA |
 //! | `network` | [`NeuralNetwork`]: construction, forward passes, weights as data, averaging |
 //! | `backprop` | [`Loss`], [`Gradients`], per-sample and per-layer backward steps |
 //! | `optim` | [`Sgd`] with momentum and [`Adam`] |
@@ -43,6 +43,9 @@ mod activation;
 mod backprop;
 mod error;
 mod hebbian;
+// Not part of the API: public only so that the nn bench can time the kernels against sgemm
+// and against their portable build.
+#[doc(hidden)]
 pub mod kernels;
 mod mapped;
 mod network;
