@@ -6,6 +6,9 @@
 //! command or a timer wakes the loop. The loop never blocks on anything but the poll.
 //! Connections whose next bulk frame waits for its pace sit in a list with the earliest due
 //! time, which a timerfd turns into a wake-up (epoll's own timeout is in milliseconds).
+//!
+//! The turn and the commands are here; taking connections in, reading and writing are in
+//! the submodules of those names.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,6 +20,10 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+
+mod accept;
+mod reads;
+mod writes;
 
 use super::command::{Command, LoopHandle, WAKER};
 use super::connection::{Connection, Flushed, Pace, ReadContext, ReadOutcome};
@@ -258,75 +265,6 @@ impl EventLoop {
         true
     }
 
-    /// The inline engine's send path, without polling: the queued commands (they came
-    /// first), then `frame` (if any) straight into its connection, then the writes. Returns
-    /// false when the loop must stop.
-    pub(crate) fn send_now(&mut self, frame: Option<(ConnId, usize, OutFrame)>) -> bool {
-        let running = self.drain_commands();
-        if let Some((conn, slot, frame)) = frame {
-            match self.slot_of(conn, slot) {
-                Some(key) if running => {
-                    self.conns[key].enqueue(frame);
-                    self.dirty.push(key);
-                }
-                _ => log::debug!("frame for closed connection {conn} dropped"),
-            }
-        }
-        if !running {
-            return false;
-        }
-        let now = Instant::now();
-        self.release_paced(now);
-        self.flush_dirty(now, WRITE_BUDGET);
-        self.wake_consumer();
-        true
-    }
-
-    /// The inline engine's send path for a message the caller still holds (its `len` bytes
-    /// reserved): the queued commands first, then the message written straight from the
-    /// caller's memory if its connection has nothing queued ([`Connection::write_direct`]),
-    /// else encoded and queued; then the writes. Returns whether the loop runs on, and the
-    /// message's fate: `Err` if the session refused it (its bytes are released).
-    pub(crate) fn send_message_now(
-        &mut self,
-        conn: ConnId,
-        slot: usize,
-        message: &Message<'_>,
-        len: usize,
-    ) -> (bool, Result<(), ProtocolError>) {
-        let running = self.drain_commands();
-        let Some(key) = self.slot_of(conn, slot).filter(|_| running) else {
-            log::debug!("message for closed connection {conn} dropped");
-            return (running, Ok(()));
-        };
-        let now = Instant::now();
-        let pace = Pace {
-            now,
-            bulk_rate: self.context.config.latency.bulk_rate,
-        };
-        let pool = &self.context.pool;
-        let traffic = &self.context.metrics.traffic;
-        let connection = &mut self.conns[key];
-        let outcome =
-            match connection.write_direct(message, len, pool, pace, traffic, DIRECT_BUDGET) {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    OutFrame::encode(pool, message, 0, len).map(|frame| connection.enqueue(frame))
-                }
-                Err(e) => Err(e),
-            };
-        if outcome.is_err() {
-            connection.shared.release_queued(len);
-        }
-        if connection.wants_write() {
-            self.dirty.push(key);
-        }
-        self.release_paced(now);
-        self.flush_dirty(now, WRITE_BUDGET);
-        self.wake_consumer();
-        (true, outcome)
-    }
-
     /// Returns false when the loop must stop.
     fn drain_commands(&mut self) -> bool {
         while let Some(command) = self.handle.commands.pop() {
@@ -386,232 +324,6 @@ impl EventLoop {
             .map(|_| slot)
     }
 
-    fn adopt(&mut self, mut stream: Box<dyn ByteStream>, role: Role, shared: Arc<ConnShared>) {
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            stream.socket(),
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::warn!("could not register connection {}: {e}", shared.id);
-            shared.set_closed(CloseCause::Io(e.kind()));
-            return;
-        }
-        let session = Session::new(
-            role,
-            Arc::clone(&self.context.session_config),
-            Instant::now(),
-        );
-        log::debug!(
-            "loop {}: connection {} from {} adopted",
-            self.index,
-            shared.id,
-            shared.addr
-        );
-        shared.set_slot(key);
-        entry.insert(Connection::new(stream, session, shared));
-        self.context
-            .metrics
-            .connections_opened
-            .fetch_add(1, Ordering::Relaxed);
-        self.after_session(key);
-        // Bytes may have arrived before registration.
-        self.read_again.push(key);
-    }
-
-    fn accept_all(&mut self) {
-        for i in 0..self.listeners.len() {
-            loop {
-                match self.listeners[i].accept() {
-                    Ok((socket, addr)) => {
-                        tune_socket(&socket, &self.context.config);
-                        if let Err(e) = socket.set_nodelay(true) {
-                            log::warn!("TCP_NODELAY failed for {addr}: {e}");
-                        }
-                        self.dispatch_accepted(Box::new(PlainTcp(socket)), addr);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // Out of file descriptors and the like: try again on the next event.
-                        log::warn!("accept failed: {e}");
-                        self.context.metrics.count_io_error();
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Places an accepted connection on its loop: this one, or another through its queue.
-    fn dispatch_accepted(&mut self, stream: Box<dyn ByteStream>, addr: SocketAddr) {
-        let shared = self.context.new_conn(addr);
-        if shared.loop_index == self.index {
-            self.adopt(stream, Role::Acceptor, shared);
-            return;
-        }
-        let command = Command::Adopt {
-            stream,
-            role: Role::Acceptor,
-            shared: Arc::clone(&shared),
-        };
-        if self.context.loops[shared.loop_index]
-            .submit(command)
-            .is_err()
-        {
-            log::warn!(
-                "event loop {} is saturated: connection from {addr} dropped",
-                shared.loop_index
-            );
-            shared.set_closed(CloseCause::Shutdown);
-            self.context.forget(shared.id);
-        }
-    }
-
-    /// Reads the connections that may have bytes. `for_consumer` (an application thread
-    /// drives the loop, as an inline engine's does): a connection's reading stops once small
-    /// frames are in the ring, so that the thread returns to take them rather than reading
-    /// on through a bulk stream behind them.
-    fn service_reads(&mut self, now: Instant, for_consumer: bool) {
-        self.retry_paused();
-        if self.read_again.is_empty() {
-            return;
-        }
-        let spare = self.spare_keys.pop().unwrap_or_default();
-        let mut keys = std::mem::replace(&mut self.read_again, spare);
-        let engine = Arc::clone(&self.context);
-        let rx_budget = Arc::clone(&self.rx_budget);
-        let cx = ReadContext {
-            pool: &engine.pool,
-            rx_budget: &rx_budget,
-            rx_limit: engine.config.limits.rx_in_flight_bytes,
-            now,
-            traffic: &engine.metrics.traffic,
-            keep_rx: engine.config.latency.busy_poll,
-        };
-        let mut closing = Vec::new();
-        for &key in &keys {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.read_closed {
-                continue;
-            }
-            // Each read's frames go to the ring before the next read, so that a fast stream
-            // is read several times per turn while the consumer keeps up.
-            let mut rounds = 0;
-            let mut pushed_small = false;
-            let (outcome, is_paused) = loop {
-                let conn = &mut self.conns[key];
-                let outcome = conn.read(&cx);
-                let mut parked = std::mem::take(&mut conn.parked);
-                pushed_small |= self.push_parked(&mut parked);
-                let conn = &mut self.conns[key];
-                let is_paused = !parked.is_empty();
-                conn.parked = parked;
-                rounds += 1;
-                let budget_left = rx_budget.load(Ordering::Relaxed) <= cx.rx_limit;
-                if matches!(outcome, Ok(ReadOutcome::Paused))
-                    && !is_paused
-                    && budget_left
-                    && !conn.read_closed
-                {
-                    if rounds < READ_ROUNDS && !(for_consumer && pushed_small) {
-                        continue;
-                    }
-                    break (Ok(ReadOutcome::MoreLater), false);
-                }
-                break (outcome, is_paused);
-            };
-            match outcome {
-                Ok(ReadOutcome::MoreLater) if !is_paused => self.read_again.push(key),
-                Ok(ReadOutcome::Paused) | Ok(ReadOutcome::MoreLater) => self.paused.push(key),
-                Ok(ReadOutcome::Drained) => {
-                    if is_paused {
-                        self.paused.push(key);
-                    }
-                }
-                Ok(ReadOutcome::Eof) => closing.push((key, CloseCause::Eof)),
-                Err(e) => {
-                    self.context.metrics.count_io_error();
-                    closing.push((key, CloseCause::Io(e.kind())));
-                }
-            }
-            self.after_session(key);
-        }
-        keys.clear();
-        self.spare_keys.push(keys);
-        for (key, cause) in closing {
-            self.finish(key, cause);
-        }
-    }
-
-    /// Hands parked frames to the consumer, in order, until a ring is full: WeightSync frames
-    /// go to the bulk ring, which the receiver drains only when the main ring is empty, so a
-    /// large transfer does not hold up small frames on the receiving side either.
-    /// Returns whether any small frame went to the main ring.
-    fn push_parked(&mut self, parked: &mut VecDeque<Delivery>) -> bool {
-        let mut pushed_small = false;
-        while let Some(delivery) = parked.pop_front() {
-            match delivery {
-                Delivery::Event(NetEvent::Frame(frame))
-                    if frame.msg_type() == MsgType::WeightSync =>
-                {
-                    if let Err(rtrb::PushError::Full(NetEvent::Frame(frame))) =
-                        self.bulk_out.push(NetEvent::Frame(frame))
-                    {
-                        parked.push_front(Delivery::Event(NetEvent::Frame(frame)));
-                        break;
-                    }
-                }
-                delivery => {
-                    if !self.backlog.is_empty() {
-                        parked.push_front(delivery);
-                        break;
-                    }
-                    if let Err(rtrb::PushError::Full(delivery)) = self.events_out.push(delivery) {
-                        parked.push_front(delivery);
-                        break;
-                    }
-                    pushed_small = true;
-                }
-            }
-            self.pushed = true;
-        }
-        pushed_small
-    }
-
-    fn retry_paused(&mut self) {
-        while let Some(delivery) = self.backlog.pop_front() {
-            if let Err(rtrb::PushError::Full(delivery)) = self.events_out.push(delivery) {
-                self.backlog.push_front(delivery);
-                break;
-            }
-            self.pushed = true;
-        }
-        if self.paused.is_empty() {
-            return;
-        }
-        // Parked frames go first; a connection with nothing parked left reads again.
-        for key in std::mem::take(&mut self.paused) {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            let mut parked = std::mem::take(&mut conn.parked);
-            self.push_parked(&mut parked);
-            let conn = &mut self.conns[key];
-            conn.parked = parked;
-            if conn.parked.is_empty() && !conn.read_closed {
-                self.read_again.push(key);
-            } else if !conn.parked.is_empty() {
-                self.paused.push(key);
-            }
-        }
-        self.paused.sort_unstable();
-        self.paused.dedup();
-    }
-
     /// Moves a connection's session output along: events to the consumer, control frames to
     /// the wire, and the connection to its end if the session closed.
     fn after_session(&mut self, key: usize) {
@@ -652,59 +364,6 @@ impl EventLoop {
                     self.dirty.push(key);
                 }
             }
-        }
-    }
-
-    /// Makes the paced connections dirty again once their due time has come.
-    fn release_paced(&mut self, now: Instant) {
-        if self.pace_due.is_some_and(|due| due <= now) {
-            self.pace_due = None;
-            self.dirty.append(&mut self.paced);
-        }
-    }
-
-    /// Writes what the dirty connections queued, about `budget` bytes each at most; those
-    /// with more to write stay dirty, those held back by their pace wait in `paced`.
-    fn flush_dirty(&mut self, now: Instant, budget: usize) {
-        if self.dirty.is_empty() {
-            return;
-        }
-        let pace = Pace {
-            now,
-            bulk_rate: self.context.config.latency.bulk_rate,
-        };
-        let spare = self.spare_keys.pop().unwrap_or_default();
-        let mut keys = std::mem::replace(&mut self.dirty, spare);
-        keys.sort_unstable();
-        keys.dedup();
-        let mut finished = Vec::new();
-        for &key in &keys {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            match conn.flush(pace, &self.context.metrics.traffic, budget) {
-                Ok(Flushed::All) => {
-                    if conn.session.is_closed() {
-                        let cause = conn.shared.close_cause().unwrap_or(CloseCause::Eof);
-                        finished.push((key, cause));
-                    }
-                }
-                Ok(Flushed::Blocked) => {}
-                Ok(Flushed::Budget) => self.dirty.push(key),
-                Ok(Flushed::Paced(due)) => {
-                    self.paced.push(key);
-                    self.pace_due = Some(self.pace_due.map_or(due, |d| d.min(due)));
-                }
-                Err(e) => {
-                    self.context.metrics.count_io_error();
-                    finished.push((key, CloseCause::Io(e.kind())));
-                }
-            }
-        }
-        keys.clear();
-        self.spare_keys.push(keys);
-        for (key, cause) in finished {
-            self.finish(key, cause);
         }
     }
 

@@ -1,0 +1,94 @@
+//! Taking connections in: accepting from listeners, placing each on its loop, and adopting
+//! a socket with a new session.
+
+use super::*;
+
+impl EventLoop {
+    pub(super) fn adopt(
+        &mut self,
+        mut stream: Box<dyn ByteStream>,
+        role: Role,
+        shared: Arc<ConnShared>,
+    ) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            stream.socket(),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("could not register connection {}: {e}", shared.id);
+            shared.set_closed(CloseCause::Io(e.kind()));
+            return;
+        }
+        let session = Session::new(
+            role,
+            Arc::clone(&self.context.session_config),
+            Instant::now(),
+        );
+        log::debug!(
+            "loop {}: connection {} from {} adopted",
+            self.index,
+            shared.id,
+            shared.addr
+        );
+        shared.set_slot(key);
+        entry.insert(Connection::new(stream, session, shared));
+        self.context
+            .metrics
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        self.after_session(key);
+        // Bytes may have arrived before registration.
+        self.read_again.push(key);
+    }
+
+    pub(super) fn accept_all(&mut self) {
+        for i in 0..self.listeners.len() {
+            loop {
+                match self.listeners[i].accept() {
+                    Ok((socket, addr)) => {
+                        tune_socket(&socket, &self.context.config);
+                        if let Err(e) = socket.set_nodelay(true) {
+                            log::warn!("TCP_NODELAY failed for {addr}: {e}");
+                        }
+                        self.dispatch_accepted(Box::new(PlainTcp(socket)), addr);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // Out of file descriptors and the like: try again on the next event.
+                        log::warn!("accept failed: {e}");
+                        self.context.metrics.count_io_error();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places an accepted connection on its loop: this one, or another through its queue.
+    pub(super) fn dispatch_accepted(&mut self, stream: Box<dyn ByteStream>, addr: SocketAddr) {
+        let shared = self.context.new_conn(addr);
+        if shared.loop_index == self.index {
+            self.adopt(stream, Role::Acceptor, shared);
+            return;
+        }
+        let command = Command::Adopt {
+            stream,
+            role: Role::Acceptor,
+            shared: Arc::clone(&shared),
+        };
+        if self.context.loops[shared.loop_index]
+            .submit(command)
+            .is_err()
+        {
+            log::warn!(
+                "event loop {} is saturated: connection from {addr} dropped",
+                shared.loop_index
+            );
+            shared.set_closed(CloseCause::Shutdown);
+            self.context.forget(shared.id);
+        }
+    }
+}
