@@ -12,6 +12,7 @@ use super::frame::{encode_into, OutFrame};
 use super::peer::{ConnId, ConnShared};
 use super::pool::Block;
 use super::shared::EngineShared;
+use crate::session::may_send;
 use crate::wire::{encode_frame, Message, MsgType, HEADER_LEN};
 
 /// Frames larger than this are not batched by a [`Sender`]: they go alone, as with
@@ -134,8 +135,7 @@ impl Sender {
             return None;
         }
         let msg_type = message.msg_type();
-        let capability = msg_type.required_capability()?;
-        if self.capabilities & capability == 0 || msg_type == MsgType::WeightSync {
+        if msg_type == MsgType::WeightSync || may_send(self.capabilities, msg_type).is_err() {
             return None;
         }
         // Encoded straight into the credit's room, capped at the longest frame that may be

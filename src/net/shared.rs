@@ -12,6 +12,7 @@ use super::error::NetError;
 use super::frame::{OutFrame, ReceivedFrame};
 use super::inline::InlineDriver;
 use super::peer::ConnShared;
+use crate::session::may_send;
 use crate::wire::{frame_len, Message, MsgType, ProtocolError, HEADER_LEN};
 
 /// What every handle, sender and receiver of one engine shares.
@@ -78,21 +79,7 @@ impl EngineShared {
         if !shared.is_established() {
             return Err(NetError::NotEstablished(shared.id));
         }
-        match msg_type.required_capability() {
-            None => {
-                return Err(NetError::Protocol(ProtocolError::UnexpectedMessage {
-                    msg_type,
-                    state: "established (control frames are the session's own)",
-                }))
-            }
-            Some(capability) if shared.capabilities() & capability == 0 => {
-                return Err(NetError::Protocol(ProtocolError::CapabilityNotAgreed {
-                    msg_type,
-                    capability,
-                }))
-            }
-            Some(_) => {}
-        }
+        may_send(shared.capabilities(), msg_type)?;
         Ok(())
     }
 

@@ -302,7 +302,7 @@ impl Session {
                 state: self.state.describe(),
             }));
         }
-        self.check_agreed(msg_type).map_err(|e| self.abort(e))?;
+        may_send(self.agreed_capabilities, msg_type).map_err(|e| self.abort(e))?;
         Ok(Received::Data)
     }
 
@@ -387,19 +387,6 @@ impl Session {
         self.events.push_back(SessionEvent::Established(peer));
     }
 
-    fn check_agreed(&self, msg_type: MsgType) -> Result<(), ProtocolError> {
-        let agreed = self.agreed_capabilities;
-        match msg_type.required_capability() {
-            Some(capability) if agreed & capability == 0 => {
-                Err(ProtocolError::CapabilityNotAgreed {
-                    msg_type,
-                    capability,
-                })
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// The sequence number for an application data frame about to be sent, or why it may not
     /// be sent. Data frames and control frames share one sequence per direction, so call this
     /// only when the frame is actually encoded into the outgoing stream.
@@ -422,13 +409,13 @@ impl Session {
 
     /// Checks, without taking a sequence number, that a data frame of this type may be sent.
     pub fn check_send(&self, msg_type: MsgType) -> Result<(), ProtocolError> {
-        if self.state != State::Established || !msg_type.is_data() {
+        if self.state != State::Established {
             return Err(ProtocolError::UnexpectedMessage {
                 msg_type,
                 state: self.state.describe(),
             });
         }
-        self.check_agreed(msg_type)
+        may_send(self.agreed_capabilities, msg_type)
     }
 
     fn take_send_seq(&mut self) -> u64 {
@@ -569,6 +556,25 @@ impl Session {
                     .min(self.last_sent + self.config.heartbeat_interval),
             ),
         }
+    }
+}
+
+/// The one rule for what an established session may send: a data type whose capability both
+/// sides agreed (`agreed`); control frames are the session's own. The engine's handles and
+/// senders check it before a frame is queued, with the capabilities the handshake agreed, and
+/// the session checks it again when the frame takes its sequence number.
+#[inline]
+pub fn may_send(agreed: u32, msg_type: MsgType) -> Result<(), ProtocolError> {
+    match msg_type.required_capability() {
+        None => Err(ProtocolError::UnexpectedMessage {
+            msg_type,
+            state: "established (control frames are the session's own)",
+        }),
+        Some(capability) if agreed & capability == 0 => Err(ProtocolError::CapabilityNotAgreed {
+            msg_type,
+            capability,
+        }),
+        Some(_) => Ok(()),
     }
 }
 
