@@ -291,8 +291,10 @@ impl OutFrame {
     }
 
     pub(crate) fn set_sequence(&mut self, sequence: u64) {
-        let at = self.start + 10;
-        self.block.bytes_mut()[at..at + 8].copy_from_slice(&sequence.to_be_bytes());
+        let frame = &mut self.block.bytes_mut()[self.start..];
+        if let Some(header) = Header::mut_from_buf(frame) {
+            header.set_sequence(sequence);
+        }
     }
 
     /// The frames' offsets, lengths and types, walked through their headers.
@@ -323,7 +325,9 @@ impl OutFrame {
             let first = session.next_send_sequences(self.msg_type, u64::from(self.frames))?;
             let bytes = &mut self.block.bytes_mut()[self.start..self.start + self.len];
             for (frame, seq) in bytes.chunks_exact_mut(stride).zip(first..) {
-                frame[10..18].copy_from_slice(&seq.to_be_bytes());
+                if let Some(header) = Header::mut_from_buf(frame) {
+                    header.set_sequence(seq);
+                }
             }
             return Ok(());
         }

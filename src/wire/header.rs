@@ -62,6 +62,17 @@ impl Header {
         Header::ref_from_prefix(buf).ok().map(|(h, _)| h)
     }
 
+    /// Mutably borrows the header at the front of `buf`, or `None` if fewer than 22 bytes are
+    /// there: for stamping a frame already encoded (its sequence number).
+    pub fn mut_from_buf(buf: &mut [u8]) -> Option<&mut Header> {
+        Header::mut_from_prefix(buf).ok().map(|(h, _)| h)
+    }
+
+    /// Sets the sequence number.
+    pub fn set_sequence(&mut self, sequence: u64) {
+        self.sequence = U64::new(sequence);
+    }
+
     /// Payload length in bytes.
     pub fn payload_len(&self) -> u32 {
         self.length.get()
@@ -202,6 +213,17 @@ mod test {
     fn test_construct() {
         let h = Header::new(MsgType::Heartbeat, 10, 7, 0xdead_beef);
         assert_eq!(h.as_bytes(), &HEARTBEAT_HEADER);
+    }
+
+    #[test]
+    fn test_set_sequence_in_place() {
+        let mut b = HEARTBEAT_HEADER.to_vec();
+        b.extend([0xaa; 10]);
+        Header::mut_from_buf(&mut b).unwrap().set_sequence(0x0102_0304_0506_0708);
+        assert_eq!(&b[10..18], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&b[..10], &HEARTBEAT_HEADER[..10]);
+        assert_eq!(&b[18..], &[&HEARTBEAT_HEADER[18..], &[0xaa; 10][..]].concat()[..]);
+        assert!(Header::mut_from_buf(&mut b[..21]).is_none());
     }
 
     #[test]
