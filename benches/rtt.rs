@@ -250,7 +250,7 @@ fn next_frame(rx: &mut Receiver) -> nnp::net::ReceivedFrame {
         {
             NetEvent::Frame(f) => return f,
             NetEvent::Disconnected { cause, .. } => panic!("closed: {cause}"),
-            NetEvent::Connected { .. } => {}
+            _ => {}
         }
     }
 }

@@ -186,7 +186,7 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
                             got += 1;
                         }
                         NetEvent::Disconnected { cause, .. } => panic!("closed: {cause}"),
-                        NetEvent::Connected { .. } => {}
+                        _ => {}
                     }
                 }
             }

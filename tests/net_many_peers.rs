@@ -73,8 +73,8 @@ fn hundred_clients_exchange_thousands_of_frames_each() {
                 next[c] += 1;
                 received += 1;
             }
-            NetEvent::Connected { .. } => {}
             NetEvent::Disconnected { conn, cause } => panic!("{conn} closed: {cause}"),
+            _ => {}
         }
     }
     sender.join().unwrap();

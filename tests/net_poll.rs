@@ -85,6 +85,7 @@ fn poll_a_stream(server: EngineConfig, frames: usize) {
                     closed = true;
                 }
                 Polled::Event(NetEvent::Frame(_)) => panic!("frames are lent as views"),
+                Polled::Event(other) => panic!("unexpected {other:?}"),
             }
         });
         assert!(n > 0, "the stream stalled at frame {next}");

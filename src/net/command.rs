@@ -38,6 +38,13 @@ pub(crate) enum Command {
         reason: DisconnectReason,
         message: String,
     },
+    /// Refuse a received data frame (an Error APPLICATION; the session stays open).
+    Refuse {
+        conn: ConnId,
+        slot: usize,
+        sequence: u64,
+        reason: String,
+    },
     /// Measure the round trip now.
     Heartbeat { conn: ConnId, slot: usize },
     /// Accept connections from this listener.

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +26,7 @@ use super::peer::ConnShared;
 use super::pool::{Block, BufferPool, SIZE_CLASSES};
 use super::stream::ByteStream;
 use super::NetEvent;
-use crate::session::{Lane, Session};
+use crate::session::{Inbound, Lane, Session};
 use crate::wire::{frame_len, split_frame, Message, MsgType, ProtocolError};
 
 /// Bytes in wire order below which the next frames are scheduled.
@@ -121,6 +121,8 @@ pub(crate) struct ReadContext<'a> {
     pub(crate) rx_limit: usize,
     pub(crate) now: Instant,
     pub(crate) traffic: &'a Counters,
+    /// Counts the peers' refusals of our frames.
+    pub(crate) refusals: &'a AtomicU64,
     /// Keep an empty read block when the socket runs dry (busy polling reads again at once;
     /// the loop's tick releases it when the connection goes quiet).
     pub(crate) keep_rx: bool,
@@ -226,22 +228,39 @@ impl Connection {
         };
         // Data frames as they parse: small ones become one batch (this Vec is the batch's),
         // WeightSync frames go one by one to the bulk ring.
+        // A refusal from the peer (rare) keeps its place among the small frames: it is
+        // noted with the number of small frames before it.
         let mut small: Vec<(u32, u32, MsgType)> = Vec::new();
         let mut bulk: Vec<(usize, usize)> = Vec::new();
+        let mut refusals: Vec<(usize, NetEvent)> = Vec::new();
         let start = self.rx_start;
-        let progress =
-            self.session.read(
-                cx.now,
-                &block.bytes()[start..self.rx_filled],
-                |frame| match frame.lane() {
-                    Lane::Bulk => bulk.push((start + frame.start, frame.len)),
-                    Lane::Small => small.push((
-                        (start + frame.start) as u32,
-                        frame.len as u32,
-                        frame.msg_type,
-                    )),
-                },
-            );
+        let conn = self.shared.id;
+        let progress = self.session.read(
+            cx.now,
+            &block.bytes()[start..self.rx_filled],
+            |inbound| match inbound {
+                Inbound::Data(frame) if frame.lane() == Lane::Bulk => {
+                    bulk.push((start + frame.start, frame.len))
+                }
+                Inbound::Data(frame) => small.push((
+                    (start + frame.start) as u32,
+                    frame.len as u32,
+                    frame.msg_type,
+                )),
+                Inbound::Refused { sequence, reason } => refusals.push((
+                    small.len(),
+                    NetEvent::Refused {
+                        conn,
+                        sequence,
+                        reason,
+                    },
+                )),
+            },
+        );
+        if !refusals.is_empty() {
+            cx.refusals
+                .fetch_add(refusals.len() as u64, Ordering::Relaxed);
+        }
         self.shared.counters.add_in(progress.frames, 0);
         cx.traffic.add_in(progress.frames, 0);
         if self.session.is_closed() {
@@ -262,13 +281,28 @@ impl Connection {
                 b
             });
             let shared = Arc::new(RxBlock::new(block, Arc::clone(cx.rx_budget)));
-            if !small.is_empty() {
-                self.parked.push_back(Delivery::Batch(FrameBatch {
+            let batch = |frames| {
+                Delivery::Batch(FrameBatch {
                     block: Arc::clone(&shared),
-                    frames: small,
+                    frames,
                     next: 0,
-                    conn: self.shared.id,
-                }));
+                    conn,
+                })
+            };
+            // The small frames in batches, cut where a refusal came between them.
+            let mut rest = small;
+            let mut taken = 0;
+            for (before, refusal) in refusals.drain(..) {
+                let after = rest.split_off(before - taken);
+                if !rest.is_empty() {
+                    self.parked.push_back(batch(rest));
+                }
+                self.parked.push_back(Delivery::Event(refusal));
+                taken = before;
+                rest = after;
+            }
+            if !rest.is_empty() {
+                self.parked.push_back(batch(rest));
             }
             self.parked.extend(bulk.into_iter().map(|(start, len)| {
                 Delivery::Event(NetEvent::Frame(ReceivedFrame::new(
@@ -283,10 +317,14 @@ impl Connection {
             self.rx_start = 0;
             self.rx_filled = tail;
         } else if tail == 0 {
+            self.parked
+                .extend(refusals.drain(..).map(|(_, r)| Delivery::Event(r)));
             self.rx = None;
             self.rx_start = 0;
             self.rx_filled = 0;
         } else if let Some(block) = self.rx.as_mut() {
+            self.parked
+                .extend(refusals.drain(..).map(|(_, r)| Delivery::Event(r)));
             if pos + needed > block.capacity() {
                 // The unfinished frame does not fit where it is: move it to the front of a
                 // block big enough for all of it.

@@ -8,6 +8,7 @@ use crate::session::PeerInfo;
 
 /// What the engine tells the application.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum NetEvent {
     /// A handshake completed.
     Connected {
@@ -20,6 +21,17 @@ pub enum NetEvent {
     },
     /// A data frame (ForwardData, BackwardData, HebbianData, WeightSync).
     Frame(ReceivedFrame),
+    /// The peer's application refused one of our data frames (an Error APPLICATION); the
+    /// connection stays open.
+    Refused {
+        /// The connection.
+        conn: ConnId,
+        /// The refused frame's sequence number (see [`ReceivedFrame::sequence`] on the
+        /// other side), if the peer's text names it.
+        sequence: Option<u64>,
+        /// Why, in the peer's words.
+        reason: String,
+    },
     /// A connection ended. Every frame it delivered came before this event.
     Disconnected {
         /// The connection.

@@ -217,6 +217,25 @@ impl EngineHandle {
         }
     }
 
+    /// Refuses the data frame numbered `sequence` that `conn`'s peer sent (see
+    /// [`ReceivedFrame::sequence`]): the peer gets an Error APPLICATION naming the frame and
+    /// `reason`, after every frame already sent on `conn`, and the connection stays open. The
+    /// peer's engine reports it as [`super::NetEvent::Refused`]. Use it when the application
+    /// cannot take a frame (a layer it does not have, a shape that does not fit), so that the
+    /// sender is told rather than left waiting.
+    pub fn refuse(&self, conn: ConnId, sequence: u64, reason: &str) -> Result<(), NetError> {
+        let shared = self.shared.open_conn(conn)?;
+        self.shared.command(
+            &shared,
+            Command::Refuse {
+                conn,
+                slot: shared.slot().unwrap_or(usize::MAX),
+                sequence,
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
     /// Sends a heartbeat on `conn` now; its reply updates the connection's round-trip time.
     pub fn ping(&self, conn: ConnId) -> Result<(), NetError> {
         let shared = self.shared.open_conn(conn)?;

@@ -63,6 +63,10 @@ pub(crate) struct EngineMetrics {
     pub(crate) traffic: Counters,
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
+    /// Data frames this node refused (Error APPLICATION sent).
+    pub(crate) refusals_sent: AtomicU64,
+    /// Data frames peers refused (Error APPLICATION received).
+    pub(crate) refusals_received: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS],
     rtt_ns: Mutex<Histogram<u64>>,
 }
@@ -73,6 +77,8 @@ impl Default for EngineMetrics {
             traffic: Counters::default(),
             connections_opened: AtomicU64::new(0),
             connections_closed: AtomicU64::new(0),
+            refusals_sent: AtomicU64::new(0),
+            refusals_received: AtomicU64::new(0),
             errors: Default::default(),
             rtt_ns: Mutex::new(new_rtt_histogram()),
         }
@@ -111,6 +117,8 @@ impl EngineMetrics {
             traffic: self.traffic.snapshot(),
             connections_opened: self.connections_opened.load(Relaxed),
             connections_closed: self.connections_closed.load(Relaxed),
+            refusals_sent: self.refusals_sent.load(Relaxed),
+            refusals_received: self.refusals_received.load(Relaxed),
             errors_by_code: std::array::from_fn(|i| self.errors[i].load(Relaxed)),
             rtt_ns: rtt,
         }
@@ -126,6 +134,10 @@ pub struct MetricsSnapshot {
     pub connections_opened: u64,
     /// Connections closed.
     pub connections_closed: u64,
+    /// Data frames this node refused (an Error APPLICATION sent; the connection stayed open).
+    pub refusals_sent: u64,
+    /// Data frames peers refused.
+    pub refusals_received: u64,
     /// Errors by wire error code (`errors_by_code[5]` counts checksum mismatches); slot 0
     /// counts I/O errors.
     pub errors_by_code: [u64; ERROR_KINDS],

@@ -484,6 +484,14 @@ impl NodeReceiver {
                 sequence: 0,
                 payload: MessagePayload::PeerConnected(peer),
             }),
+            NetEvent::Refused {
+                conn,
+                sequence,
+                reason,
+            } => {
+                log::warn!("{conn} refused frame {sequence:?}: {reason}");
+                None
+            }
             NetEvent::Disconnected { conn, cause } => Some(NetworkMessage {
                 peer: conn,
                 msg_type: MsgType::Disconnect,

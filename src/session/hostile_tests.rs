@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::wire::capabilities::ALL;
-use crate::wire::{encode_frame, ErrorCode, HEADER_LEN};
+use crate::wire::{encode_frame, ErrorCode, MsgType, HEADER_LEN};
 
 fn config(name: &str) -> Arc<SessionConfig> {
     Arc::new(SessionConfig {
@@ -20,11 +20,13 @@ fn config(name: &str) -> Arc<SessionConfig> {
     })
 }
 
-/// One side's receive path: the bytes read and not yet consumed, and the data frames found.
+/// One side's receive path: the bytes read and not yet consumed, the data frames found, and
+/// the peer's refusals.
 struct Inbox {
     session: Session,
     pending: Vec<u8>,
     data: Vec<(u64, Vec<u8>)>,
+    refusals: Vec<(Option<u64>, String)>,
 }
 
 impl Inbox {
@@ -33,6 +35,7 @@ impl Inbox {
             session: Session::new(role, config("peer"), now),
             pending: Vec::new(),
             data: Vec::new(),
+            refusals: Vec::new(),
         }
     }
 
@@ -41,11 +44,14 @@ impl Inbox {
     fn receive(&mut self, now: Instant, bytes: &[u8]) -> ReadProgress {
         self.pending.extend_from_slice(bytes);
         let pending = &self.pending;
-        let data = &mut self.data;
-        let progress = self.session.read(now, pending, |frame| {
-            let bytes = &pending[frame.start..frame.start + frame.len];
-            let header = crate::wire::Header::ref_from_buf(bytes).unwrap();
-            data.push((header.sequence(), bytes.to_vec()));
+        let (data, refusals) = (&mut self.data, &mut self.refusals);
+        let progress = self.session.read(now, pending, |inbound| match inbound {
+            Inbound::Data(frame) => {
+                let bytes = &pending[frame.start..frame.start + frame.len];
+                let header = crate::wire::Header::ref_from_buf(bytes).unwrap();
+                data.push((header.sequence(), bytes.to_vec()));
+            }
+            Inbound::Refused { sequence, reason } => refusals.push((sequence, reason)),
         });
         self.pending.drain(..progress.consumed);
         progress
@@ -136,9 +142,11 @@ fn a_read_reports_where_each_data_frame_lies_and_its_lane() {
     let bulk = frame(&weight_sync(&[0.25; 10]), 2);
     let bytes = [&small[..], &bulk[..], &small[..7]].concat();
     let mut found = Vec::new();
-    let progress = server
-        .session
-        .read(now, &bytes, |f| found.push((f.start, f.len, f.lane())));
+    let progress = server.session.read(now, &bytes, |inbound| {
+        if let Inbound::Data(f) = inbound {
+            found.push((f.start, f.len, f.lane()))
+        }
+    });
     assert_eq!(
         found,
         vec![
@@ -290,5 +298,92 @@ fn nothing_after_an_error_is_taken() {
         (progress.consumed, progress.frames),
         (0, 0),
         "a closed session reads nothing"
+    );
+}
+
+#[test]
+fn a_refusal_names_the_frame_and_both_sessions_carry_on() {
+    let now = Instant::now();
+    let (mut client, mut server) = established(now);
+    server.receive(now, &frame(&forward(&[1.0]), 1));
+    let refused = server.data[0].0;
+    server
+        .session
+        .refuse(refused, "layer 1 takes 8 values, not 1");
+    let refusal = server.transmit();
+    assert!(!server.session.is_closed());
+    client.receive(now, &refusal);
+    assert!(
+        !client.session.is_closed(),
+        "a refusal does not end the session"
+    );
+    assert_eq!(
+        client.refusals,
+        [(Some(1), "layer 1 takes 8 values, not 1".to_string())]
+    );
+    // Data keeps flowing both ways after it.
+    server.receive(now, &frame(&forward(&[2.0; 8]), 2));
+    assert_eq!(server.data.len(), 2);
+    assert!(client
+        .session
+        .next_send_sequence(MsgType::ForwardData)
+        .is_ok());
+}
+
+#[test]
+fn any_other_error_still_ends_the_session_and_a_refusal_before_the_handshake_is_not_sent() {
+    let now = Instant::now();
+    let (mut client, mut server) = established(now);
+    let mut other = Vec::new();
+    let error = Message::Error {
+        code: ErrorCode::MALFORMED_PAYLOAD,
+        message: Cow::Borrowed("bad"),
+    };
+    encode_frame(&error, 1, &mut other).unwrap();
+    client.receive(now, &other);
+    assert!(client.session.is_closed());
+    let mut fresh = Inbox::new(Role::Acceptor, now);
+    fresh.session.refuse(0, "no");
+    assert!(!fresh.session.has_transmit());
+    let _ = &mut server;
+}
+
+#[test]
+fn a_refusal_keeps_its_place_among_the_data_frames_of_one_read() {
+    let now = Instant::now();
+    let (mut client, mut server) = established(now);
+    server.receive(now, &frame(&forward(&[1.0]), 1));
+    // The server sends a data frame (its sequence 1), its refusal (2), and another (3).
+    assert_eq!(
+        server.session.next_send_sequence(MsgType::ForwardData),
+        Ok(1)
+    );
+    server.session.refuse(1, "no");
+    let refusal = server.transmit();
+    assert_eq!(
+        server.session.next_send_sequence(MsgType::ForwardData),
+        Ok(3)
+    );
+    let bytes = [
+        &frame(&forward(&[2.0]), 1)[..],
+        &refusal[..],
+        &frame(&forward(&[3.0]), 3)[..],
+    ]
+    .concat();
+    let mut order = Vec::new();
+    client.session.read(now, &bytes, |inbound| {
+        order.push(match inbound {
+            Inbound::Data(f) => format!("data at {}", f.start),
+            Inbound::Refused { sequence, .. } => format!("refused {sequence:?}"),
+        })
+    });
+    let second = frame(&forward(&[2.0]), 1).len() + refusal.len();
+    assert_eq!(
+        order,
+        [
+            "data at 0".to_string(),
+            "refused Some(1)".into(),
+            format!("data at {second}")
+        ]
     );
 }

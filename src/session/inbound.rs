@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use super::{Session, State};
+use super::{Received, Session, State};
 use crate::wire::{
     check_frame_resumed, check_payload, parse_payload, FrameCheck, Header, MsgType, ProtocolError,
     HEADER_LEN,
@@ -52,6 +52,20 @@ impl DataFrame {
     }
 }
 
+/// What [`Session::read`] hands the application, in the order the frames came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A data frame.
+    Data(DataFrame),
+    /// The peer refused one of our data frames (an Error APPLICATION); the session stays open.
+    Refused {
+        /// The refused frame's sequence number, if the peer's text names it.
+        sequence: Option<u64>,
+        /// Why, in the peer's words.
+        reason: String,
+    },
+}
+
 /// How far [`Session::read`] got through the bytes it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReadProgress {
@@ -79,15 +93,15 @@ impl Session {
 
     /// Takes in `bytes` received at `now`, which start at the first frame not yet consumed
     /// (the bytes after the previous call's `consumed`, with whatever arrived since): checks
-    /// every whole frame, applies the control frames, and hands each data frame to
-    /// `on_data`, in order. Stops at an unfinished frame, or when the session closes: on a
+    /// every whole frame, applies the control frames, and hands each data frame and each
+    /// refusal from the peer to `on_frame`, in order. Stops at an unfinished frame, or when the session closes: on a
     /// protocol error the session queues its Error frame and closes (see
     /// [`Session::is_closed`]; the error comes out of [`Session::poll_event`]).
     pub fn read(
         &mut self,
         now: Instant,
         bytes: &[u8],
-        mut on_data: impl FnMut(DataFrame),
+        mut on_frame: impl FnMut(Inbound),
     ) -> ReadProgress {
         let mut progress = ReadProgress::default();
         while !self.is_closed() {
@@ -96,16 +110,20 @@ impl Session {
             match check_frame_resumed(buf, max, &mut self.rx_checksum) {
                 Ok(FrameCheck::Complete { len, msg_type }) => {
                     let frame = &buf[..len];
-                    if let Err(e) = self.take_frame(now, frame, msg_type) {
-                        self.abort(e);
-                        break;
-                    }
-                    if msg_type.is_data() {
-                        on_data(DataFrame {
+                    match self.take_frame(now, frame, msg_type) {
+                        Ok(Received::Data) => on_frame(Inbound::Data(DataFrame {
                             start: progress.consumed,
                             len,
                             msg_type,
-                        });
+                        })),
+                        Ok(Received::Control) => {}
+                        Ok(Received::Refused { sequence, reason }) => {
+                            on_frame(Inbound::Refused { sequence, reason })
+                        }
+                        Err(e) => {
+                            self.abort(e);
+                            break;
+                        }
                     }
                     progress.consumed += len;
                     progress.frames += 1;
@@ -130,16 +148,15 @@ impl Session {
         now: Instant,
         frame: &[u8],
         msg_type: MsgType,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Received, ProtocolError> {
         let header = Header::ref_from_buf(frame).expect("a checked frame has a header");
         let (sequence, payload) = (header.sequence(), &frame[HEADER_LEN..]);
         if msg_type.is_data() {
             check_payload(msg_type, payload)?;
-            self.handle_data_frame(now, sequence, msg_type)?;
+            self.handle_data_frame(now, sequence, msg_type)
         } else {
             let message = parse_payload(msg_type, payload)?;
-            self.handle_frame(now, sequence, &message)?;
+            self.handle_frame(now, sequence, &message)
         }
-        Ok(())
     }
 }

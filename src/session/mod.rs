@@ -24,12 +24,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::wire::{
-    DisconnectReason, Hello, Message, MsgType, PartialChecksum, ProtocolError, VERSION,
+    DisconnectReason, ErrorCode, Hello, Message, MsgType, PartialChecksum, ProtocolError, VERSION,
 };
 
 mod inbound;
+mod refusal;
 
-pub use inbound::{DataFrame, Lane, ReadProgress};
+pub use inbound::{DataFrame, Inbound, Lane, ReadProgress};
+pub use refusal::{parse_refusal, refusal_text};
 
 /// The default of [`SessionConfig::max_handshake_payload`].
 pub const DEFAULT_MAX_HANDSHAKE_PAYLOAD: u32 = 64 * 1024;
@@ -108,12 +110,20 @@ pub struct PeerInfo {
 }
 
 /// What the session did with a received frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
     /// A control frame, consumed by the session.
     Control,
     /// A data frame (Forward, Backward, Hebbian, WeightSync) for the application.
     Data,
+    /// The peer's application refused one of our data frames (an Error APPLICATION), for the
+    /// application, in its place among the data frames; the session stays open.
+    Refused {
+        /// The refused frame's sequence number, if the peer's text names it.
+        sequence: Option<u64>,
+        /// Why, in the peer's words.
+        reason: String,
+    },
 }
 
 /// Things that happened, for the application and the metrics.
@@ -244,6 +254,11 @@ impl Session {
         match (self.state, message) {
             (State::AwaitingHandshake, Message::Handshake(hello)) => self.accept(hello),
             (State::AwaitingAck, Message::HandshakeAck(hello)) => self.complete(hello),
+            (State::Established, Message::Error { code, message })
+                if *code == ErrorCode::APPLICATION =>
+            {
+                Ok(self.take_refusal(message))
+            }
             (_, Message::Error { code, message }) => {
                 let error = ProtocolError::Remote {
                     code: *code,

@@ -440,16 +440,16 @@ fn peer_error_closes_without_answering() {
             p.now,
             1,
             &Message::Error {
-                code: ErrorCode::APPLICATION,
-                message: Cow::Borrowed("layer 9 does not exist"),
+                code: ErrorCode::TIMEOUT,
+                message: Cow::Borrowed("no frame for 30 s"),
             },
         )
         .unwrap_err();
     assert_eq!(
         err,
         ProtocolError::Remote {
-            code: ErrorCode::APPLICATION,
-            message: "layer 9 does not exist".into()
+            code: ErrorCode::TIMEOUT,
+            message: "no frame for 30 s".into()
         }
     );
     assert!(p.client.is_closed());

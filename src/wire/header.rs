@@ -219,10 +219,15 @@ mod test {
     fn test_set_sequence_in_place() {
         let mut b = HEARTBEAT_HEADER.to_vec();
         b.extend([0xaa; 10]);
-        Header::mut_from_buf(&mut b).unwrap().set_sequence(0x0102_0304_0506_0708);
+        Header::mut_from_buf(&mut b)
+            .unwrap()
+            .set_sequence(0x0102_0304_0506_0708);
         assert_eq!(&b[10..18], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&b[..10], &HEARTBEAT_HEADER[..10]);
-        assert_eq!(&b[18..], &[&HEARTBEAT_HEADER[18..], &[0xaa; 10][..]].concat()[..]);
+        assert_eq!(
+            &b[18..],
+            &[&HEARTBEAT_HEADER[18..], &[0xaa; 10][..]].concat()[..]
+        );
         assert!(Header::mut_from_buf(&mut b[..21]).is_none());
     }
 

@@ -55,7 +55,7 @@ pub(crate) fn echo_server(
                     echoed += 1;
                 }
                 Some(NetEvent::Disconnected { conn, cause }) => closed.push((conn, cause)),
-                Some(NetEvent::Connected { .. }) => {}
+                Some(_) => {}
                 None => break,
             }
         }

@@ -27,7 +27,10 @@ pub(crate) fn send(as_json: bool, to: &str, args: &MessageArgs, timeout: Duratio
                 Some(NetEvent::Disconnected { cause, .. }) => {
                     return Err(format!("the node closed the connection: {cause}").into())
                 }
-                Some(NetEvent::Connected { .. }) => continue,
+                Some(NetEvent::Refused { reason, .. }) => {
+                    return Err(format!("{to} refused the message: {reason}").into())
+                }
+                Some(_) => continue,
                 None => return Err("no reply before the timeout".into()),
             }
         }

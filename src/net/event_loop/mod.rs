@@ -293,6 +293,23 @@ impl EventLoop {
                         self.after_session(key);
                     }
                 }
+                Command::Refuse {
+                    conn,
+                    slot,
+                    sequence,
+                    reason,
+                } => {
+                    if let Some(key) = self.slot_of(conn, slot) {
+                        // After every frame the application queued before it.
+                        self.conns[key].commit_queued();
+                        self.conns[key].session.refuse(sequence, &reason);
+                        self.context
+                            .metrics
+                            .refusals_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.after_session(key);
+                    }
+                }
                 Command::Heartbeat { conn, slot } => {
                     if let Some(key) = self.slot_of(conn, slot) {
                         self.conns[key].session.send_heartbeat(Instant::now());

@@ -23,6 +23,7 @@ impl EventLoop {
             rx_limit: engine.config.limits.rx_in_flight_bytes,
             now,
             traffic: &engine.metrics.traffic,
+            refusals: &engine.metrics.refusals_received,
             keep_rx: engine.config.latency.busy_poll,
         };
         let mut closing = Vec::new();
