@@ -28,6 +28,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::error::{DisconnectReason, ErrorCode, ProtocolError};
 use super::header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
+use super::layout::*;
 use super::message::{F32s, Hello, Message, SyncMode, U32s, WeightSync};
 
 /// One decoded frame: its sequence number and its message, borrowed from the input buffer.
@@ -59,117 +60,6 @@ pub enum FrameCheck {
 
 /// Most bytes of text [`Message::error_from`] puts in an Error frame.
 pub const MAX_ERROR_TEXT: usize = 1024;
-
-/// The fixed parts of each payload, exactly as on the wire (little-endian, unaligned).
-mod layout {
-    use super::*;
-
-    /// Handshake and HandshakeAck, followed by `u32[layer_count]`, the name and padding.
-    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-    #[repr(C)]
-    pub(super) struct HelloFixed {
-        pub(super) name_len: U16,
-        pub(super) node_id: U64,
-        pub(super) capabilities: U32,
-        pub(super) min_version: u8,
-        pub(super) max_version: u8,
-        pub(super) reserved: U16,
-        pub(super) layer_count: U32,
-    }
-    const _: () = assert!(core::mem::size_of::<HelloFixed>() == 22);
-
-    /// ForwardData and BackwardData, followed by `f32[n]`.
-    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-    #[repr(C)]
-    pub(super) struct LayerFixed {
-        pub(super) layer_id: U16,
-    }
-    const _: () = assert!(core::mem::size_of::<LayerFixed>() == 2);
-
-    /// HebbianData, followed by `f32[rows * cols]`.
-    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-    #[repr(C)]
-    pub(super) struct HebbianFixed {
-        pub(super) layer_id: U16,
-        /// f32 bits.
-        pub(super) learning_rate: U32,
-        pub(super) rows: U32,
-        pub(super) cols: U32,
-    }
-    const _: () = assert!(core::mem::size_of::<HebbianFixed>() == 14);
-
-    /// WeightSync, followed by `f32[n]`.
-    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-    #[repr(C)]
-    pub(super) struct WeightSyncFixed {
-        pub(super) layer_id: U16,
-        pub(super) encoding: u8,
-        pub(super) mode: u8,
-        pub(super) reserved: U16,
-        pub(super) rows: U32,
-        pub(super) cols: U32,
-        pub(super) offset: U32,
-        pub(super) sample_count: U32,
-    }
-    const _: () = assert!(core::mem::size_of::<WeightSyncFixed>() == 22);
-
-    /// Heartbeat, the whole payload.
-    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-    #[repr(C)]
-    pub(super) struct HeartbeatFixed {
-        pub(super) flags: U16,
-        pub(super) timestamp_ns: U64,
-    }
-    const _: () = assert!(core::mem::size_of::<HeartbeatFixed>() == 10);
-
-    /// Disconnect and Error, followed by the text and padding.
-    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-    #[repr(C)]
-    pub(super) struct TextFixed {
-        pub(super) code: U16,
-        pub(super) text_len: U32,
-    }
-    const _: () = assert!(core::mem::size_of::<TextFixed>() == 6);
-
-    /// The only value encoding of protocol version 1: f32 little-endian.
-    pub(super) const ENCODING_F32_LE: u8 = 0;
-    /// Heartbeat flag: this heartbeat answers one.
-    pub(super) const HEARTBEAT_REPLY: u16 = 1;
-}
-
-use layout::*;
-
-impl HebbianFixed {
-    fn new(layer_id: u16, learning_rate: f32, rows: u32, cols: u32) -> Self {
-        HebbianFixed {
-            layer_id: U16::new(layer_id),
-            learning_rate: U32::new(learning_rate.to_bits()),
-            rows: U32::new(rows),
-            cols: U32::new(cols),
-        }
-    }
-}
-
-impl WeightSyncFixed {
-    fn of(w: &WeightSync<'_>) -> Self {
-        WeightSyncFixed {
-            layer_id: U16::new(w.layer_id),
-            encoding: ENCODING_F32_LE,
-            mode: w.mode as u8,
-            reserved: U16::ZERO,
-            rows: U32::new(w.rows),
-            cols: U32::new(w.cols),
-            offset: U32::new(w.offset),
-            sample_count: U32::new(w.sample_count),
-        }
-    }
-}
-
-/// The payload length, padding included, that makes a frame with `unpadded` payload bytes a
-/// multiple of 4 long.
-fn padded(unpadded: u64) -> u64 {
-    (HEADER_LEN as u64 + unpadded).next_multiple_of(4) - HEADER_LEN as u64
-}
 
 fn malformed(msg_type: MsgType, reason: &'static str) -> ProtocolError {
     ProtocolError::MalformedPayload { msg_type, reason }
@@ -468,12 +358,6 @@ fn parse_hebbian(payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
     })
 }
 
-/// Parameters in a layer of `rows` outputs and `cols` inputs: weights plus biases.
-/// At most (2^32 - 1) * 2^32, so never overflows u64.
-fn layer_params(rows: u32, cols: u32) -> u64 {
-    u64::from(rows) * u64::from(cols) + u64::from(rows)
-}
-
 /// WeightSync's fixed fields, sync mode and values, checked.
 fn weight_sync_data(payload: &[u8]) -> Result<(&WeightSyncFixed, SyncMode, &[u8]), ProtocolError> {
     let msg_type = MsgType::WeightSync;
@@ -543,14 +427,6 @@ fn parse_text(msg_type: MsgType, payload: &[u8]) -> Result<(u16, Cow<'_, str>), 
     check_zero_padding(msg_type, padding)?;
     let text = core::str::from_utf8(text).map_err(|_| ProtocolError::InvalidUtf8 { msg_type })?;
     Ok((f.code.get(), Cow::Borrowed(text)))
-}
-
-/// Byte size of a fixed part, as u64 for length arithmetic.
-trait FixedSize {
-    const SIZE: u64;
-}
-impl<T: Sized> FixedSize for T {
-    const SIZE: u64 = core::mem::size_of::<T>() as u64;
 }
 
 // ---------------------------------------------------------------------------------------------

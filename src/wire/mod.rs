@@ -8,6 +8,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod header;
+mod layout;
 pub mod message;
 
 pub use codec::{
