@@ -26,7 +26,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::error::{DisconnectReason, ErrorCode, ProtocolError};
+use super::error::{malformed, DisconnectReason, ErrorCode, ProtocolError};
 use super::header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use super::layout::*;
 use super::message::{F32s, Hello, Message, SyncMode, U32s, WeightSync};
@@ -56,13 +56,6 @@ pub enum FrameCheck {
         /// Its message type.
         msg_type: MsgType,
     },
-}
-
-/// Most bytes of text [`Message::error_from`] puts in an Error frame.
-pub const MAX_ERROR_TEXT: usize = 1024;
-
-fn malformed(msg_type: MsgType, reason: &'static str) -> ProtocolError {
-    ProtocolError::MalformedPayload { msg_type, reason }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -847,96 +840,6 @@ fn emit_u32s(values: &[u32], put: &mut dyn FnMut(&[u8])) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Messages built from errors, owned messages
-// ---------------------------------------------------------------------------------------------
-
-impl Message<'static> {
-    /// The Error message that reports `err` to the peer: its [`ErrorCode`] and its text, cut
-    /// to at most [`MAX_ERROR_TEXT`] bytes on a character boundary.
-    pub fn error_from(err: &ProtocolError) -> Message<'static> {
-        let mut text = err.to_string();
-        if text.len() > MAX_ERROR_TEXT {
-            let mut end = MAX_ERROR_TEXT;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-        }
-        Message::Error {
-            code: err.code(),
-            message: Cow::Owned(text),
-        }
-    }
-}
-
-impl From<&ProtocolError> for Message<'static> {
-    fn from(err: &ProtocolError) -> Self {
-        Message::error_from(err)
-    }
-}
-
-impl Message<'_> {
-    /// This message with everything it borrows copied, free of the buffer it came from.
-    pub fn into_owned(self) -> Message<'static> {
-        fn hello(h: Hello<'_>) -> Hello<'static> {
-            Hello {
-                node_id: h.node_id,
-                min_version: h.min_version,
-                max_version: h.max_version,
-                capabilities: h.capabilities,
-                layer_sizes: Cow::Owned(h.layer_sizes.into_owned()),
-                name: Cow::Owned(h.name.into_owned()),
-            }
-        }
-        let own = |d: F32s<'_>| -> F32s<'static> { Cow::Owned(d.into_owned()) };
-        match self {
-            Message::Handshake(h) => Message::Handshake(hello(h)),
-            Message::HandshakeAck(h) => Message::HandshakeAck(hello(h)),
-            Message::ForwardData { layer_id, data } => Message::ForwardData {
-                layer_id,
-                data: own(data),
-            },
-            Message::BackwardData { layer_id, data } => Message::BackwardData {
-                layer_id,
-                data: own(data),
-            },
-            Message::HebbianData {
-                layer_id,
-                learning_rate,
-                rows,
-                cols,
-                correlations,
-            } => Message::HebbianData {
-                layer_id,
-                learning_rate,
-                rows,
-                cols,
-                correlations: own(correlations),
-            },
-            Message::WeightSync(w) => Message::WeightSync(WeightSync {
-                values: own(w.values),
-                ..w
-            }),
-            Message::Heartbeat {
-                timestamp_ns,
-                reply,
-            } => Message::Heartbeat {
-                timestamp_ns,
-                reply,
-            },
-            Message::Disconnect { reason, message } => Message::Disconnect {
-                reason,
-                message: Cow::Owned(message.into_owned()),
-            },
-            Message::Error { code, message } => Message::Error {
-                code,
-                message: Cow::Owned(message.into_owned()),
-            },
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Streaming decoder
 // ---------------------------------------------------------------------------------------------
 
@@ -1043,177 +946,8 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod test {
+    use super::super::test_vectors::*;
     use super::*;
-
-    // Whole frames built by a separate script (Python struct + zlib.crc32), the same as the
-    // test vectors in docs/PROTOCOL.md.
-    static HANDSHAKE: [u8; 64] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x9d, 0x3a, 0x32, 0x2f, 0x06, 0x00, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03,
-        0x02, 0x01, 0x0f, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x10,
-        0x03, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x6e, 0x6f, 0x64, 0x65,
-        0x2d, 0x61, 0x00, 0x00,
-    ];
-    static HANDSHAKE_ACK: [u8; 60] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x26, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x22, 0xc3, 0x1f, 0xb5, 0x07, 0x00, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33,
-        0x22, 0x11, 0x03, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
-        0x03, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x6e, 0xc5, 0x93, 0x75, 0x64, 0x2d, 0x62, 0x00,
-    ];
-    static FORWARD_DATA: [u8; 32] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x10, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x01, 0xae, 0x18, 0x2a, 0x4a, 0x03, 0x00, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00,
-        0x00, 0xc0,
-    ];
-    static BACKWARD_DATA: [u8; 28] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x11, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x02, 0xcc, 0xf8, 0x5f, 0x3b, 0x01, 0x00, 0x00, 0x00, 0x00, 0x3f,
-    ];
-    static HEBBIAN_DATA: [u8; 52] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x12, 0x00, 0x00, 0x00, 0x1e, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x03, 0x06, 0x4e, 0x1b, 0x8a, 0x02, 0x00, 0x00, 0x00, 0x00, 0x3f, 0x02, 0x00,
-        0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0x40, 0x00,
-        0x00, 0x40, 0x40, 0x00, 0x00, 0x80, 0x40,
-    ];
-    static WEIGHT_SYNC: [u8; 56] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x13, 0x00, 0x00, 0x00, 0x22, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x04, 0x1e, 0xf6, 0x44, 0xdc, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x02, 0x00,
-        0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x64, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x80, 0x3e, 0x00, 0x00, 0x80, 0xbf, 0x00, 0x00, 0x00, 0x41,
-    ];
-    static HEARTBEAT: [u8; 32] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x20, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x05, 0x41, 0xb0, 0xe6, 0x68, 0x01, 0x00, 0x15, 0xcd, 0x5b, 0x07, 0x00, 0x00,
-        0x00, 0x00,
-    ];
-    static DISCONNECT: [u8; 32] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0x21, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x06, 0x50, 0x42, 0xf7, 0x1e, 0x01, 0x00, 0x03, 0x00, 0x00, 0x00, 0x62, 0x79,
-        0x65, 0x00,
-    ];
-    static ERROR: [u8; 32] = [
-        0x4e, 0x4e, 0x50, 0x00, 0x01, 0xff, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x07, 0xb9, 0xb0, 0x2f, 0xee, 0x06, 0x00, 0x03, 0x00, 0x00, 0x00, 0x62, 0x61,
-        0x64, 0x00,
-    ];
-
-    fn expected() -> Vec<(&'static [u8], u64, Message<'static>)> {
-        vec![
-            (
-                &HANDSHAKE[..],
-                0,
-                Message::Handshake(Hello {
-                    node_id: 0x0102_0304_0506_0708,
-                    min_version: 1,
-                    max_version: 1,
-                    capabilities: 0x0f,
-                    layer_sizes: Cow::Owned(vec![784, 128, 10]),
-                    name: Cow::Borrowed("node-a"),
-                }),
-            ),
-            (
-                &HANDSHAKE_ACK[..],
-                0,
-                Message::HandshakeAck(Hello {
-                    node_id: 0x1122_3344_5566_7788,
-                    min_version: 1,
-                    max_version: 1,
-                    capabilities: 0x03,
-                    layer_sizes: Cow::Owned(vec![784, 10]),
-                    name: Cow::Borrowed("nœud-b"),
-                }),
-            ),
-            (
-                &FORWARD_DATA[..],
-                1,
-                Message::ForwardData {
-                    layer_id: 3,
-                    data: Cow::Owned(vec![1.0, -2.0]),
-                },
-            ),
-            (
-                &BACKWARD_DATA[..],
-                2,
-                Message::BackwardData {
-                    layer_id: 1,
-                    data: Cow::Owned(vec![0.5]),
-                },
-            ),
-            (
-                &HEBBIAN_DATA[..],
-                3,
-                Message::HebbianData {
-                    layer_id: 2,
-                    learning_rate: 0.5,
-                    rows: 2,
-                    cols: 2,
-                    correlations: Cow::Owned(vec![1.0, 2.0, 3.0, 4.0]),
-                },
-            ),
-            (
-                &WEIGHT_SYNC[..],
-                4,
-                Message::WeightSync(WeightSync {
-                    layer_id: 1,
-                    mode: SyncMode::Average,
-                    rows: 2,
-                    cols: 3,
-                    offset: 4,
-                    sample_count: 100,
-                    values: Cow::Owned(vec![0.25, -1.0, 8.0]),
-                }),
-            ),
-            (
-                &HEARTBEAT[..],
-                5,
-                Message::Heartbeat {
-                    timestamp_ns: 123_456_789,
-                    reply: true,
-                },
-            ),
-            (
-                &DISCONNECT[..],
-                6,
-                Message::Disconnect {
-                    reason: DisconnectReason::SHUTDOWN,
-                    message: Cow::Borrowed("bye"),
-                },
-            ),
-            (
-                &ERROR[..],
-                7,
-                Message::Error {
-                    code: ErrorCode::MALFORMED_PAYLOAD,
-                    message: Cow::Borrowed("bad"),
-                },
-            ),
-        ]
-    }
-
-    /// `bytes` copied into a 4-byte aligned buffer (as u32 words, viewed as bytes).
-    fn aligned(bytes: &[u8]) -> Vec<u32> {
-        let mut words = vec![0u32; bytes.len().div_ceil(4)];
-        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        words
-    }
-
-    /// `frame` with its CRC recomputed, after a test changed its payload.
-    fn recrc(mut frame: Vec<u8>) -> Vec<u8> {
-        let crc = crc32fast::hash(&frame[HEADER_LEN..]);
-        frame[18..22].copy_from_slice(&crc.to_be_bytes());
-        frame
-    }
-
-    fn payload_err(t: MsgType, frame: &[u8]) -> ProtocolError {
-        parse_payload(t, &frame[HEADER_LEN..]).unwrap_err()
-    }
-
-    fn malformed_reason(err: ProtocolError) -> &'static str {
-        match err {
-            ProtocolError::MalformedPayload { reason, .. } => reason,
-            other => panic!("expected MalformedPayload, got {other:?}"),
-        }
-    }
 
     #[test]
     fn a_data_frame_in_two_pieces_is_the_generic_payload() {
@@ -1702,32 +1436,6 @@ mod test {
     }
 
     #[test]
-    fn test_error_from() {
-        let err = ProtocolError::ChecksumMismatch {
-            expected: 1,
-            computed: 2,
-        };
-        let Message::Error { code, message } = Message::from(&err) else {
-            panic!()
-        };
-        assert_eq!(code, ErrorCode::CHECKSUM_MISMATCH);
-        assert_eq!(message, err.to_string());
-
-        let long = ProtocolError::Remote {
-            code: ErrorCode(99),
-            message: "é".repeat(1000),
-        };
-        let Message::Error { code, message } = Message::error_from(&long) else {
-            panic!()
-        };
-        assert_eq!(code, ErrorCode(99));
-        assert!(message.len() <= MAX_ERROR_TEXT && message.len() > MAX_ERROR_TEXT - 2);
-        let mut out = Vec::new();
-        encode_frame(&Message::error_from(&long), 0, &mut out).unwrap();
-        assert!(decode_frame(&out, DEFAULT_MAX_PAYLOAD).unwrap().is_some());
-    }
-
-    #[test]
     fn test_decoder_byte_by_byte() {
         let all = expected();
         let stream: Vec<u8> = all.iter().flat_map(|(b, _, _)| b.iter().copied()).collect();
@@ -1760,17 +1468,5 @@ mod test {
             n += 1;
         }
         assert_eq!(n, all.len());
-    }
-
-    #[test]
-    fn test_into_owned() {
-        for (bytes, _, message) in expected() {
-            let owned = {
-                let copy = bytes.to_vec();
-                let (frame, _) = decode_frame(&copy, DEFAULT_MAX_PAYLOAD).unwrap().unwrap();
-                frame.message.into_owned()
-            };
-            assert_eq!(owned, message);
-        }
     }
 }
