@@ -10,14 +10,16 @@ pub mod fuzzing;
 pub mod header;
 mod layout;
 pub mod message;
+mod reader;
 #[cfg(test)]
 mod test_vectors;
 
 pub use codec::{
     check_frame, check_frame_resumed, check_payload, decode_frame, encode_frame,
     encode_layer_frame, frame_len, parse_payload, payload_len, split_frame, Frame, FrameCheck,
-    FrameDecoder, FrameParts, PartialChecksum, RawFrame, MAX_FRAME_HEAD,
+    FrameParts, PartialChecksum, MAX_FRAME_HEAD,
 };
 pub use error::{DisconnectReason, ErrorCode, ProtocolError, MAX_ERROR_TEXT};
 pub use header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION};
 pub use message::{F32s, Hello, Message, SyncMode, U32s, WeightSync};
+pub use reader::{FrameDecoder, RawFrame};
