@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 mod codec;
+mod emit;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -15,9 +16,12 @@ mod reader;
 mod test_vectors;
 
 pub use codec::{
-    check_frame, check_frame_resumed, check_payload, decode_frame, encode_frame,
-    encode_layer_frame, frame_len, parse_payload, payload_len, split_frame, Frame, FrameCheck,
-    FrameParts, PartialChecksum, MAX_FRAME_HEAD,
+    check_frame, check_frame_resumed, check_payload, decode_frame, parse_payload, Frame,
+    FrameCheck, PartialChecksum,
+};
+pub use emit::{
+    encode_frame, encode_layer_frame, frame_len, payload_len, split_frame, FrameParts,
+    MAX_FRAME_HEAD,
 };
 pub use error::{DisconnectReason, ErrorCode, ProtocolError, MAX_ERROR_TEXT};
 pub use header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION};
