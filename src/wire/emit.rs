@@ -17,7 +17,8 @@ use super::layout::*;
 use super::message::Message;
 
 /// The payload length of `msg` before padding, after checking that it can be encoded into a
-/// frame that decodes (every check [`parse_payload`] makes that a value could fail).
+/// frame that decodes (every check [`parse_payload`](super::parse_payload) makes that a value
+/// could fail).
 fn unpadded_len(msg: &Message<'_>) -> Result<u64, ProtocolError> {
     let msg_type = msg.msg_type();
     let too_large = |length: u64| ProtocolError::PayloadTooLarge { msg_type, length };

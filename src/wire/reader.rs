@@ -8,10 +8,11 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::check::{check_frame_resumed, FrameCheck, PartialChecksum};
 use super::error::ProtocolError;
 use super::header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use super::message::Message;
-use super::{check_frame_resumed, parse_payload, FrameCheck, PartialChecksum};
+use super::parse::parse_payload;
 
 /// A whole, CRC-checked frame that owns its bytes; [`RawFrame::message`] parses it in place.
 #[derive(Debug, Clone)]
