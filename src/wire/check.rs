@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn test_parse_bad_magic() {
         let mut b = FORWARD_DATA;
-        b[1] = b'X';
+        header_mut(&mut b).magic[1] = b'X';
         assert!(matches!(
             check_frame(&b, DEFAULT_MAX_PAYLOAD),
             Err(ProtocolError::BadMagic { found }) if found == *b"NXP\0"
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn test_parse_bad_version() {
         let mut b = FORWARD_DATA;
-        b[4] = 2;
+        header_mut(&mut b).version = 2;
         assert_eq!(
             decode_frame(&b, DEFAULT_MAX_PAYLOAD).unwrap_err(),
             ProtocolError::UnsupportedVersion { version: 2 }
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn test_parse_bad_type() {
         let mut b = FORWARD_DATA;
-        b[5] = 0x14;
+        header_mut(&mut b).msg_type = 0x14;
         assert_eq!(
             decode_frame(&b, DEFAULT_MAX_PAYLOAD).unwrap_err(),
             ProtocolError::UnknownMessageType { msg_type: 0x14 }
@@ -322,7 +322,7 @@ mod tests {
     fn test_parse_bad_too_large() {
         let mut head = [0u8; HEADER_LEN];
         head.copy_from_slice(&FORWARD_DATA[..HEADER_LEN]);
-        head[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
+        header_mut(&mut head).length.set(u32::MAX);
         let too_large = ProtocolError::FrameTooLarge {
             length: u32::MAX,
             max: DEFAULT_MAX_PAYLOAD,

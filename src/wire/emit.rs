@@ -9,7 +9,7 @@
 
 use bytes::BufMut;
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use super::error::{malformed, DisconnectReason, ErrorCode, ProtocolError};
 use super::header::{Header, MsgType, HEADER_LEN};
@@ -305,7 +305,9 @@ impl<'m> FrameParts<'m> {
 
     /// Sets the header's sequence number (the checksum covers only the payload).
     pub fn set_sequence(&mut self, sequence: u64) {
-        self.head[10..18].copy_from_slice(&sequence.to_be_bytes());
+        let (header, _) =
+            Header::mut_from_prefix(&mut self.head).expect("a head starts with a header");
+        header.sequence.set(sequence);
     }
 }
 

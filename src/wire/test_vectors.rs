@@ -4,9 +4,11 @@
 
 use std::borrow::Cow;
 
+use zerocopy::FromBytes;
+
 use super::{
-    parse_payload, DisconnectReason, ErrorCode, Hello, Message, MsgType, ProtocolError, SyncMode,
-    WeightSync, HEADER_LEN,
+    parse_payload, DisconnectReason, ErrorCode, Header, Hello, Message, MsgType, ProtocolError,
+    SyncMode, WeightSync, HEADER_LEN,
 };
 
 pub(super) static HANDSHAKE: [u8; 64] = [
@@ -157,7 +159,7 @@ pub(super) fn aligned(bytes: &[u8]) -> Vec<u32> {
 /// `frame` with its CRC recomputed, after a test changed its payload.
 pub(super) fn recrc(mut frame: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&frame[HEADER_LEN..]);
-    frame[18..22].copy_from_slice(&crc.to_be_bytes());
+    header_mut(&mut frame).checksum.set(crc);
     frame
 }
 
@@ -170,4 +172,9 @@ pub(super) fn malformed_reason(err: ProtocolError) -> &'static str {
         ProtocolError::MalformedPayload { reason, .. } => reason,
         other => panic!("expected MalformedPayload, got {other:?}"),
     }
+}
+
+/// The header at the front of `frame`, for a test to change one of its fields in place.
+pub(super) fn header_mut(frame: &mut [u8]) -> &mut Header {
+    Header::mut_from_prefix(frame).expect("a whole header").0
 }
