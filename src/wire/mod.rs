@@ -13,10 +13,13 @@
 //! - `header.rs`: the 22-byte frame header and the message types;
 //! - `layout.rs`: the payloads' fixed fields as they are on the wire, and their padding;
 //! - `check.rs`: checking a frame in place (header, CRC, a data payload's fields);
-//! - `parse.rs`: checked bytes to a typed [`Message`];
+//! - `parse.rs`: checked bytes to a typed [`Message`], its arrays borrowed in place when the
+//!   frame starts 4-byte aligned on a little-endian host (copied otherwise);
 //! - `emit.rs`: a message's exact length, and its bytes;
 //! - `reader.rs`: the resumable decoder for a byte stream;
-//! - `message.rs`, `error.rs`, `capabilities.rs`: the types all of them speak.
+//! - `message.rs`, `error.rs`, `capabilities.rs`: the types all of them speak;
+//! - `fuzzing.rs` (hidden): the fuzz targets' logic; `test_vectors.rs` (tests only): the whole
+//!   frames every file's tests share.
 
 pub mod capabilities;
 mod check;
