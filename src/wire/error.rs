@@ -1,8 +1,11 @@
-//! Why a byte stream or a session was refused, and the code the peer is told.
+//! Why a byte stream or a session was refused, and the Error message (code and text) the peer
+//! is told.
 
 use core::fmt;
+use std::borrow::Cow;
 
 use super::header::MsgType;
+use super::message::Message;
 
 /// A violation of the NNP protocol, by the peer or by a caller building a frame.
 ///
@@ -228,6 +231,39 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
+/// A [`ProtocolError::MalformedPayload`]: `msg_type`'s payload breaks its layout for `reason`.
+pub(super) fn malformed(msg_type: MsgType, reason: &'static str) -> ProtocolError {
+    ProtocolError::MalformedPayload { msg_type, reason }
+}
+
+/// Most bytes of text [`Message::error_from`] puts in an Error frame.
+pub const MAX_ERROR_TEXT: usize = 1024;
+
+impl Message<'static> {
+    /// The Error message that reports `err` to the peer: its [`ErrorCode`] and its text, cut
+    /// to at most [`MAX_ERROR_TEXT`] bytes on a character boundary.
+    pub fn error_from(err: &ProtocolError) -> Message<'static> {
+        let mut text = err.to_string();
+        if text.len() > MAX_ERROR_TEXT {
+            let mut end = MAX_ERROR_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        Message::Error {
+            code: err.code(),
+            message: Cow::Owned(text),
+        }
+    }
+}
+
+impl From<&ProtocolError> for Message<'static> {
+    fn from(err: &ProtocolError) -> Self {
+        Message::error_from(err)
+    }
+}
+
 /// The code carried by an Error frame. Unknown codes from newer peers are kept as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub u16);
@@ -272,4 +308,36 @@ impl DisconnectReason {
     pub const PROTOCOL_ERROR: DisconnectReason = DisconnectReason(3);
     /// The node is over a connection or rate limit.
     pub const OVERLOADED: DisconnectReason = DisconnectReason(4);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode_frame, encode_frame, DEFAULT_MAX_PAYLOAD};
+
+    #[test]
+    fn test_error_from() {
+        let err = ProtocolError::ChecksumMismatch {
+            expected: 1,
+            computed: 2,
+        };
+        let Message::Error { code, message } = Message::from(&err) else {
+            panic!()
+        };
+        assert_eq!(code, ErrorCode::CHECKSUM_MISMATCH);
+        assert_eq!(message, err.to_string());
+
+        let long = ProtocolError::Remote {
+            code: ErrorCode(99),
+            message: "é".repeat(1000),
+        };
+        let Message::Error { code, message } = Message::error_from(&long) else {
+            panic!()
+        };
+        assert_eq!(code, ErrorCode(99));
+        assert!(message.len() <= MAX_ERROR_TEXT && message.len() > MAX_ERROR_TEXT - 2);
+        let mut out = Vec::new();
+        encode_frame(&Message::error_from(&long), 0, &mut out).unwrap();
+        assert!(decode_frame(&out, DEFAULT_MAX_PAYLOAD).unwrap().is_some());
+    }
 }

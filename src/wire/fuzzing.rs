@@ -9,29 +9,29 @@ use std::borrow::Cow;
 
 use bytes::BytesMut;
 
-use super::codec::{self, FrameCheck, FrameDecoder, PartialChecksum};
 use super::error::{DisconnectReason, ErrorCode, ProtocolError};
 use super::header::{MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use super::message::{Hello, Message, SyncMode, WeightSync};
+use super::{self as wire, FrameCheck, FrameDecoder, PartialChecksum};
 
 /// Decodes one frame from `data`; a frame that decodes must re-encode to the same bytes and
 /// decode to the same message from a misaligned copy.
 pub fn decode_frame(data: &[u8]) {
     payload_checks_agree(data.get(HEADER_LEN..).unwrap_or_default());
-    let result = codec::decode_frame(data, DEFAULT_MAX_PAYLOAD);
+    let result = wire::decode_frame(data, DEFAULT_MAX_PAYLOAD);
     let Ok(Some((frame, used))) = result else {
         return;
     };
     assert!(used >= HEADER_LEN && used % 4 == 0 && used <= data.len());
     let mut out = Vec::new();
-    let written = codec::encode_frame(&frame.message, frame.sequence, &mut out)
+    let written = wire::encode_frame(&frame.message, frame.sequence, &mut out)
         .expect("a decoded message must encode");
     assert_eq!(written, used);
     assert_eq!(out, &data[..used], "decode then encode changed the bytes");
 
     let mut shifted = vec![0u8; used + 1];
     shifted[1..].copy_from_slice(&data[..used]);
-    let (again, again_used) = codec::decode_frame(&shifted[1..], DEFAULT_MAX_PAYLOAD)
+    let (again, again_used) = wire::decode_frame(&shifted[1..], DEFAULT_MAX_PAYLOAD)
         .expect("same bytes, different alignment")
         .expect("whole frame");
     assert_eq!(again_used, used);
@@ -39,13 +39,13 @@ pub fn decode_frame(data: &[u8]) {
     assert!(same_message(&again.message, &frame.message));
 }
 
-/// [`codec::check_payload`] must accept `payload` as a message of each type exactly when
-/// [`codec::parse_payload`] does, and refuse it with the same error.
+/// [`wire::check_payload`] must accept `payload` as a message of each type exactly when
+/// [`wire::parse_payload`] does, and refuse it with the same error.
 pub fn payload_checks_agree(payload: &[u8]) {
     for msg_type in MsgType::ALL {
         assert_eq!(
-            codec::check_payload(msg_type, payload),
-            codec::parse_payload(msg_type, payload).map(drop),
+            wire::check_payload(msg_type, payload),
+            wire::parse_payload(msg_type, payload).map(drop),
             "check_payload and parse_payload disagree on a {msg_type:?} payload"
         );
     }
@@ -55,7 +55,7 @@ pub fn payload_checks_agree(payload: &[u8]) {
 type StreamOutcome = (Vec<Vec<u8>>, Option<ProtocolError>);
 
 /// Feeds `data` to a [`FrameDecoder`] in chunks and checks it finds what repeated
-/// [`codec::decode_frame`] finds.
+/// [`wire::decode_frame`] finds.
 ///
 /// Layout: byte 0 modulo 8 is the number `n` of control bytes that follow; chunk sizes cycle
 /// through `control byte + 1` (no control bytes: one chunk); the rest is the stream.
@@ -113,7 +113,7 @@ impl Splitter for Streaming {
     }
 }
 
-/// [`codec::check_frame_resumed`] on a growing buffer, as the engine's connections check
+/// [`wire::check_frame_resumed`] on a growing buffer, as the engine's connections check
 /// frames in place: each frame's checksum resumes where the previous call left it.
 #[derive(Default)]
 struct Resumed {
@@ -129,10 +129,10 @@ impl Splitter for Resumed {
 
     fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ProtocolError> {
         let unread = &self.buf[self.start..];
-        match codec::check_frame_resumed(unread, DEFAULT_MAX_PAYLOAD, &mut self.checksum)? {
+        match wire::check_frame_resumed(unread, DEFAULT_MAX_PAYLOAD, &mut self.checksum)? {
             FrameCheck::Complete { len, msg_type } => {
                 let frame = &unread[..len];
-                codec::parse_payload(msg_type, &frame[HEADER_LEN..])?;
+                wire::parse_payload(msg_type, &frame[HEADER_LEN..])?;
                 self.start += len;
                 Ok(Some(frame.to_vec()))
             }
@@ -180,7 +180,7 @@ fn chunks<'a>(stream: &'a [u8], control: &'a [u8]) -> impl Iterator<Item = &'a [
 fn decode_all(mut stream: &[u8]) -> StreamOutcome {
     let mut frames = Vec::new();
     loop {
-        match codec::decode_frame(stream, DEFAULT_MAX_PAYLOAD) {
+        match wire::decode_frame(stream, DEFAULT_MAX_PAYLOAD) {
             Ok(Some((_, used))) => {
                 frames.push(stream[..used].to_vec());
                 stream = &stream[used..];
@@ -200,13 +200,10 @@ pub fn round_trip(data: &[u8]) {
         .iter()
         .fold(0u64, |acc, &b| acc.rotate_left(5) ^ u64::from(b));
     let mut out = Vec::new();
-    let written = codec::encode_frame(&message, sequence, &mut out).expect("a valid message");
+    let written = wire::encode_frame(&message, sequence, &mut out).expect("a valid message");
     assert_eq!(written, out.len());
-    assert_eq!(
-        written,
-        codec::frame_len(&message).expect("a valid message")
-    );
-    let (frame, used) = codec::decode_frame(&out, DEFAULT_MAX_PAYLOAD)
+    assert_eq!(written, wire::frame_len(&message).expect("a valid message"));
+    let (frame, used) = wire::decode_frame(&out, DEFAULT_MAX_PAYLOAD)
         .expect("an encoded frame decodes")
         .expect("whole frame");
     assert_eq!(used, out.len());
@@ -226,13 +223,13 @@ pub fn round_trip(data: &[u8]) {
     assert!(same_message(&raw.message().expect("parses"), &message));
 
     // The pieces of a vectored write are the same bytes.
-    if let Some(parts) = codec::split_frame(&message, sequence).expect("a valid message") {
+    if let Some(parts) = wire::split_frame(&message, sequence).expect("a valid message") {
         assert_eq!(parts.pieces().concat(), out);
     }
 
     // The batching sender's layer-frame encoder writes the same bytes, or nothing.
     let mut room = vec![0u8; out.len()];
-    match codec::encode_layer_frame(&message, sequence, &mut room) {
+    match wire::encode_layer_frame(&message, sequence, &mut room) {
         Some(n) => assert_eq!(&room[..n], &out[..]),
         None => assert!(
             !matches!(

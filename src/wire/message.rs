@@ -148,4 +148,81 @@ impl Message<'_> {
             Message::Error { .. } => MsgType::Error,
         }
     }
+
+    /// This message with everything it borrows copied, free of the buffer it came from.
+    pub fn into_owned(self) -> Message<'static> {
+        fn hello(h: Hello<'_>) -> Hello<'static> {
+            Hello {
+                node_id: h.node_id,
+                min_version: h.min_version,
+                max_version: h.max_version,
+                capabilities: h.capabilities,
+                layer_sizes: Cow::Owned(h.layer_sizes.into_owned()),
+                name: Cow::Owned(h.name.into_owned()),
+            }
+        }
+        let own = |d: F32s<'_>| -> F32s<'static> { Cow::Owned(d.into_owned()) };
+        match self {
+            Message::Handshake(h) => Message::Handshake(hello(h)),
+            Message::HandshakeAck(h) => Message::HandshakeAck(hello(h)),
+            Message::ForwardData { layer_id, data } => Message::ForwardData {
+                layer_id,
+                data: own(data),
+            },
+            Message::BackwardData { layer_id, data } => Message::BackwardData {
+                layer_id,
+                data: own(data),
+            },
+            Message::HebbianData {
+                layer_id,
+                learning_rate,
+                rows,
+                cols,
+                correlations,
+            } => Message::HebbianData {
+                layer_id,
+                learning_rate,
+                rows,
+                cols,
+                correlations: own(correlations),
+            },
+            Message::WeightSync(w) => Message::WeightSync(WeightSync {
+                values: own(w.values),
+                ..w
+            }),
+            Message::Heartbeat {
+                timestamp_ns,
+                reply,
+            } => Message::Heartbeat {
+                timestamp_ns,
+                reply,
+            },
+            Message::Disconnect { reason, message } => Message::Disconnect {
+                reason,
+                message: Cow::Owned(message.into_owned()),
+            },
+            Message::Error { code, message } => Message::Error {
+                code,
+                message: Cow::Owned(message.into_owned()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_vectors::*;
+    use crate::wire::{decode_frame, DEFAULT_MAX_PAYLOAD};
+
+    #[test]
+    fn test_into_owned() {
+        for (bytes, _, message) in expected() {
+            let owned = {
+                let copy = bytes.to_vec();
+                let (frame, _) = decode_frame(&copy, DEFAULT_MAX_PAYLOAD).unwrap().unwrap();
+                frame.message.into_owned()
+            };
+            assert_eq!(owned, message);
+        }
+    }
 }
