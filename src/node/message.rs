@@ -4,7 +4,8 @@ use std::ops::Deref;
 
 use crate::net::{CloseCause, ConnId, ReceivedFrame};
 use crate::session::PeerInfo;
-use crate::wire::{Message, MsgType, ProtocolError, SyncMode};
+use crate::wire::checked::data_message;
+use crate::wire::{Message, MsgType, ProtocolError, SyncMode, HEADER_LEN};
 
 /// f32 values received from a peer, viewed in place in the pooled receive buffer (or, for a
 /// misaligned frame or a big-endian host, copied once). Dereferences to `&[f32]`; dropping the
@@ -150,7 +151,15 @@ pub enum MessagePayload {
 impl NetworkMessage {
     /// Converts a received data frame, keeping its f32 data in place.
     pub fn from_frame(frame: &ReceivedFrame) -> Result<NetworkMessage, ProtocolError> {
-        let message = frame.message()?;
+        let msg_type = frame.msg_type();
+        if !msg_type.is_data() {
+            return Err(ProtocolError::UnexpectedMessage {
+                msg_type,
+                state: "established (only data frames reach the application)",
+            });
+        }
+        // The session checked the payload before handing the frame on.
+        let message = data_message(msg_type, &frame.bytes()[HEADER_LEN..]);
         let payload = match message {
             Message::ForwardData { layer_id, data } => MessagePayload::ForwardData {
                 layer_id,

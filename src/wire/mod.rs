@@ -3,6 +3,7 @@
 //! Nothing here touches a socket or a clock: bytes in, typed messages out, and back.
 
 pub mod capabilities;
+pub(crate) mod checked;
 mod codec;
 mod error;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
