@@ -4,13 +4,13 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use nnp::net::NetError;
+use nnp::net::{CloseCause, NetError};
 use nnp::nn::{one_hot, HebbianLearningMode, Loss, NeuralNetwork};
 use nnp::node::{
     DistributedNetwork, HandleOutcome, NetworkMessage, NodeConfig, NodeError, NodeEvent,
     NodeReceiver, PeerId,
 };
-use nnp::wire::{capabilities, Message, MsgType, ProtocolError, SyncMode};
+use nnp::wire::{capabilities, DisconnectReason, Message, MsgType, ProtocolError, SyncMode};
 
 const SIZES: [usize; 3] = [6, 5, 3];
 
@@ -324,4 +324,121 @@ fn the_receiver_is_an_iterator() {
         .take(5)
         .collect();
     assert_eq!(layers, vec![6; 5]);
+}
+
+#[test]
+fn peers_arriving_and_leaving_are_events_of_their_own() {
+    let (server, mut srx) = node("s", 1, capabilities::ALL, 1);
+    let addr = server.start_server().unwrap();
+    let (client, mut crx) = node("c", 2, capabilities::ALL, 1);
+    let client_to_server = client.connect_to("127.0.0.1", addr.port()).unwrap();
+
+    // Each side hears of the other, under the id it uses for it.
+    let Some(NodeEvent::PeerConnected { peer, info }) = srx.recv_timeout(Duration::from_secs(10))
+    else {
+        panic!("the server hears of the client first")
+    };
+    assert_eq!(info.name, "c");
+    assert_eq!(info.layer_sizes, vec![6, 5, 3]);
+    let server_to_client = peer;
+    assert_eq!(server.peers()[0].conn, server_to_client);
+    let Some(event) = crx.recv_timeout(Duration::from_secs(10)) else {
+        panic!("the client hears of the server")
+    };
+    assert_eq!(event.peer(), client_to_server);
+    let NodeEvent::PeerConnected { info, .. } = event else {
+        panic!("{event:?} is not PeerConnected")
+    };
+    assert_eq!(info.name, "s");
+
+    // A message in between is a Message, from the same peer.
+    client
+        .send_forward_data(client_to_server, 0, &input(0))
+        .unwrap();
+    let Some(NodeEvent::Message(m)) = srx.recv_timeout(Duration::from_secs(10)) else {
+        panic!("the message arrives")
+    };
+    assert_eq!(
+        (m.peer(), m.msg_type()),
+        (server_to_client, MsgType::ForwardData)
+    );
+
+    // The client leaves: both sides hear of it, the server with the client's reason.
+    client.disconnect(client_to_server);
+    let Some(NodeEvent::PeerDisconnected { peer, cause }) =
+        srx.recv_timeout(Duration::from_secs(10))
+    else {
+        panic!("the server hears of the close")
+    };
+    assert_eq!(peer, server_to_client);
+    assert_eq!(cause, CloseCause::Disconnect(DisconnectReason::NORMAL));
+    let Some(NodeEvent::PeerDisconnected { peer, .. }) = crx.recv_timeout(Duration::from_secs(10))
+    else {
+        panic!("the client hears of its close")
+    };
+    assert_eq!(peer, client_to_server);
+    assert!(srx.recv_timeout(Duration::ZERO).is_none(), "nothing more");
+}
+
+#[test]
+fn received_data_is_borrowed_from_the_receive_buffer() {
+    let (server, mut srx) = node("s", 1, capabilities::ALL, 1);
+    let addr = server.start_server().unwrap();
+    let (client, _crx) = node("c", 2, capabilities::ALL, 1);
+    let peer = client.connect_to("127.0.0.1", addr.port()).unwrap();
+    let x = input(3);
+    let grads = vec![0.25; 5 * 6 + 5];
+    let correlations = vec![0.5; 5 * 6];
+    client.send_forward_data(peer, 0, &x).unwrap();
+    client.send_backward_data(peer, 0, &grads).unwrap();
+    client
+        .send_hebbian_data(peer, 0, &correlations, 0.1)
+        .unwrap();
+    client.send_weight_sync(peer, 0, SyncMode::Replace).unwrap();
+
+    // On this little-endian host the values are read where they arrived: a borrow.
+    let in_place = cfg!(target_endian = "little");
+    let m = next_data(&mut srx);
+    assert_eq!(
+        matches!(
+            m.message(),
+            Message::ForwardData {
+                layer_id: 0,
+                data: Cow::Borrowed(_)
+            }
+        ),
+        in_place,
+        "zero-copy ForwardData"
+    );
+    assert_eq!(&**f32s(&m.message()), &x[..]);
+    if in_place {
+        // Every view, and every clone's, reads the same bytes: the frame's in the buffer.
+        let clone = m.clone();
+        let at = f32s(&m.message()).as_ptr();
+        assert_eq!(f32s(&m.message()).as_ptr(), at);
+        assert_eq!(f32s(&clone.message()).as_ptr(), at);
+    }
+
+    for expected in [
+        MsgType::BackwardData,
+        MsgType::HebbianData,
+        MsgType::WeightSync,
+    ] {
+        let m = next_data(&mut srx);
+        assert_eq!(m.msg_type(), expected);
+        let message = m.message();
+        let values = f32s(&message);
+        assert!(!values.is_empty());
+        assert_eq!(matches!(values, Cow::Borrowed(_)), in_place, "{expected:?}");
+    }
+}
+
+/// A data message's f32 values.
+fn f32s<'a>(message: &'a Message<'a>) -> &'a Cow<'a, [f32]> {
+    match message {
+        Message::ForwardData { data, .. } | Message::BackwardData { data, .. } => data,
+        Message::HebbianData { correlations, .. } => correlations,
+        Message::WeightSync(w) => &w.values,
+        other => panic!("{other:?} carries no f32 data"),
+    }
 }
