@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use nnp::nn::{HebbianLearningMode, NeuralNetwork};
-use nnp::node::{DistributedNetwork, MessagePayload};
+use nnp::node::{DistributedNetwork, NodeEvent};
+use nnp::wire::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -24,11 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let input: Vec<f32> = (0..10).map(|i| i as f32 / 10.0).collect();
     node.send_forward_data(peer, 0, &input)?;
     let reply = loop {
-        let message = receiver
+        let event = receiver
             .recv_timeout(Duration::from_secs(5))
             .ok_or("no answer from the server")?;
-        if let MessagePayload::ForwardData { data, .. } = &message.payload {
-            break data.to_vec();
+        if let NodeEvent::Message(message) = event {
+            if let Message::ForwardData { data, .. } = message.message() {
+                break data.to_vec();
+            }
         }
     };
     println!("server's output for {input:?}: {reply:?}");

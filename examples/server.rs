@@ -6,7 +6,7 @@
 //! `RUST_LOG=debug` shows every message, as the original design's logging example does.
 
 use nnp::nn::{HebbianLearningMode, NeuralNetwork};
-use nnp::node::{DistributedNetwork, HandleOutcome, MessagePayload};
+use nnp::node::{DistributedNetwork, HandleOutcome, NodeEvent};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -19,21 +19,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (node, receiver) = DistributedNetwork::new("server", "127.0.0.1", port, network)?;
     let addr = node.start_server()?;
     println!("server listening on {addr}");
-    for message in receiver {
-        match &message.payload {
-            MessagePayload::PeerConnected(peer) => {
-                println!("{} connected from peer {}", peer.name, message.peer)
+    for event in receiver {
+        match event {
+            NodeEvent::PeerConnected { peer, info } => {
+                println!("{} connected from peer {peer}", info.name)
             }
-            MessagePayload::PeerDisconnected(cause) => {
-                println!("peer {} left: {cause}", message.peer)
-            }
-            _ => match node.handle_message(&message)? {
+            NodeEvent::PeerDisconnected { peer, cause } => println!("peer {peer} left: {cause}"),
+            NodeEvent::Message(message) => match node.handle_message(&message)? {
                 HandleOutcome::Output(output) => {
-                    println!("ForwardData from {}: output {output:?}", message.peer);
-                    node.send_forward_data(message.peer, 2, &output)?;
+                    println!("ForwardData from {}: output {output:?}", message.peer());
+                    node.send_forward_data(message.peer(), 2, &output)?;
                 }
-                outcome => println!("{:?} from {}: {outcome:?}", message.msg_type, message.peer),
+                outcome => println!(
+                    "{:?} from {}: {outcome:?}",
+                    message.msg_type(),
+                    message.peer()
+                ),
             },
+            _ => {}
         }
     }
     Ok(())

@@ -22,7 +22,7 @@
 //!
 //! ```no_run
 //! use nnp::nn::{HebbianLearningMode, NeuralNetwork};
-//! use nnp::node::{DistributedNetwork, HandleOutcome};
+//! use nnp::node::{DistributedNetwork, HandleOutcome, NodeEvent};
 //!
 //! let layers = [4, 8, 2];
 //! let network = NeuralNetwork::with_layers_and_mode(&layers, 0.1, HebbianLearningMode::Classic);
@@ -34,11 +34,13 @@
 //! let peer = client.connect_to("127.0.0.1", addr.port())?;
 //! client.send_forward_data(peer, 0, &[0.1, 0.2, 0.3, 0.4])?;
 //!
-//! for message in inbox {
-//!     // Connection events come too; handle_message answers them with `Nothing`.
-//!     if let HandleOutcome::Output(output) = server.handle_message(&message)? {
-//!         println!("output: {output:?}");
-//!         break;
+//! for event in inbox {
+//!     // Peers arriving and leaving are events too; only messages need handling.
+//!     if let NodeEvent::Message(message) = event {
+//!         if let HandleOutcome::Output(output) = server.handle_message(&message)? {
+//!             println!("output: {output:?}");
+//!             break;
+//!         }
 //!     }
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())

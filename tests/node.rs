@@ -1,15 +1,16 @@
 //! DistributedNetwork over loopback: every public method, and each message type making the
 //! same change in the receiving network as the operation done locally.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use nnp::net::NetError;
+use nnp::net::{CloseCause, NetError};
 use nnp::nn::{one_hot, HebbianLearningMode, Loss, NeuralNetwork};
 use nnp::node::{
-    DistributedNetwork, HandleOutcome, MessagePayload, NetworkMessage, NodeConfig, NodeError,
+    DistributedNetwork, HandleOutcome, NetworkMessage, NodeConfig, NodeError, NodeEvent,
     NodeReceiver, PeerId,
 };
-use nnp::wire::{capabilities, MsgType, ProtocolError, SyncMode};
+use nnp::wire::{capabilities, DisconnectReason, Message, MsgType, ProtocolError, SyncMode};
 
 const SIZES: [usize; 3] = [6, 5, 3];
 
@@ -34,25 +35,25 @@ fn node(
 /// The next data message (connection events skipped).
 fn next_data(rx: &mut NodeReceiver) -> NetworkMessage {
     loop {
-        let m = rx
+        let event = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("a message arrives");
-        match m.payload {
-            MessagePayload::PeerConnected(_) => continue,
-            MessagePayload::PeerDisconnected(cause) => panic!("peer left: {cause}"),
-            _ => return m,
+        match event {
+            NodeEvent::Message(m) => return m,
+            NodeEvent::PeerDisconnected { peer, cause } => panic!("peer {peer} left: {cause}"),
+            _ => continue,
         }
     }
 }
 
 fn wait_connected(rx: &mut NodeReceiver, name: &str) -> PeerId {
     loop {
-        let m = rx
+        let event = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the peer connects");
-        if let MessagePayload::PeerConnected(info) = &m.payload {
+        if let NodeEvent::PeerConnected { peer, info } = event {
             if info.name == name {
-                return m.peer;
+                return peer;
             }
         }
     }
@@ -89,12 +90,16 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
     let x = input(1);
     left.send_forward_data(left_to_hub, 0, &x).unwrap();
     let m = next_data(&mut hub_rx);
-    assert_eq!(m.peer, hub_to_left);
-    assert_eq!(m.msg_type, MsgType::ForwardData);
-    let MessagePayload::ForwardData { data, .. } = &m.payload else {
-        panic!()
+    assert_eq!(m.peer(), hub_to_left);
+    assert_eq!(m.msg_type(), MsgType::ForwardData);
+    let Message::ForwardData { data, .. } = m.message() else {
+        panic!("{m:?} is not ForwardData")
     };
-    assert!(data.is_zero_copy(), "the f32 data is read in place");
+    assert_eq!(&*data, &x[..]);
+    assert!(
+        matches!(data, Cow::Borrowed(_)) || cfg!(target_endian = "big"),
+        "the f32 data is read in place"
+    );
     let expected = net(1).forward(&x).unwrap().1;
     assert_eq!(
         hub.handle_message(&m).unwrap(),
@@ -157,7 +162,7 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
         .send_hebbian_data(right_to_hub, 0, &correlations, 0.02)
         .unwrap();
     let m = next_data(&mut hub_rx);
-    assert_eq!(m.peer, hub_to_right);
+    assert_eq!(m.peer(), hub_to_right);
     assert_eq!(
         hub.handle_message(&m).unwrap(),
         HandleOutcome::CorrelationsIntegrated { layer: 0 }
@@ -210,8 +215,8 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
     for rx in [&mut left_rx, &mut right_rx] {
         let m = next_data(rx);
         assert!(matches!(
-            m.payload,
-            MessagePayload::ForwardData { layer_id: 0, .. }
+            m.message(),
+            Message::ForwardData { layer_id: 0, .. }
         ));
     }
     assert_eq!(hub.broadcast_weight_sync(1, SyncMode::Replace).unwrap(), 2);
@@ -227,8 +232,8 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
     assert_eq!(hub.broadcast_hebbian_data(0, &c, 0.01).unwrap(), 2);
     assert_eq!(hub.broadcast_backward_data(1, &grads).unwrap(), 2);
     for rx in [&mut left_rx, &mut right_rx] {
-        assert_eq!(next_data(rx).msg_type, MsgType::HebbianData);
-        assert_eq!(next_data(rx).msg_type, MsgType::BackwardData);
+        assert_eq!(next_data(rx).msg_type(), MsgType::HebbianData);
+        assert_eq!(next_data(rx).msg_type(), MsgType::BackwardData);
     }
 
     // A message that does not fit the network is refused with a clear error.
@@ -256,12 +261,11 @@ fn three_nodes_each_message_type_changes_the_receiver_as_local_operations_do() {
     }
     left.disconnect(left_to_hub);
     loop {
-        let m = hub_rx
+        let event = hub_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the close is reported");
-        if let MessagePayload::PeerDisconnected(_) = m.payload {
-            assert_eq!(m.peer, hub_to_left);
-            assert_eq!(m.msg_type, MsgType::Disconnect);
+        if let NodeEvent::PeerDisconnected { peer, .. } = event {
+            assert_eq!(peer, hub_to_left);
             break;
         }
     }
@@ -310,11 +314,131 @@ fn the_receiver_is_an_iterator() {
         client.send_forward_data(peer, 0, &input(k)).unwrap();
     }
     let layers: Vec<u16> = rx
-        .filter_map(|m| match m.payload {
-            MessagePayload::ForwardData { layer_id, data } => Some(layer_id + data.len() as u16),
+        .filter_map(|event| match event {
+            NodeEvent::Message(m) => match m.message() {
+                Message::ForwardData { layer_id, data } => Some(layer_id + data.len() as u16),
+                _ => None,
+            },
             _ => None,
         })
         .take(5)
         .collect();
     assert_eq!(layers, vec![6; 5]);
+}
+
+#[test]
+fn peers_arriving_and_leaving_are_events_of_their_own() {
+    let (server, mut srx) = node("s", 1, capabilities::ALL, 1);
+    let addr = server.start_server().unwrap();
+    let (client, mut crx) = node("c", 2, capabilities::ALL, 1);
+    let client_to_server = client.connect_to("127.0.0.1", addr.port()).unwrap();
+
+    // Each side hears of the other, under the id it uses for it.
+    let Some(NodeEvent::PeerConnected { peer, info }) = srx.recv_timeout(Duration::from_secs(10))
+    else {
+        panic!("the server hears of the client first")
+    };
+    assert_eq!(info.name, "c");
+    assert_eq!(info.layer_sizes, vec![6, 5, 3]);
+    let server_to_client = peer;
+    assert_eq!(server.peers()[0].conn, server_to_client);
+    let Some(event) = crx.recv_timeout(Duration::from_secs(10)) else {
+        panic!("the client hears of the server")
+    };
+    assert_eq!(event.peer(), client_to_server);
+    let NodeEvent::PeerConnected { info, .. } = event else {
+        panic!("{event:?} is not PeerConnected")
+    };
+    assert_eq!(info.name, "s");
+
+    // A message in between is a Message, from the same peer.
+    client
+        .send_forward_data(client_to_server, 0, &input(0))
+        .unwrap();
+    let Some(NodeEvent::Message(m)) = srx.recv_timeout(Duration::from_secs(10)) else {
+        panic!("the message arrives")
+    };
+    assert_eq!(
+        (m.peer(), m.msg_type()),
+        (server_to_client, MsgType::ForwardData)
+    );
+
+    // The client leaves: both sides hear of it, the server with the client's reason.
+    client.disconnect(client_to_server);
+    let Some(NodeEvent::PeerDisconnected { peer, cause }) =
+        srx.recv_timeout(Duration::from_secs(10))
+    else {
+        panic!("the server hears of the close")
+    };
+    assert_eq!(peer, server_to_client);
+    assert_eq!(cause, CloseCause::Disconnect(DisconnectReason::NORMAL));
+    let Some(NodeEvent::PeerDisconnected { peer, .. }) = crx.recv_timeout(Duration::from_secs(10))
+    else {
+        panic!("the client hears of its close")
+    };
+    assert_eq!(peer, client_to_server);
+    assert!(srx.recv_timeout(Duration::ZERO).is_none(), "nothing more");
+}
+
+#[test]
+fn received_data_is_borrowed_from_the_receive_buffer() {
+    let (server, mut srx) = node("s", 1, capabilities::ALL, 1);
+    let addr = server.start_server().unwrap();
+    let (client, _crx) = node("c", 2, capabilities::ALL, 1);
+    let peer = client.connect_to("127.0.0.1", addr.port()).unwrap();
+    let x = input(3);
+    let grads = vec![0.25; 5 * 6 + 5];
+    let correlations = vec![0.5; 5 * 6];
+    client.send_forward_data(peer, 0, &x).unwrap();
+    client.send_backward_data(peer, 0, &grads).unwrap();
+    client
+        .send_hebbian_data(peer, 0, &correlations, 0.1)
+        .unwrap();
+    client.send_weight_sync(peer, 0, SyncMode::Replace).unwrap();
+
+    // On this little-endian host the values are read where they arrived: a borrow.
+    let in_place = cfg!(target_endian = "little");
+    let m = next_data(&mut srx);
+    assert_eq!(
+        matches!(
+            m.message(),
+            Message::ForwardData {
+                layer_id: 0,
+                data: Cow::Borrowed(_)
+            }
+        ),
+        in_place,
+        "zero-copy ForwardData"
+    );
+    assert_eq!(&**f32s(&m.message()), &x[..]);
+    if in_place {
+        // Every view, and every clone's, reads the same bytes: the frame's in the buffer.
+        let clone = m.clone();
+        let at = f32s(&m.message()).as_ptr();
+        assert_eq!(f32s(&m.message()).as_ptr(), at);
+        assert_eq!(f32s(&clone.message()).as_ptr(), at);
+    }
+
+    for expected in [
+        MsgType::BackwardData,
+        MsgType::HebbianData,
+        MsgType::WeightSync,
+    ] {
+        let m = next_data(&mut srx);
+        assert_eq!(m.msg_type(), expected);
+        let message = m.message();
+        let values = f32s(&message);
+        assert!(!values.is_empty());
+        assert_eq!(matches!(values, Cow::Borrowed(_)), in_place, "{expected:?}");
+    }
+}
+
+/// A data message's f32 values.
+fn f32s<'a>(message: &'a Message<'a>) -> &'a Cow<'a, [f32]> {
+    match message {
+        Message::ForwardData { data, .. } | Message::BackwardData { data, .. } => data,
+        Message::HebbianData { correlations, .. } => correlations,
+        Message::WeightSync(w) => &w.values,
+        other => panic!("{other:?} carries no f32 data"),
+    }
 }

@@ -2,9 +2,10 @@
 //!
 //! This is the API of the original design, joining the transport engine ([`crate::net`]) and
 //! a [`Model`] (by default the crate's dense network). Sending is plain method calls from any
-//! thread; receiving is a [`NodeReceiver`] that yields [`NetworkMessage`]s, whose f32 data is
-//! still in the pooled receive buffer; [`DistributedNetwork::handle_message`] then does the
-//! learning work a message asks for, reading the data in place.
+//! thread; receiving is a [`NodeReceiver`] that yields [`NodeEvent`]s: peers arriving and
+//! leaving, and [`NetworkMessage`]s, received frames whose f32 data is still in the pooled
+//! receive buffer. [`DistributedNetwork::handle_message`] then does the learning work a
+//! message asks for, reading the data in place.
 
 mod message;
 mod model;
@@ -14,16 +15,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-pub use message::{F32View, MessagePayload, NetworkMessage, PeerId};
+pub use message::{NetworkMessage, NodeEvent, PeerId};
 pub use model::{Model, ModelError};
 
 use crate::net::{
     Engine, EngineConfig, EngineHandle, MetricsSnapshot, NetError, NetEvent, PeerStatus, Receiver,
 };
 use crate::session::SessionConfig;
-use crate::wire::{
-    capabilities, DisconnectReason, Message, MsgType, ProtocolError, SyncMode, WeightSync,
-};
+use crate::wire::{capabilities, DisconnectReason, Message, ProtocolError, SyncMode, WeightSync};
 
 /// Parameters per WeightSync frame: a layer of any size leaves in frames of at most 64 KiB,
 /// so small frames can pass between them.
@@ -120,8 +119,6 @@ pub enum HandleOutcome {
         /// How many.
         count: usize,
     },
-    /// A connection event: nothing to do for the network.
-    Nothing,
 }
 
 /// A node: a network, a transport engine, and its peers.
@@ -145,7 +142,7 @@ impl<M: Model> std::fmt::Debug for DistributedNetwork<M> {
 
 impl<M: Model> DistributedNetwork<M> {
     /// A node named `name` that will listen on `host:port` (port 0: any free port) and hosts
-    /// `network`. Returns the node and the receiver of its messages.
+    /// `network`. Returns the node and the receiver of its events.
     pub fn new(
         name: &str,
         host: &str,
@@ -361,17 +358,18 @@ impl<M: Model> DistributedNetwork<M> {
 
     /// Does what a received message asks of the local network, reading its data in place.
     pub fn handle_message(&self, message: &NetworkMessage) -> Result<HandleOutcome, NodeError> {
+        let view = message.message();
         let mut network = self.network();
-        let outcome = match &message.payload {
-            MessagePayload::ForwardData { layer_id, data } => {
+        let outcome = match &view {
+            Message::ForwardData { layer_id, data } => {
                 HandleOutcome::Output(network.forward_from(*layer_id as usize, data)?)
             }
-            MessagePayload::BackwardData { layer_id, data } => {
+            Message::BackwardData { layer_id, data } => {
                 let layer = *layer_id as usize;
                 network.apply_gradient(layer, data)?;
                 HandleOutcome::GradientApplied { layer }
             }
-            MessagePayload::HebbianData {
+            Message::HebbianData {
                 layer_id,
                 learning_rate,
                 rows,
@@ -389,7 +387,7 @@ impl<M: Model> DistributedNetwork<M> {
                 network.integrate_correlations(layer, correlations, *learning_rate)?;
                 HandleOutcome::CorrelationsIntegrated { layer }
             }
-            MessagePayload::WeightSync {
+            Message::WeightSync(WeightSync {
                 layer_id,
                 mode,
                 rows,
@@ -397,7 +395,7 @@ impl<M: Model> DistributedNetwork<M> {
                 offset,
                 sample_count,
                 values,
-            } => {
+            }) => {
                 let layer = *layer_id as usize;
                 let claimed = (*rows as usize) * (*cols as usize);
                 check_shape(&*network, layer, (*rows, *cols), "layer weights", claimed)?;
@@ -417,15 +415,20 @@ impl<M: Model> DistributedNetwork<M> {
                     count: values.len(),
                 }
             }
-            MessagePayload::PeerConnected(_) | MessagePayload::PeerDisconnected(_) => {
-                HandleOutcome::Nothing
+            // A NetworkMessage holds a data frame: the control messages never get here.
+            other => {
+                return Err(ProtocolError::UnexpectedMessage {
+                    msg_type: other.msg_type(),
+                    state: "established (only data messages reach the application)",
+                }
+                .into())
             }
         };
         log::debug!(
             "{} handled {:?} from {}",
             self.name,
-            message.msg_type,
-            message.peer
+            message.msg_type(),
+            message.peer()
         );
         Ok(outcome)
     }
@@ -457,7 +460,11 @@ fn random_node_id(name: &str) -> u64 {
     h.finish()
 }
 
-/// Where a node's messages arrive: data messages and peer arrivals and departures.
+/// Where a node's events arrive: data messages, and peers arriving and leaving.
+///
+/// [`NodeReceiver::recv_timeout`] waits for the next event at most as long as it is told
+/// (`Duration::ZERO`: only takes one that is waiting); as an [`Iterator`], the receiver waits
+/// for each event as long as it takes, and ends once the node has shut down.
 pub struct NodeReceiver {
     inner: Receiver,
 }
@@ -469,76 +476,61 @@ impl std::fmt::Debug for NodeReceiver {
 }
 
 impl NodeReceiver {
-    fn convert(event: NetEvent) -> Option<NetworkMessage> {
+    fn convert(event: NetEvent) -> Option<NodeEvent> {
         match event {
-            NetEvent::Frame(frame) => match NetworkMessage::from_frame(&frame) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    log::warn!("dropping an undecodable frame from {}: {e}", frame.conn());
-                    None
+            NetEvent::Frame(frame) => {
+                let (conn, msg_type) = (frame.conn(), frame.msg_type());
+                let message = NetworkMessage::new(frame);
+                if message.is_none() {
+                    log::warn!("dropping a {msg_type:?} frame from {conn}: not a data message");
                 }
-            },
-            NetEvent::Connected { conn, peer, .. } => Some(NetworkMessage {
+                message.map(NodeEvent::Message)
+            }
+            NetEvent::Connected { conn, peer, .. } => Some(NodeEvent::PeerConnected {
                 peer: conn,
-                msg_type: MsgType::Handshake,
-                sequence: 0,
-                payload: MessagePayload::PeerConnected(peer),
+                info: peer,
             }),
             NetEvent::Refused {
                 conn,
                 sequence,
                 reason,
-            } => {
-                log::warn!("{conn} refused frame {sequence:?}: {reason}");
-                None
-            }
-            NetEvent::Disconnected { conn, cause } => Some(NetworkMessage {
+            } => Some(NodeEvent::Refused {
                 peer: conn,
-                msg_type: MsgType::Disconnect,
-                sequence: 0,
-                payload: MessagePayload::PeerDisconnected(cause),
+                sequence,
+                reason,
             }),
-        }
-    }
-
-    /// The next message if one is waiting.
-    pub fn try_recv(&mut self) -> Option<NetworkMessage> {
-        while let Some(event) = self.inner.recv_timeout(Duration::ZERO) {
-            if let Some(m) = Self::convert(event) {
-                return Some(m);
+            NetEvent::Disconnected { conn, cause } => {
+                Some(NodeEvent::PeerDisconnected { peer: conn, cause })
             }
         }
-        None
     }
 
-    /// The next message, waiting at most `timeout`.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<NetworkMessage> {
+    /// The next event, waiting at most `timeout` (`Duration::ZERO`: the next event if one
+    /// is waiting). `None` on timeout, or once the node has shut down and every event was
+    /// taken.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<NodeEvent> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let event = self.inner.recv_timeout(left)?;
-            if let Some(m) = Self::convert(event) {
-                return Some(m);
-            }
-        }
-    }
-
-    /// The next message; `None` once the node has shut down.
-    pub fn recv(&mut self) -> Option<NetworkMessage> {
-        loop {
-            let event = self.inner.next()?;
-            if let Some(m) = Self::convert(event) {
-                return Some(m);
+            if let Some(event) = Self::convert(event) {
+                return Some(event);
             }
         }
     }
 }
 
 impl Iterator for NodeReceiver {
-    type Item = NetworkMessage;
+    type Item = NodeEvent;
 
-    fn next(&mut self) -> Option<NetworkMessage> {
-        self.recv()
+    /// The next event, waiting as long as it takes; `None` once the node has shut down and
+    /// every event was taken.
+    fn next(&mut self) -> Option<NodeEvent> {
+        loop {
+            if let Some(event) = Self::convert(self.inner.next()?) {
+                return Some(event);
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 
 pub mod capabilities;
 mod check;
+pub(crate) mod checked;
 mod emit;
 mod error;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]

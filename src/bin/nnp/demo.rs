@@ -13,10 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nnp::nn::{one_hot, Activation, Adam, HebbianLearningMode, Loss, NeuralNetwork};
-use nnp::node::{
-    DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig, NodeReceiver, PeerId,
-};
-use nnp::wire::{MsgType, SyncMode};
+use nnp::node::{DistributedNetwork, HandleOutcome, NodeConfig, NodeEvent, NodeReceiver, PeerId};
+use nnp::wire::{Message, MsgType, SyncMode};
 use serde_json::json;
 
 use crate::{dataset, CliResult};
@@ -127,17 +125,19 @@ fn next_data(
     node: &Node,
 ) -> Result<(MsgType, PeerId, HandleOutcome), Box<dyn std::error::Error>> {
     loop {
-        let m = rx
+        let event = rx
             .recv_timeout(Duration::from_secs(20))
             .ok_or("no message within 20 s")?;
-        if let MessagePayload::PeerDisconnected(cause) = &m.payload {
-            return Err(format!("peer {} left: {cause}", m.peer).into());
+        match event {
+            NodeEvent::Message(m) => {
+                let outcome = node.handle_message(&m)?;
+                return Ok((m.msg_type(), m.peer(), outcome));
+            }
+            NodeEvent::PeerDisconnected { peer, cause } => {
+                return Err(format!("peer {peer} left: {cause}").into())
+            }
+            _ => continue,
         }
-        if matches!(m.payload, MessagePayload::PeerConnected(_)) {
-            continue;
-        }
-        let outcome = node.handle_message(&m)?;
-        return Ok((m.msg_type, m.peer, outcome));
     }
 }
 
@@ -177,13 +177,13 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
     let b_to_c = worker_b.connect_to("127.0.0.1", addr.port())?;
     let (mut c_to_a, mut c_to_b) = (None, None);
     while c_to_a.is_none() || c_to_b.is_none() {
-        let m = coord_rx
+        let event = coord_rx
             .recv_timeout(Duration::from_secs(10))
             .ok_or("workers never arrived")?;
-        if let MessagePayload::PeerConnected(info) = &m.payload {
+        if let NodeEvent::PeerConnected { peer, info } = event {
             match info.name.as_str() {
-                "worker-a" => c_to_a = Some(m.peer),
-                "worker-b" => c_to_b = Some(m.peer),
+                "worker-a" => c_to_a = Some(peer),
+                "worker-b" => c_to_b = Some(peer),
                 _ => {}
             }
         }
@@ -253,10 +253,13 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
             return Err("ForwardData gave no output".into());
         };
         worker_a.send_forward_data(from, layers as u16, &output)?;
-        let m = coord_rx
+        let event = coord_rx
             .recv_timeout(Duration::from_secs(10))
             .ok_or("no answer")?;
-        let MessagePayload::ForwardData { data, .. } = &m.payload else {
+        let NodeEvent::Message(m) = event else {
+            return Err("unexpected answer".into());
+        };
+        let Message::ForwardData { data, .. } = m.message() else {
             return Err("unexpected answer".into());
         };
         let local = coordinator.network().forward(test.row(i))?.1;
@@ -368,12 +371,12 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
 
 fn wait_for_peer(rx: &mut NodeReceiver, name: &str) -> Result<PeerId, Box<dyn std::error::Error>> {
     loop {
-        let m = rx
+        let event = rx
             .recv_timeout(Duration::from_secs(10))
             .ok_or("peer never arrived")?;
-        if let MessagePayload::PeerConnected(info) = &m.payload {
+        if let NodeEvent::PeerConnected { peer, info } = event {
             if info.name == name {
-                return Ok(m.peer);
+                return Ok(peer);
             }
         }
     }

@@ -39,7 +39,7 @@ fn parse_capabilities(names: &[String]) -> Result<u32, String> {
 
 pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     use nnp::nn::{Activation, NeuralNetwork};
-    use nnp::node::{DistributedNetwork, HandleOutcome, MessagePayload, NodeConfig};
+    use nnp::node::{DistributedNetwork, HandleOutcome, NodeConfig, NodeEvent};
     if args.layers.len() < 2 || args.layers.contains(&0) {
         return Err("--layers needs at least two non-zero sizes, e.g. 64,32,10".into());
     }
@@ -74,34 +74,29 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     use std::io::Write as _;
     std::io::stdout().flush()?;
     let mut handled = 0;
-    for message in rx {
-        match &message.payload {
-            MessagePayload::PeerConnected(info) => {
-                log::info!("peer {} ({}) connected", message.peer, info.name)
+    for event in rx {
+        match event {
+            NodeEvent::PeerConnected { peer, info } => {
+                log::info!("peer {peer} ({}) connected", info.name)
             }
-            MessagePayload::PeerDisconnected(cause) => {
-                log::info!("peer {} left: {cause}", message.peer)
-            }
-            _ => {
+            NodeEvent::PeerDisconnected { peer, cause } => log::info!("peer {peer} left: {cause}"),
+            NodeEvent::Message(message) => {
+                let (peer, msg_type) = (message.peer(), message.msg_type());
                 match node.handle_message(&message) {
                     Ok(HandleOutcome::Output(output)) => {
-                        if let Err(e) = node.send_forward_data(message.peer, output_layer, &output)
-                        {
-                            log::warn!("could not answer {}: {e}", message.peer);
+                        if let Err(e) = node.send_forward_data(peer, output_layer, &output) {
+                            log::warn!("could not answer {peer}: {e}");
                         }
                     }
-                    Ok(outcome) => {
-                        log::info!("{:?} from {}: {outcome:?}", message.msg_type, message.peer)
-                    }
-                    Err(e) => {
-                        log::warn!("{:?} from {} refused: {e}", message.msg_type, message.peer)
-                    }
+                    Ok(outcome) => log::info!("{msg_type:?} from {peer}: {outcome:?}"),
+                    Err(e) => log::warn!("{msg_type:?} from {peer} refused: {e}"),
                 }
                 handled += 1;
                 if args.max_messages.is_some_and(|m| handled >= m) {
                     break;
                 }
             }
+            _ => {}
         }
     }
     node.shutdown();
