@@ -4,106 +4,85 @@
 //! ([`super::check_payload`]: the rules of [`super::parse_payload`], without building the
 //! message), and a frame that fails never reaches the application. [`data_message`] then
 //! builds the [`Message`] of such a payload without checking it again: it reads the fixed
-//! fields at their offsets (docs/PROTOCOL.md) and casts the values, borrowed in place when
-//! they are 4-byte aligned on a little-endian host, copied otherwise, as `parse_payload` does.
-//! A frame is so checked once, and parsed (its values cast) once per call.
+//! fields through the payload layouts (`layout.rs`) and casts the values, borrowed in place
+//! when they are 4-byte aligned on a little-endian host, copied otherwise, as `parse_payload`
+//! does. A frame is so checked once, and parsed (its values cast) once per call.
 
-use std::borrow::Cow;
+use zerocopy::{FromBytes, Immutable, KnownLayout};
 
 use super::header::MsgType;
-use super::message::{F32s, Message, SyncMode, WeightSync};
+use super::layout::{HebbianFixed, LayerFixed, WeightSyncFixed};
+use super::message::{Message, SyncMode, WeightSync};
+use super::parse::f32s;
 
-/// Bytes before the values: ForwardData and BackwardData (`layer_id`).
-const LAYER_FIXED: usize = 2;
-/// HebbianData: `layer_id`, `learning_rate`, `rows`, `cols`.
-const HEBBIAN_FIXED: usize = 14;
-/// WeightSync: `layer_id`, `encoding`, `mode`, `reserved`, `rows`, `cols`, `offset`,
-/// `sample_count`.
-const WEIGHT_SYNC_FIXED: usize = 22;
-
-/// The message of a data frame's payload (ForwardData, BackwardData, HebbianData or
-/// WeightSync) that [`super::check_payload`] has accepted, built without checking it again:
-/// the same message [`super::parse_payload`] builds.
+/// The message of a data payload that [`super::check_payload`] accepted.
 ///
 /// # Panics
-///
-/// If `msg_type` is not a data type, or `payload` is shorter than its fixed fields; neither
-/// happens to a checked payload. A payload that was not checked gives a message that may not
-/// be what `parse_payload` would have made of it (debug builds assert that it was checked).
+/// On a control type, and (with debug assertions) on a payload the check refuses: only
+/// checked data payloads may come here.
 pub(crate) fn data_message(msg_type: MsgType, payload: &[u8]) -> Message<'_> {
     debug_assert!(
         super::check_payload(msg_type, payload).is_ok(),
         "data_message takes checked payloads only"
     );
     match msg_type {
-        MsgType::ForwardData => Message::ForwardData {
-            layer_id: u16_at(payload, 0),
-            data: f32s(&payload[LAYER_FIXED..]),
-        },
-        MsgType::BackwardData => Message::BackwardData {
-            layer_id: u16_at(payload, 0),
-            data: f32s(&payload[LAYER_FIXED..]),
-        },
-        MsgType::HebbianData => Message::HebbianData {
-            layer_id: u16_at(payload, 0),
-            learning_rate: f32::from_bits(u32_at(payload, 2)),
-            rows: u32_at(payload, 6),
-            cols: u32_at(payload, 10),
-            correlations: f32s(&payload[HEBBIAN_FIXED..]),
-        },
-        MsgType::WeightSync => Message::WeightSync(WeightSync {
-            layer_id: u16_at(payload, 0),
-            // Byte 2 is the encoding (checked to be f32 little-endian), byte 3 the mode
-            // (checked to be 0 or 1), bytes 4..6 reserved (checked to be zero).
-            mode: if payload[3] == SyncMode::Average as u8 {
-                SyncMode::Average
-            } else {
-                SyncMode::Replace
-            },
-            rows: u32_at(payload, 6),
-            cols: u32_at(payload, 10),
-            offset: u32_at(payload, 14),
-            sample_count: u32_at(payload, 18),
-            values: f32s(&payload[WEIGHT_SYNC_FIXED..]),
-        }),
+        MsgType::ForwardData => {
+            let (f, data) = split::<LayerFixed>(payload);
+            Message::ForwardData {
+                layer_id: f.layer_id.get(),
+                data: f32s(data),
+            }
+        }
+        MsgType::BackwardData => {
+            let (f, data) = split::<LayerFixed>(payload);
+            Message::BackwardData {
+                layer_id: f.layer_id.get(),
+                data: f32s(data),
+            }
+        }
+        MsgType::HebbianData => {
+            let (f, data) = split::<HebbianFixed>(payload);
+            Message::HebbianData {
+                layer_id: f.layer_id.get(),
+                learning_rate: f32::from_bits(f.learning_rate.get()),
+                rows: f.rows.get(),
+                cols: f.cols.get(),
+                correlations: f32s(data),
+            }
+        }
+        MsgType::WeightSync => {
+            let (f, data) = split::<WeightSyncFixed>(payload);
+            Message::WeightSync(WeightSync {
+                layer_id: f.layer_id.get(),
+                mode: if f.mode == SyncMode::Average as u8 {
+                    SyncMode::Average
+                } else {
+                    SyncMode::Replace
+                },
+                rows: f.rows.get(),
+                cols: f.cols.get(),
+                offset: f.offset.get(),
+                sample_count: f.sample_count.get(),
+                values: f32s(data),
+            })
+        }
         other => panic!("{other:?} is not a data message type"),
     }
 }
 
-fn u16_at(payload: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([payload[at], payload[at + 1]])
-}
-
-fn u32_at(payload: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([
-        payload[at],
-        payload[at + 1],
-        payload[at + 2],
-        payload[at + 3],
-    ])
-}
-
-/// f32 values from little-endian bytes (a multiple of 4 long, as checked): borrowed when the
-/// host is little-endian and `bytes` 4-byte aligned, copied otherwise.
-fn f32s(bytes: &[u8]) -> F32s<'_> {
-    if cfg!(target_endian = "little") {
-        if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
-            return Cow::Borrowed(values);
-        }
-    }
-    Cow::Owned(
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
+/// A checked payload's fixed fields and the values after them.
+fn split<T: FromBytes + KnownLayout + Immutable>(payload: &[u8]) -> (&T, &[u8]) {
+    T::ref_from_prefix(payload).expect("a checked payload holds its fixed fields")
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
+    use std::borrow::Cow;
+
     use super::*;
+    use crate::wire::F32s;
     use crate::wire::fuzzing::{message_from_bytes, same_message};
     use crate::wire::{check_payload, encode_frame, parse_payload, HEADER_LEN};
 

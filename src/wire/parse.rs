@@ -105,7 +105,7 @@ pub fn parse_payload(msg_type: MsgType, payload: &[u8]) -> Result<Message<'_>, P
 
 /// f32 values from little-endian bytes (`bytes.len()` a multiple of 4): borrowed when the
 /// host is little-endian and `bytes` 4-byte aligned, copied otherwise.
-fn f32s(bytes: &[u8]) -> F32s<'_> {
+pub(super) fn f32s(bytes: &[u8]) -> F32s<'_> {
     if cfg!(target_endian = "little") {
         if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
             return Cow::Borrowed(values);
