@@ -25,13 +25,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("{} connected from peer {peer}", info.name)
             }
             NodeEvent::PeerDisconnected { peer, cause } => println!("peer {peer} left: {cause}"),
-            NodeEvent::Message(message) => match node.handle_message(&message)? {
-                HandleOutcome::Output(output) => {
+            // A message the network cannot take is refused (the peer is told) and the
+            // server carries on.
+            NodeEvent::Message(message) => match node.handle_message(&message) {
+                Ok(HandleOutcome::Output(output)) => {
                     println!("ForwardData from {}: output {output:?}", message.peer());
-                    node.send_forward_data(message.peer(), 2, &output)?;
+                    if let Err(e) = node.send_forward_data(message.peer(), 2, &output) {
+                        println!("could not answer {}: {e}", message.peer());
+                    }
                 }
-                outcome => println!(
+                Ok(outcome) => println!(
                     "{:?} from {}: {outcome:?}",
+                    message.msg_type(),
+                    message.peer()
+                ),
+                Err(e) => println!(
+                    "{:?} from {} refused: {e}",
                     message.msg_type(),
                     message.peer()
                 ),

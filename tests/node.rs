@@ -442,3 +442,106 @@ fn f32s<'a>(message: &'a Message<'a>) -> &'a Cow<'a, [f32]> {
         other => panic!("{other:?} carries no f32 data"),
     }
 }
+
+#[test]
+fn a_message_the_network_cannot_take_is_refused_to_its_sender_and_both_carry_on() {
+    let (server, mut server_rx) = node("server", 1, capabilities::ALL, 1);
+    let addr = server.start_server().unwrap();
+    let (client, mut client_rx) = node("client", 2, capabilities::ALL, 1);
+    let peer = client.connect_to("127.0.0.1", addr.port()).unwrap();
+    let wait = Duration::from_secs(5);
+    let bad = [
+        // 2 values for a 6-input layer; a layer the network does not have; a 3x2 matrix
+        // for the 5x6 first layer; weights of a layer the network does not have.
+        Message::ForwardData {
+            layer_id: 0,
+            data: Cow::Owned(vec![0.5; 2]),
+        },
+        Message::BackwardData {
+            layer_id: 9,
+            data: Cow::Owned(vec![0.5; 4]),
+        },
+        Message::HebbianData {
+            layer_id: 0,
+            learning_rate: 0.1,
+            rows: 3,
+            cols: 2,
+            correlations: Cow::Owned(vec![0.5; 6]),
+        },
+        Message::WeightSync(nnp::wire::WeightSync {
+            layer_id: 7,
+            mode: SyncMode::Replace,
+            rows: 1,
+            cols: 1,
+            offset: 0,
+            sample_count: 1,
+            values: Cow::Owned(vec![0.5; 2]),
+        }),
+    ];
+    for message in &bad {
+        client.engine().send(peer, message, wait).unwrap();
+    }
+    client.send_forward_data(peer, 0, &input(1)).unwrap();
+    // Weight syncs travel behind small frames (they overtake bulk), so the answer to the good
+    // message may come before the weight sync's refusal.
+    let mut refused_here = Vec::new();
+    let mut answered = false;
+    while !answered || refused_here.len() < 4 {
+        let message = next_data(&mut server_rx);
+        match server.handle_message(&message) {
+            Err(e) => refused_here.push((message.msg_type(), e.to_string())),
+            Ok(HandleOutcome::Output(output)) => {
+                server
+                    .send_forward_data(message.peer(), 2, &output)
+                    .unwrap();
+                answered = true;
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    refused_here.sort_by_key(|(t, _)| *t as u8);
+    let types: Vec<MsgType> = refused_here.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        types,
+        [
+            MsgType::ForwardData,
+            MsgType::BackwardData,
+            MsgType::HebbianData,
+            MsgType::WeightSync
+        ]
+    );
+    // The sender learns of each with its sequence number (the handshake took 0), and gets
+    // the answer to the good message: the connection stayed open.
+    let mut seen = Vec::new();
+    let mut answer = false;
+    while !answer || seen.len() < 4 {
+        match client_rx.recv_timeout(wait).expect("the refusals arrive") {
+            NodeEvent::Refused {
+                peer: from,
+                sequence,
+                reason,
+            } => {
+                assert_eq!(from, peer);
+                seen.push((sequence, reason));
+            }
+            NodeEvent::Message(m) => {
+                assert!(matches!(
+                    m.message(),
+                    Message::ForwardData { layer_id: 2, .. }
+                ));
+                answer = true;
+            }
+            NodeEvent::PeerDisconnected { cause, .. } => panic!("closed: {cause}"),
+            _ => {}
+        }
+    }
+    seen.sort();
+    let sequences: Vec<Option<u64>> = seen.iter().map(|(s, _)| *s).collect();
+    // The weight sync is 4, or 5 when the good ForwardData overtook it on the sending side.
+    assert_eq!(sequences[..3], [Some(1), Some(2), Some(3)]);
+    assert!(matches!(sequences[3], Some(4 | 5)), "{sequences:?}");
+    for ((_, reason), (_, local)) in seen.iter().zip(&refused_here) {
+        assert_eq!(reason, local, "the sender reads the receiver's own reason");
+    }
+    assert_eq!(server.metrics().refusals_sent, 4);
+}

@@ -357,7 +357,24 @@ impl<M: Model> DistributedNetwork<M> {
     }
 
     /// Does what a received message asks of the local network, reading its data in place.
+    ///
+    /// A message the network cannot take (a layer it does not have, a shape that does not
+    /// fit, non-finite values) is refused: the peer is told which message and why (an Error
+    /// APPLICATION, docs/PROTOCOL.md rule 6; it sees [`NodeEvent::Refused`]), the connection
+    /// stays open, and the error comes back here too. A server loop logs it and carries on.
     pub fn handle_message(&self, message: &NetworkMessage) -> Result<HandleOutcome, NodeError> {
+        let outcome = self.apply(message);
+        if let Err(e) = &outcome {
+            let (peer, sequence) = (message.peer(), message.sequence());
+            log::debug!("{} refuses message {sequence} from {peer}: {e}", self.name);
+            if let Err(refusal) = self.handle.refuse(peer, sequence, &e.to_string()) {
+                log::debug!("could not tell {peer} of the refusal: {refusal}");
+            }
+        }
+        outcome
+    }
+
+    fn apply(&self, message: &NetworkMessage) -> Result<HandleOutcome, NodeError> {
         let view = message.message();
         let mut network = self.network();
         let outcome = match &view {

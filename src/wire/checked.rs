@@ -82,8 +82,8 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
-    use crate::wire::F32s;
     use crate::wire::fuzzing::{message_from_bytes, same_message};
+    use crate::wire::F32s;
     use crate::wire::{check_payload, encode_frame, parse_payload, HEADER_LEN};
 
     /// `message` encoded in a buffer where its payload starts `shift` bytes past a 4-byte
