@@ -374,12 +374,36 @@ impl<M: Model> DistributedNetwork<M> {
         outcome
     }
 
+    /// Refuses, before any compute or allocation, a ForwardData batch whose activations or
+    /// answer would not fit in one frame: `values` inputs entering weight layer `layer` are
+    /// `values / cols` rows, and each layer after it holds rows times its width.
+    fn check_work_fits(&self, network: &M, layer: usize, values: usize) -> Result<(), NodeError> {
+        let (_, cols) = network.layer_shape(layer)?;
+        let sizes = network.layer_sizes();
+        let widest = sizes[layer + 1..].iter().copied().max().unwrap_or(0);
+        let rows = values / cols.max(1);
+        let cap = self.handle.config().session.max_payload as usize;
+        let bytes = rows.saturating_mul(widest).saturating_mul(4);
+        if bytes > cap {
+            return Err(ModelError::Rejected {
+                layer,
+                reason: format!(
+                    "{rows} rows would need {bytes} bytes of activations, over the {cap}-byte frame cap: send fewer rows per message"
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     fn apply(&self, message: &NetworkMessage) -> Result<HandleOutcome, NodeError> {
         let view = message.message();
         let mut network = self.network();
         let outcome = match &view {
             Message::ForwardData { layer_id, data } => {
-                HandleOutcome::Output(network.forward_from(*layer_id as usize, data)?)
+                let layer = *layer_id as usize;
+                self.check_work_fits(&*network, layer, data.len())?;
+                HandleOutcome::Output(network.forward_from(layer, data)?)
             }
             Message::BackwardData { layer_id, data } => {
                 let layer = *layer_id as usize;
