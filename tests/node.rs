@@ -545,3 +545,57 @@ fn a_message_the_network_cannot_take_is_refused_to_its_sender_and_both_carry_on(
     }
     assert_eq!(server.metrics().refusals_sent, 4);
 }
+
+/// A coordinator with its own network and sample count averages in the weight syncs of
+/// `members` (seeds and sample counts) and ends equal to `NeuralNetwork::average` of all.
+fn averaging_matches_nn_average(members: &[(u64, u32)]) {
+    let (coordinator, mut rx) = node("coordinator", 100, capabilities::ALL, 4);
+    let addr = coordinator.start_server().unwrap();
+    let mut workers = Vec::new();
+    for (i, &(seed, samples)) in members.iter().enumerate() {
+        let (worker, worker_rx) = node(&format!("w{i}"), seed, capabilities::ALL, 1);
+        worker.set_sample_count(samples);
+        let peer = worker.connect_to("127.0.0.1", addr.port()).unwrap();
+        for layer in 0..SIZES.len() as u16 - 1 {
+            worker
+                .send_weight_sync(peer, layer, SyncMode::Average)
+                .unwrap();
+        }
+        workers.push((worker, worker_rx));
+    }
+    let syncs = members.len() * (SIZES.len() - 1);
+    for _ in 0..syncs {
+        let message = next_data(&mut rx);
+        coordinator.handle_message(&message).unwrap();
+    }
+    let own = net(100);
+    let nets: Vec<NeuralNetwork> = members.iter().map(|&(seed, _)| net(seed)).collect();
+    let mut weighted: Vec<(&NeuralNetwork, u64)> = vec![(&own, 4)];
+    weighted.extend(
+        nets.iter()
+            .zip(members)
+            .map(|(n, &(_, s))| (n, u64::from(s))),
+    );
+    let want = NeuralNetwork::average(&weighted).unwrap();
+    let got = coordinator.network();
+    for layer in 0..SIZES.len() - 1 {
+        for (i, (g, w)) in got
+            .layer_params(layer)
+            .iter()
+            .zip(want.layer_params(layer))
+            .enumerate()
+        {
+            assert!((g - w).abs() < 1e-6, "layer {layer} param {i}: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn weighted_averaging_of_three_members_equals_nn_average() {
+    averaging_matches_nn_average(&[(1, 10), (2, 20), (3, 30)]);
+}
+
+#[test]
+fn weighted_averaging_of_five_members_equals_nn_average() {
+    averaging_matches_nn_average(&[(11, 1), (12, 1), (13, 1), (14, 1), (15, 7)]);
+}

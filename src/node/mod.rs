@@ -7,6 +7,7 @@
 //! receive buffer. [`DistributedNetwork::handle_message`] then does the learning work a
 //! message asks for, reading the data in place.
 
+mod averaging;
 mod message;
 mod model;
 
@@ -15,14 +16,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use crate::wire::SyncMode;
 pub use message::{NetworkMessage, NodeEvent, PeerId};
 pub use model::{Model, ModelError};
+
+use averaging::Averaging;
 
 use crate::net::{
     Engine, EngineConfig, EngineHandle, MetricsSnapshot, NetError, NetEvent, PeerStatus, Receiver,
 };
 use crate::session::SessionConfig;
-use crate::wire::{capabilities, DisconnectReason, Message, ProtocolError, SyncMode, WeightSync};
+use crate::wire::{capabilities, DisconnectReason, Message, ProtocolError, WeightSync};
 
 /// Parameters per WeightSync frame: a layer of any size leaves in frames of at most 64 KiB,
 /// so small frames can pass between them.
@@ -79,7 +83,9 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// How long a blocking send waits for room in a full queue.
     pub send_timeout: Duration,
-    /// Samples the local network has learnt from, for weighted averaging of WeightSyncs.
+    /// Samples the local network has learnt from at the start: what its weight syncs carry,
+    /// and its own weight when it averages others' (see
+    /// [`DistributedNetwork::set_sample_count`]).
     pub local_samples: u32,
 }
 
@@ -129,6 +135,8 @@ pub struct DistributedNetwork<M: Model> {
     handle: EngineHandle,
     network: Arc<Mutex<M>>,
     config: NodeConfig,
+    /// Samples behind each parameter averaged in this round.
+    averaging: Mutex<Averaging>,
 }
 
 impl<M: Model> std::fmt::Debug for DistributedNetwork<M> {
@@ -176,6 +184,7 @@ impl<M: Model> DistributedNetwork<M> {
             engine: Mutex::new(Some(engine)),
             handle,
             network: Arc::new(Mutex::new(network)),
+            averaging: Mutex::new(Averaging::new(config.local_samples)),
             config,
         };
         Ok((node, NodeReceiver { inner: receiver }))
@@ -280,7 +289,7 @@ impl<M: Model> DistributedNetwork<M> {
                 rows: rows as u32,
                 cols: cols as u32,
                 offset: (i * WEIGHT_SYNC_CHUNK) as u32,
-                sample_count: self.config.local_samples,
+                sample_count: self.sample_count(),
                 values: Cow::Borrowed(chunk),
             });
             self.send(peer, &message)?;
@@ -349,6 +358,23 @@ impl<M: Model> DistributedNetwork<M> {
     /// The hosted network, locked.
     pub fn network(&self) -> MutexGuard<'_, M> {
         self.network.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The samples the local network stands for: what its weight syncs carry.
+    pub fn sample_count(&self) -> u32 {
+        self.averaging().own()
+    }
+
+    /// Sets the samples the local network stands for (after local training, say) and begins
+    /// a new averaging round: the weight syncs averaged in from now on (`SyncMode::Average`)
+    /// are weighed against this count and each other's, so that after any number of members
+    /// the network is their weighted mean.
+    pub fn set_sample_count(&self, samples: u32) {
+        self.averaging().restart(samples);
+    }
+
+    fn averaging(&self) -> MutexGuard<'_, Averaging> {
+        self.averaging.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The transport handle, for what the node API does not cover.
@@ -444,10 +470,19 @@ impl<M: Model> DistributedNetwork<M> {
                 match mode {
                     SyncMode::Replace => network.write_params(layer, offset, values)?,
                     SyncMode::Average => {
-                        let remote = *sample_count as f32;
-                        let total = remote + self.config.local_samples as f32;
-                        let share = if total > 0.0 { remote / total } else { 0.5 };
-                        network.average_params(layer, offset, values, share)?
+                        let params = network.params(layer)?.len();
+                        let runs = self
+                            .averaging()
+                            .weigh(layer, params, offset, values.len(), *sample_count)
+                            .ok_or_else(|| ModelError::ShapeMismatch {
+                                layer,
+                                expected: format!("at most {params} parameters"),
+                                got: offset + values.len(),
+                            })?;
+                        for (start, end, share) in runs {
+                            let part = &values[start - offset..end - offset];
+                            network.average_params(layer, start, part, share)?;
+                        }
                     }
                 }
                 HandleOutcome::WeightsUpdated {
