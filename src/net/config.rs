@@ -24,6 +24,12 @@ pub struct EngineConfig {
     pub latency: Latency,
     /// How long `connect` waits for the TCP connection and the handshake.
     pub connect_timeout: Duration,
+    /// How long a connection whose peer closed its sending side (a TCP half-close) stays
+    /// open, at least, for the answers to what the peer sent before it: every frame received
+    /// before the end of stream is delivered, and what the application sends back within
+    /// this time (and whatever is still queued then) reaches the peer before a Disconnect.
+    /// Zero closes at the end of stream.
+    pub linger: Duration,
 }
 
 /// Who runs an engine's event loops.
@@ -109,6 +115,7 @@ impl Default for EngineConfig {
                 ..Latency::default()
             },
             connect_timeout: Duration::from_secs(10),
+            linger: Duration::from_secs(2),
         }
     }
 }

@@ -104,6 +104,11 @@ pub(crate) struct Connection {
     out: Option<Box<Lanes>>,
     /// Set once the read side failed or ended: stop reading.
     pub(crate) read_closed: bool,
+    /// When the peer closed its sending side (a half-close), if it did and the connection
+    /// stays open for the answers to what it sent.
+    pub(crate) half_closed_at: Option<Instant>,
+    /// The poll reported the peer's end of stream: read on to it even after a short read.
+    pub(crate) peer_finished: bool,
 }
 
 /// The clock and the bulk rate a flush schedules by.
@@ -159,6 +164,8 @@ impl Connection {
             parked: VecDeque::new(),
             out: None,
             read_closed: false,
+            half_closed_at: None,
+            peer_finished: false,
         }
     }
 
@@ -204,13 +211,21 @@ impl Connection {
             if self.read_closed {
                 return Ok(ReadOutcome::Drained);
             }
-            if n < asked {
+            if n < asked && !self.peer_finished {
                 // A short read emptied the socket: bytes arriving later raise a new edge, so
                 // the read that would only say WouldBlock is saved (tokio does the same).
                 return Ok(ReadOutcome::Drained);
             }
         }
         Ok(ReadOutcome::MoreLater)
+    }
+
+    /// Whether the peer's end of stream may be a half-close to linger on: the session is
+    /// established and open, and no frame was cut off (a peer that stops mid-frame is gone).
+    pub(crate) fn may_linger(&self) -> bool {
+        self.session.is_established()
+            && !self.session.is_closed()
+            && self.rx_filled == self.rx_start
     }
 
     fn release_empty_rx(&mut self) {

@@ -173,7 +173,19 @@ mod tests {
         data_message(MsgType::Heartbeat, &payload);
     }
 
+    /// No failure file (Miri's isolation refuses the working directory) and few cases
+    /// under Miri, which is slow.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
     proptest! {
+        #![proptest_config(config())]
+
         #[test]
         fn any_encoded_data_message_is_built_as_parse_payload_builds_it(
             bytes in proptest::collection::vec(any::<u8>(), 0..256),

@@ -86,6 +86,8 @@ pub(crate) struct EventLoop {
     direct_turns: u32,
     /// Emptied key lists kept for reuse, so a turn allocates nothing.
     spare_keys: Vec<Vec<usize>>,
+    /// Connections whose peer half-closed, open for the answers until their linger ends.
+    lingering: Vec<usize>,
 }
 
 impl EventLoop {
@@ -131,6 +133,7 @@ impl EventLoop {
             last_work: Instant::now(),
             direct_turns: 0,
             spare_keys: Vec::new(),
+            lingering: Vec::new(),
         }
     }
 
@@ -248,6 +251,13 @@ impl EventLoop {
                     found = true;
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         self.read_again.push(key);
+                    }
+                    if event.is_read_closed() {
+                        // The end of stream came with this edge: no later edge will announce
+                        // it, so the reads must go on to it.
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.peer_finished = true;
+                        }
                     }
                     if event.is_writable() {
                         self.dirty.push(key);
@@ -417,6 +427,7 @@ impl EventLoop {
     fn tick(&mut self, now: Instant) {
         self.last_tick = now;
         self.context.pool.trim();
+        self.end_lingering(now);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
@@ -425,6 +436,31 @@ impl EventLoop {
                 conn.session.handle_timeout(now);
                 self.after_session(key);
             }
+        }
+    }
+
+    /// Closes the half-closed connections whose linger has passed with nothing left to
+    /// write: a Disconnect NORMAL (the peer may still read), then the close.
+    fn end_lingering(&mut self, now: Instant) {
+        let linger = self.context.config.linger;
+        let mut i = 0;
+        while i < self.lingering.len() {
+            let key = self.lingering[i];
+            let Some(conn) = self.conns.get_mut(key) else {
+                self.lingering.swap_remove(i);
+                continue;
+            };
+            let since = conn.half_closed_at.unwrap_or(now);
+            if now.duration_since(since) < linger || conn.wants_write() {
+                i += 1;
+                continue;
+            }
+            self.lingering.swap_remove(i);
+            conn.session
+                .close(DisconnectReason::NORMAL, "the peer closed its side");
+            self.after_session(key);
+            self.flush_dirty(now, usize::MAX);
+            self.finish(key, CloseCause::Eof);
         }
     }
 

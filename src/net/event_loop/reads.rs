@@ -39,8 +39,12 @@ impl EventLoop {
             let mut rounds = 0;
             let mut pushed_small = false;
             let (outcome, is_paused) = loop {
+                let outcome = self.conns[key].read(&cx);
+                // The session's news first: a handshake completed in this read is
+                // established (and announced) before the frames that followed it are handed
+                // on.
+                self.after_session(key);
                 let conn = &mut self.conns[key];
-                let outcome = conn.read(&cx);
                 let mut parked = std::mem::take(&mut conn.parked);
                 pushed_small |= self.push_parked(&mut parked);
                 let conn = &mut self.conns[key];
@@ -68,7 +72,17 @@ impl EventLoop {
                         self.paused.push(key);
                     }
                 }
-                Ok(ReadOutcome::Eof) => closing.push((key, CloseCause::Eof)),
+                Ok(ReadOutcome::Eof) => {
+                    // A half-close: the peer may still read the answers to what it sent.
+                    let conn = &mut self.conns[key];
+                    conn.read_closed = true;
+                    if conn.may_linger() && !self.context.config.linger.is_zero() {
+                        conn.half_closed_at = Some(now);
+                        self.lingering.push(key);
+                    } else {
+                        closing.push((key, CloseCause::Eof));
+                    }
+                }
                 Err(e) => {
                     self.context.metrics.count_io_error();
                     closing.push((key, CloseCause::Io(e.kind())));
