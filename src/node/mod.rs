@@ -23,7 +23,8 @@ pub use model::{Model, ModelError};
 use averaging::Averaging;
 
 use crate::net::{
-    Engine, EngineConfig, EngineHandle, MetricsSnapshot, NetError, NetEvent, PeerStatus, Receiver,
+    Deadline, Engine, EngineConfig, EngineHandle, MetricsSnapshot, NetError, NetEvent, PeerStatus,
+    Receiver,
 };
 use crate::session::SessionConfig;
 use crate::wire::{capabilities, DisconnectReason, Message, ProtocolError, WeightSync};
@@ -215,6 +216,35 @@ impl<M: Model> DistributedNetwork<M> {
     fn send(&self, peer: PeerId, message: &Message<'_>) -> Result<(), NodeError> {
         log::debug!("{} -> {peer}: {:?}", self.name, message.msg_type());
         Ok(self.handle.send(peer, message, self.config.send_timeout)?)
+    }
+
+    /// Answers a ForwardData `request` with the network's `output` (as ForwardData on the
+    /// output layer, docs/PROTOCOL.md "What a node answers") without ever waiting: a node
+    /// serving many peers must not stall on one. If the peer's send queue is full (it does not
+    /// read what it asked for), the peer is disconnected as a slow consumer (Disconnect
+    /// OVERLOADED, logged) and the error returned; the other peers are not held up.
+    pub fn reply(&self, request: &NetworkMessage, output: &[f32]) -> Result<(), NodeError> {
+        let peer = request.peer();
+        let layer_id = (self.network().layer_sizes().len() - 1) as u16;
+        let answer = Message::ForwardData {
+            layer_id,
+            data: Cow::Borrowed(output),
+        };
+        match self.handle.send(peer, &answer, Deadline::Now) {
+            Err(NetError::WouldBlock { queued, limit }) => {
+                log::warn!(
+                    "{}: {peer} does not read its answers ({queued} of {limit} bytes queued): disconnected as a slow consumer",
+                    self.name
+                );
+                self.handle.close(
+                    peer,
+                    DisconnectReason::OVERLOADED,
+                    "slow consumer: the answers to your requests are not being read",
+                );
+                Err(NetError::WouldBlock { queued, limit }.into())
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Sends activations for `layer_id` (0: the peer's input).
