@@ -2,24 +2,16 @@
 //! costs the server next to nothing until the bytes arrive, and a healthy client is served
 //! meanwhile. Alone in its test binary, so that the resident memory it measures is its own.
 
+mod common;
+
 use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::memory::resident_bytes;
 use nnp::net::{Engine, EngineConfig, EngineHandle, NetEvent, Receiver};
 use nnp::wire::{capabilities, encode_frame, Hello, Message, MsgType, HEADER_LEN};
-
-/// The process's resident memory in bytes (Linux).
-fn resident_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
 
 fn frame(message: &Message<'_>, sequence: u64) -> Vec<u8> {
     let mut out = Vec::new();

@@ -2,20 +2,13 @@
 //! a frame is refused before any compute or allocation for it. Alone in its test binary, so
 //! that the resident memory it measures is its own.
 
+mod common;
+
 use std::time::Duration;
 
+use common::memory::resident_bytes;
 use nnp::nn::{HebbianLearningMode, NeuralNetwork};
 use nnp::node::{DistributedNetwork, NodeEvent};
-
-fn resident_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
 
 #[test]
 fn a_batch_whose_answer_would_not_fit_is_refused_before_it_is_computed() {

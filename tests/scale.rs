@@ -4,29 +4,21 @@
 //! with `cargo test --release -- --ignored`. It prints the server's user-space memory per idle
 //! connection, which must stay at or under 1 KiB: an idle connection holds no pooled buffer.
 
+mod common;
+
 use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::memory::resident_bytes;
 use nnp::net::{Engine, EngineConfig};
 use nnp::session::SessionConfig;
 use nnp::wire::{capabilities, encode_frame, Hello, Message, HEADER_LEN};
 
 const CONNECTIONS: usize = 9_000;
 const CHILD_ENV: &str = "NNP_SCALE_CLIENT_OF";
-
-/// Resident memory of this process in bytes, from /proc (Linux only).
-fn resident_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
 
 /// The client process: opens the connections, handshakes each, then waits for stdin to close.
 fn run_client(addr: &str) {

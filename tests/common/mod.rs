@@ -4,6 +4,7 @@
 // of it; this also covers the submodules.
 #![allow(dead_code)]
 
+pub(crate) mod memory;
 pub(crate) mod net;
 pub(crate) mod raw_peer;
 
