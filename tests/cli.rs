@@ -1,9 +1,10 @@
-//! The `nnp` binary: encode, decode, and the two together.
+//! The `nnp` binary: encode, decode, and the two together, and `--json` output.
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 
-fn nnp(args: &[&str], stdin: &[u8]) -> (bool, String) {
+/// Runs `nnp args` with `stdin`: whether it succeeded, its stdout and its stderr.
+fn run(args: &[&str], stdin: &[u8]) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nnp"))
         .args(args)
         .stdin(Stdio::piped())
@@ -16,7 +17,14 @@ fn nnp(args: &[&str], stdin: &[u8]) -> (bool, String) {
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// [`run`] without stderr.
+fn nnp(args: &[&str], stdin: &[u8]) -> (bool, String) {
+    let (ok, out, _) = run(args, stdin);
+    (ok, out)
 }
 
 fn encode(args: &[&str]) -> Vec<u8> {
@@ -275,4 +283,28 @@ fn serve_loads_and_saves_weights_files() {
         assert_eq!(*got, before - 0.5 * g);
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every line of `out` parsed as JSON; fails on anything else.
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\nall output:\n{out}"))
+        })
+        .collect()
+}
+
+/// `demo --quick --json`: standard output is JSON lines only (the report goes to stderr).
+#[test]
+fn demo_json_prints_only_json() {
+    let (ok, out, err) = run(&["--json", "demo", "--quick"], b"");
+    assert!(ok, "{err}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0]["remote_accuracy"].as_f64().unwrap() > 0.5, "{out}");
+    assert!(
+        err.contains("NNP demo"),
+        "the human report on stderr: {err}"
+    );
 }
