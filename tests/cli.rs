@@ -1,4 +1,4 @@
-//! The `nnp` binary: encode, decode, and the two together, and `--json` output.
+//! The `nnp` binary: encode, decode, and the two together, error texts, and `--json` output.
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -44,9 +44,9 @@ fn from_hex(hex: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `decode --json`'s lines; whether it exited 0 is checked by the caller.
 fn decode_json(bytes: &[u8]) -> Vec<serde_json::Value> {
-    let (ok, out) = nnp(&["decode", "--json"], bytes);
-    assert!(ok);
+    let (_, out) = nnp(&["decode", "--json"], bytes);
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -108,6 +108,8 @@ fn encode_output_decodes_to_the_same_fields() {
     for (args, expected) in cases {
         let bytes = encode(&args);
         assert_eq!(bytes.len() % 4, 0, "frames are padded to 4 bytes");
+        let (ok, _) = nnp(&["decode"], &bytes);
+        assert!(ok, "one good frame: decode exits 0 ({args:?})");
         let decoded = decode_json(&bytes);
         assert_eq!(decoded.len(), 1, "{args:?}");
         assert_eq!(decoded[0]["message"], expected, "{args:?}");
@@ -144,8 +146,18 @@ fn decode_reports_garbage_and_finds_every_frame() {
     );
     assert_eq!(garbage[0], 0);
     assert!(items.last().unwrap().get("truncated").is_some());
-    let (_, text) = nnp(&["decode"], &stream);
+    // Everything found is printed, and the exit status says that some of it was bad.
+    let (ok, text, err) = run(&["decode"], &stream);
+    assert!(!ok, "bad regions: decode exits non-zero");
     assert!(text.contains("checksum mismatch"), "{text}");
+    assert!(text.contains("3 frames, 4 bad regions"), "{text}");
+    assert!(
+        err.contains("standard input") && err.contains("4 bad regions"),
+        "{err}"
+    );
+    let (ok, out, _) = run(&["decode", "--json"], &stream);
+    assert!(!ok);
+    assert_eq!(json_lines(&out).len(), items.len());
 }
 
 #[test]
@@ -306,5 +318,17 @@ fn demo_json_prints_only_json() {
     assert!(
         err.contains("NNP demo"),
         "the human report on stderr: {err}"
+    );
+}
+
+/// Errors name the file involved.
+#[test]
+fn errors_name_what_they_are_about() {
+    let missing = std::env::temp_dir().join(format!("nnp-cli-missing-{}.bin", std::process::id()));
+    let (ok, _, err) = run(&["decode", missing.to_str().unwrap()], b"");
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("could not read {}", missing.display())),
+        "{err}"
     );
 }

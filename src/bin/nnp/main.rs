@@ -9,6 +9,7 @@ mod decode;
 mod demo;
 mod describe;
 mod encode;
+mod explain;
 mod hex;
 mod send;
 mod serve;
@@ -40,7 +41,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Decode raw NNP bytes (a file or standard input) and print every frame.
+    /// Decode raw NNP bytes (a file or standard input) and print every frame; exits non-zero if
+    /// it found garbage or a truncated frame.
     Decode {
         /// File to read; standard input if absent.
         file: Option<std::path::PathBuf>,
