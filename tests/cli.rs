@@ -1,4 +1,5 @@
-//! The `nnp` binary: encode, decode, and the two together, error texts, and `--json` output.
+//! The `nnp` binary: encode, decode, and the two together, error texts, help texts, and
+//! `--json` output.
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -305,6 +306,58 @@ fn json_lines(out: &str) -> Vec<serde_json::Value> {
                 .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\nall output:\n{out}"))
         })
         .collect()
+}
+
+/// The help lists the values that are accepted, and only those.
+#[test]
+fn help_lists_the_accepted_values() {
+    let (ok, help) = nnp(&["serve", "--help"], b"");
+    assert!(ok);
+    assert!(
+        help.contains("64,32,10"),
+        "the comma form of --layers: {help}"
+    );
+    for mode in nnp::nn::HebbianLearningMode::ALL {
+        assert!(help.contains(mode.name()), "--mode {}: {help}", mode.name());
+    }
+    for cap in [
+        "forward-propagation",
+        "backpropagation",
+        "hebbian-learning",
+        "weight-sync",
+        "correlation-analysis",
+        "multi-layer",
+        "real-time",
+        "compression",
+        "all",
+    ] {
+        assert!(help.contains(cap), "--capabilities {cap}: {help}");
+    }
+    // What the help lists is what is accepted, in either spelling and any case.
+    for caps in ["weight-sync,FORWARD_PROPAGATION", "All"] {
+        let (ok, _, err) = run(&["serve", "--capabilities", caps, "--layers", "4,0"], b"");
+        assert!(!ok && err.contains("--layers 4,0"), "{caps} parses: {err}");
+    }
+    let (ok, _, err) = run(&["serve", "--capabilities", "telepathy"], b"");
+    assert!(!ok && err.contains("possible values"), "{err}");
+    let (ok, _, err) = run(&["serve", "--mode", "hopfield"], b"");
+    assert!(!ok && err.contains("anti-hebbian"), "{err}");
+
+    let (ok, help) = nnp(&["send", "-h"], b"");
+    assert!(ok);
+    assert!(
+        help.contains("[possible values: forward, backward, hebbian, weight-sync]"),
+        "{help}"
+    );
+    let (ok, _, err) = run(&["send", "--to", "127.0.0.1:1", "--type", "heartbeat"], b"");
+    assert!(!ok && err.contains("possible values"), "{err}");
+    // encode builds every type.
+    let (ok, help) = nnp(&["encode", "-h"], b"");
+    assert!(ok);
+    assert!(
+        help.contains("forward, backward, hebbian, weight-sync, heartbeat, disconnect, error"),
+        "{help}"
+    );
 }
 
 /// `demo --quick --json`: standard output is JSON lines only (the report goes to stderr).

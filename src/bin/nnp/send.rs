@@ -7,18 +7,22 @@ use nnp::wire::DisconnectReason;
 use serde_json::json;
 
 use crate::describe::{summarize, to_json};
-use crate::{CliResult, Kind, MessageArgs};
+use crate::{CliResult, ControlArgs, DataArgs, DataKind};
 
-pub(crate) fn send(as_json: bool, to: &str, args: &MessageArgs, timeout: Duration) -> CliResult {
-    let msg = args.message();
-    if msg.msg_type().required_capability().is_none() {
-        return Err("only data messages (forward, backward, hebbian, weight-sync) can be sent to a node; the session sends the others itself".into());
-    }
+pub(crate) fn send(
+    as_json: bool,
+    to: &str,
+    kind: DataKind,
+    args: &DataArgs,
+    timeout: Duration,
+) -> CliResult {
+    let control = ControlArgs::default();
+    let msg = crate::message(kind.into(), args, &control);
     let config = EngineConfig::default().threads(1);
     let (engine, handle, mut rx) = Engine::start(config)?;
     let conn = handle.connect(to)?;
     handle.send(conn, &msg, timeout)?;
-    let reply = if matches!(args.kind, Kind::Forward) {
+    let reply = if kind == DataKind::Forward {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

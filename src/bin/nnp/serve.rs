@@ -13,35 +13,24 @@ pub(crate) struct ServeArgs<'a> {
     pub(crate) layers: &'a [usize],
     pub(crate) mode: HebbianLearningMode,
     pub(crate) learning_rate: f32,
-    pub(crate) capabilities: &'a [String],
+    /// Capability bits offered.
+    pub(crate) capabilities: u32,
     pub(crate) name: &'a str,
     pub(crate) max_messages: Option<usize>,
     pub(crate) weights: Option<&'a std::path::Path>,
     pub(crate) save: Option<&'a std::path::Path>,
 }
 
-fn parse_capabilities(names: &[String]) -> Result<u32, String> {
-    let mut caps = 0;
-    for name in names {
-        let n = name.trim().to_ascii_uppercase().replace('-', "_");
-        if n == "ALL" {
-            caps |= nnp::wire::capabilities::ALL;
-            continue;
-        }
-        let bit = (0..8)
-            .map(|i| 1u32 << i)
-            .find(|&b| nnp::wire::capabilities::names(b).next() == Some(n.as_str()))
-            .ok_or_else(|| format!("unknown capability {name:?}"))?;
-        caps |= bit;
-    }
-    Ok(caps)
-}
-
 pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     use nnp::nn::{Activation, NeuralNetwork};
     use nnp::node::{DistributedNetwork, HandleOutcome, NodeConfig, NodeEvent};
-    if args.layers.len() < 2 || args.layers.contains(&0) {
-        return Err("--layers needs at least two non-zero sizes, e.g. 64,32,10".into());
+    if args.weights.is_none() && (args.layers.len() < 2 || args.layers.contains(&0)) {
+        let given: Vec<String> = args.layers.iter().map(|n| n.to_string()).collect();
+        return Err(format!(
+            "--layers {}: need at least two sizes, none zero, e.g. 64,32,10",
+            given.join(",")
+        )
+        .into());
     }
     let network = match args.weights {
         Some(path) => {
@@ -60,7 +49,7 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     };
     let output_layer = network.layer_count() as u16;
     let config = NodeConfig {
-        capabilities: parse_capabilities(args.capabilities)?,
+        capabilities: args.capabilities,
         ..NodeConfig::default()
     };
     let (node, rx) =
