@@ -374,14 +374,108 @@ fn demo_json_prints_only_json() {
     );
 }
 
-/// Errors name the file involved.
+/// A fresh directory for one test's files.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("nnp-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Errors name the address, file or value involved, in words rather than Debug dumps.
 #[test]
 fn errors_name_what_they_are_about() {
-    let missing = std::env::temp_dir().join(format!("nnp-cli-missing-{}.bin", std::process::id()));
+    let (ok, _, err) = run(
+        &[
+            "send",
+            "--to",
+            "127.0.0.1:1",
+            "--type",
+            "forward",
+            "--data",
+            "1",
+        ],
+        b"",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("could not connect to 127.0.0.1:1: Connection refused"),
+        "{err}"
+    );
+
+    let (ok, _, err) = run(
+        &[
+            "send",
+            "--to",
+            "no-port-here",
+            "--type",
+            "forward",
+            "--data",
+            "1",
+        ],
+        b"",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("\"no-port-here\"") && err.contains("host:port"),
+        "{err}"
+    );
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let (ok, out, err) = run(&["serve", "--port", &port], b"");
+    assert!(!ok && out.is_empty());
+    assert!(
+        err.contains(&format!(
+            "could not listen on 127.0.0.1:{port}: Address already in use"
+        )),
+        "{err}"
+    );
+    drop(busy);
+
+    let dir = temp_dir("errors");
+    let text = dir.join("hello.txt");
+    std::fs::write(&text, "hello, not weights\n").unwrap();
+    let (ok, _, err) = run(
+        &["serve", "--port", "0", "--weights", text.to_str().unwrap()],
+        b"",
+    );
+    assert!(!ok);
+    assert!(err.contains(text.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("not an NNP weights file")
+            && err.contains("\"hell\"")
+            && err.contains("\"NNPW\""),
+        "{err}"
+    );
+    assert!(!err.contains("BadMagic"), "{err}");
+
+    let missing = dir.join("missing.nnpw");
+    let (ok, _, err) = run(
+        &[
+            "serve",
+            "--port",
+            "0",
+            "--weights",
+            missing.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(missing.to_str().unwrap()) && err.contains("No such file or directory"),
+        "{err}"
+    );
+
     let (ok, _, err) = run(&["decode", missing.to_str().unwrap()], b"");
     assert!(!ok);
     assert!(
         err.contains(&format!("could not read {}", missing.display())),
         "{err}"
     );
+
+    let (ok, _, err) = run(&["serve", "--port", "0", "--layers", "4,0"], b"");
+    assert!(!ok);
+    assert!(err.contains("--layers 4,0"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

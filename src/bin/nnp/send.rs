@@ -1,5 +1,6 @@
 //! `nnp send`: connect to a node, send one message, and print the reply.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use nnp::net::{Engine, EngineConfig, NetEvent};
@@ -7,7 +8,24 @@ use nnp::wire::DisconnectReason;
 use serde_json::json;
 
 use crate::describe::{summarize, to_json};
-use crate::{CliResult, ControlArgs, DataArgs, DataKind};
+use crate::{explain, CliResult, ControlArgs, DataArgs, DataKind};
+
+/// `--to` as socket addresses, or an error naming it.
+fn resolve(to: &str) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = to
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!(
+                "--to {to:?} is not an address to connect to ({}): give host:port, e.g. 127.0.0.1:7878",
+                explain::io(&e)
+            )
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("--to {to:?} resolves to no address"));
+    }
+    Ok(addrs)
+}
 
 pub(crate) fn send(
     as_json: bool,
@@ -18,10 +36,19 @@ pub(crate) fn send(
 ) -> CliResult {
     let control = ControlArgs::default();
     let msg = crate::message(kind.into(), args, &control);
-    let config = EngineConfig::default().threads(1);
+    let addrs = resolve(to)?;
+    let config = EngineConfig::default().threads(1).connect_timeout(timeout);
     let (engine, handle, mut rx) = Engine::start(config)?;
-    let conn = handle.connect(to)?;
-    handle.send(conn, &msg, timeout)?;
+    let conn = handle
+        .connect(&addrs[..])
+        .map_err(|e| format!("could not connect to {to}: {}", explain::net(&e)))?;
+    handle.send(conn, &msg, timeout).map_err(|e| {
+        format!(
+            "could not send {:?} to {to}: {}",
+            msg.msg_type(),
+            explain::net(&e)
+        )
+    })?;
     let reply = if kind == DataKind::Forward {
         let deadline = Instant::now() + timeout;
         loop {

@@ -4,7 +4,7 @@
 use nnp::nn::HebbianLearningMode;
 use serde_json::json;
 
-use crate::CliResult;
+use crate::{explain, CliResult};
 
 /// `nnp serve`'s options.
 pub(crate) struct ServeArgs<'a> {
@@ -35,7 +35,7 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     let network = match args.weights {
         Some(path) => {
             let mut network = NeuralNetwork::load_weights(path)
-                .map_err(|e| format!("--weights {}: {e}", path.display()))?;
+                .map_err(|e| format!("--weights: {}", explain::weights_file(path, &e)))?;
             network.set_learning_rate(args.learning_rate);
             network.set_mode(args.mode);
             network
@@ -54,7 +54,14 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     };
     let (node, rx) =
         DistributedNetwork::with_config(args.name, args.host, args.port, network, config)?;
-    let addr = node.start_server()?;
+    let addr = node.start_server().map_err(|e| {
+        format!(
+            "could not listen on {}:{}: {}",
+            args.host,
+            args.port,
+            explain::node(&e)
+        )
+    })?;
     if as_json {
         println!("{}", json!({ "listening": addr.to_string() }));
     } else {
@@ -90,9 +97,16 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     }
     node.shutdown();
     if let Some(path) = args.save {
-        node.network()
-            .save_weights(path)
-            .map_err(|e| format!("--save {}: {e}", path.display()))?;
+        node.network().save_weights(path).map_err(|e| {
+            format!(
+                "--save: could not write {}: {}",
+                path.display(),
+                match &e {
+                    nnp::nn::NnError::Io(e) => explain::io(e),
+                    other => other.to_string(),
+                }
+            )
+        })?;
         log::info!("weights written to {}", path.display());
     }
     Ok(())
