@@ -1,5 +1,5 @@
-//! The `nnp` binary: encode, decode, and the two together, error texts, help texts, and
-//! `--json` output.
+//! The `nnp` binary: encode, decode, and the two together; `send` and its refusals, error
+//! texts, help texts, and `--json` output.
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -26,6 +26,14 @@ fn run(args: &[&str], stdin: &[u8]) -> (bool, String, String) {
 fn nnp(args: &[&str], stdin: &[u8]) -> (bool, String) {
     let (ok, out, _) = run(args, stdin);
     (ok, out)
+}
+
+/// The address in `nnp serve`'s first line, "listening on ADDR as NAME: …".
+fn listening_addr(line: &str) -> String {
+    line.strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
+        .to_owned()
 }
 
 fn encode(args: &[&str]) -> Vec<u8> {
@@ -178,11 +186,7 @@ fn serve_and_send_in_two_processes() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("listening on ")
-        .expect("the server prints its address")
-        .to_owned();
+    let addr = listening_addr(&lines.next().unwrap().unwrap());
     let (ok, out) = nnp(
         &[
             "--json", "send", "--to", &addr, "--type", "forward", "--data", "1,2,3,4",
@@ -203,14 +207,16 @@ fn serve_and_send_in_two_processes() {
         (reply.iter().sum::<f64>() - 1.0).abs() < 1e-5,
         "a softmax output: {reply:?}"
     );
-    // A message the server's network cannot take is sent, refused there, and counted.
-    let (ok, out) = nnp(
+    // A message the server's network cannot take is sent, refused there, and counted; the
+    // sender reports the refusal and exits non-zero.
+    let (ok, out, err) = run(
         &[
             "send", "--to", &addr, "--type", "backward", "--layer", "7", "--data", "1",
         ],
         b"",
     );
-    assert!(ok, "{out}");
+    assert!(!ok, "{out}");
+    assert!(err.contains("refused") && err.contains("layer 7"), "{err}");
     assert!(
         server.wait().unwrap().success(),
         "the server exits after two messages"
@@ -250,7 +256,7 @@ fn serve_loads_and_saves_weights_files() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let addr = lines.next().unwrap().unwrap()["listening on ".len()..].to_owned();
+    let addr = listening_addr(&lines.next().unwrap().unwrap());
 
     // The loaded network answers: bit for bit the saved one's output.
     let (ok, out) = nnp(
@@ -358,6 +364,97 @@ fn help_lists_the_accepted_values() {
         help.contains("forward, backward, hebbian, weight-sync, heartbeat, disconnect, error"),
         "{help}"
     );
+}
+
+/// Waits for a child at most `secs` seconds; kills it and fails past that.
+fn wait_at_most(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the child did not exit within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `send` reports a refusal with the server's reason and exits non-zero; a message that is not
+/// refused says so after the stated window.
+#[test]
+fn send_reports_refusals() {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--layers",
+            "4,3,2",
+            "--max-messages",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = listening_addr(&lines.next().unwrap().unwrap());
+
+    // ForwardData of 3 values into a 4-input layer.
+    let (ok, out, err) = run(
+        &[
+            "send", "--to", &addr, "--type", "forward", "--data", "1,2,3",
+        ],
+        b"",
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("{addr} refused the ForwardData")),
+        "{err}"
+    );
+    assert!(
+        err.contains("layer 0") && err.contains('4') && err.contains('3'),
+        "{err}"
+    );
+
+    // HebbianData of a 2x2 matrix for the 3x4 layer 0.
+    let (ok, out, err) = run(
+        &[
+            "--json", "send", "--to", &addr, "--type", "hebbian", "--rows", "2", "--cols", "2",
+            "--data", "1,2,3,4",
+        ],
+        b"",
+    );
+    assert!(!ok);
+    let v = &json_lines(&out)[0];
+    let reason = v["refused"].as_str().unwrap();
+    assert!(reason.contains("layer 0") && reason.contains("3x4"), "{v}");
+    assert!(err.contains(reason), "{err}");
+
+    // The right shape is applied: not refused within the window.
+    let (ok, out, err) = run(
+        &[
+            "send",
+            "--to",
+            &addr,
+            "--type",
+            "hebbian",
+            "--rows",
+            "3",
+            "--cols",
+            "4",
+            "--data",
+            "1,2,3,4,5,6,7,8,9,10,11,12",
+            "--timeout",
+            "0.3",
+        ],
+        b"",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("not refused"), "{out}");
+    assert!(wait_at_most(&mut server, 10).success());
 }
 
 /// `demo --quick --json`: standard output is JSON lines only (the report goes to stderr).

@@ -108,7 +108,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         save: Option<std::path::PathBuf>,
     },
-    /// Connect to a node, send one data message, and print the reply (ForwardData gets one).
+    /// Connect to a node, send one data message, and report what came of it: ForwardData waits
+    /// for the answer; the others wait up to 1 s (or --timeout if less) for a refusal. Exits
+    /// non-zero if the node refused the message.
     Send {
         /// The node, host:port.
         #[arg(long, value_name = "HOST:PORT")]
@@ -118,7 +120,8 @@ enum Command {
         kind: DataKind,
         #[command(flatten)]
         data: DataArgs,
-        /// Seconds to wait for a reply.
+        /// Seconds to wait for the connection, for ForwardData's answer, and (1 s at most) for
+        /// a refusal of the other types.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
