@@ -1,5 +1,5 @@
-//! The `nnp` binary: encode, decode, and the two together; `send` and its refusals, error
-//! texts, help texts, and `--json` output.
+//! The `nnp` binary: encode, decode, and the two together; `serve` as a daemon (signals,
+//! `--save`), `send` and its refusals, error texts, help texts, and `--json` output.
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -386,15 +386,7 @@ fn wait_at_most(child: &mut std::process::Child, secs: u64) -> std::process::Exi
 #[test]
 fn send_reports_refusals() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_nnp"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--layers",
-            "4,3,2",
-            "--max-messages",
-            "3",
-        ])
+        .args(["serve", "--port", "0", "--layers", "4,3,2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -453,8 +445,12 @@ fn send_reports_refusals() {
         b"",
     );
     assert!(ok, "{err}");
-    assert!(out.contains("not refused"), "{out}");
+    assert!(out.contains("not refused within 0.3 s"), "{out}");
+
+    kill(&server, "TERM");
     assert!(wait_at_most(&mut server, 10).success());
+    let summary = lines.next().unwrap().unwrap();
+    assert!(summary.contains("(1 applied, 2 refused)"), "{summary}");
 }
 
 /// `demo --quick --json`: standard output is JSON lines only (the report goes to stderr).
@@ -477,6 +473,178 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Sends `signal` (`TERM`, `INT`) to a child process.
+fn kill(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// `nnp serve --weights A --save B` on SIGTERM or SIGINT: exits 0, every peer gets a
+/// Disconnect SHUTDOWN, B holds A's parameters, and the listening line and the summary are
+/// printed (with `--json`: as JSON lines, and nothing else on stdout).
+fn daemon_stops_cleanly(signal: &str, json: bool) {
+    use nnp::net::{CloseCause, Engine, EngineConfig, NetEvent};
+    use nnp::nn::{Activation, NeuralNetwork};
+    use nnp::wire::{DisconnectReason, Message};
+    use std::borrow::Cow;
+    use std::io::Read;
+    use std::time::Duration;
+
+    let dir = temp_dir(&format!("daemon-{signal}"));
+    let (a, b) = (dir.join("a.nnpw"), dir.join("b.nnpw"));
+    let net = NeuralNetwork::builder(&[3, 5, 2])
+        .output_activation(Activation::Softmax)
+        .seed(5)
+        .build()
+        .unwrap();
+    net.save_weights(&a).unwrap();
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nnp"));
+    if json {
+        command.arg("--json");
+    }
+    let mut server = command
+        .args(["serve", "--port", "0"])
+        .arg("--weights")
+        .arg(&a)
+        .arg("--save")
+        .arg(&b)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr = if json {
+        let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(v["layers"], serde_json::json!([3, 5, 2]), "{v}");
+        assert!(v["capabilities"].as_array().unwrap().len() >= 4, "{v}");
+        v["listening"].as_str().unwrap().to_owned()
+    } else {
+        assert!(first.contains("layers 3,5,2"), "{first}");
+        assert!(first.contains("forward-propagation"), "{first}");
+        listening_addr(&first)
+    };
+
+    // A client asks for one output, then waits for the server to go.
+    let (engine, handle, mut rx) = Engine::start(EngineConfig::default().threads(1)).unwrap();
+    let conn = handle.connect(addr.as_str()).unwrap();
+    let input = [0.5f32, -1.0, 2.0];
+    let ask = Message::ForwardData {
+        layer_id: 0,
+        data: Cow::Borrowed(&input),
+    };
+    handle.send(conn, &ask, Duration::from_secs(5)).unwrap();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Some(NetEvent::Frame(_)) => break,
+            Some(NetEvent::Connected { .. }) => continue,
+            other => panic!("expected the answer, got {other:?}"),
+        }
+    }
+
+    kill(&server, signal);
+    let cause = loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Some(NetEvent::Disconnected { cause, .. }) => break cause,
+            Some(_) => continue,
+            None => panic!("the server never closed the connection"),
+        }
+    };
+    assert!(
+        matches!(cause, CloseCause::Disconnect(DisconnectReason::SHUTDOWN)),
+        "the client was told the server shuts down: {cause:?}"
+    );
+    let status = wait_at_most(&mut server, 10);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status:?}; stderr: {stderr}");
+    engine.shutdown();
+
+    let summary = rest.trim_end();
+    if json {
+        let lines = json_lines(&format!("{first}{rest}"));
+        assert_eq!(
+            lines.len(),
+            2,
+            "the listening line and the summary: {lines:?}"
+        );
+        let s = &lines[1];
+        assert_eq!(s["stopped"], format!("SIG{signal}"), "{s}");
+        assert_eq!(s["peers_seen"], 1, "{s}");
+        assert_eq!(s["data_messages"], 1, "{s}");
+        assert_eq!(s["refused"], 0, "{s}");
+        assert_eq!(s["answers_sent"], 1, "{s}");
+        assert_eq!(s["saved"], b.display().to_string(), "{s}");
+    } else {
+        assert!(
+            summary.starts_with(&format!("stopped on SIG{signal}")),
+            "{summary}"
+        );
+        assert!(summary.contains("1 peer seen"), "{summary}");
+        assert!(summary.contains("1 answer sent"), "{summary}");
+        assert!(summary.contains(&b.display().to_string()), "{summary}");
+    }
+
+    let saved = NeuralNetwork::load_weights(&b).unwrap();
+    assert_eq!(saved.layer_sizes(), net.layer_sizes());
+    for l in 0..net.layer_count() {
+        assert_eq!(saved.layer_params(l), net.layer_params(l), "layer {l}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    daemon_stops_cleanly("TERM", false);
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigint_with_json_lines() {
+    daemon_stops_cleanly("INT", true);
+}
+
+/// A `--save` that could not be written fails at start, naming the path, before listening.
+#[test]
+fn serve_checks_the_save_path_before_listening() {
+    let dir = temp_dir("bad-save");
+    let missing = dir.join("no-such-dir").join("out.nnpw");
+    let (ok, out, err) = run(
+        &["serve", "--port", "0", "--save", missing.to_str().unwrap()],
+        b"",
+    );
+    assert!(!ok);
+    assert!(out.is_empty(), "nothing listened: {out}");
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    let (ok, out, err) = run(
+        &["serve", "--port", "0", "--save", dir.to_str().unwrap()],
+        b"",
+    );
+    assert!(!ok && out.is_empty());
+    assert!(
+        err.contains(dir.to_str().unwrap()) && err.contains("directory"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the write check leaves nothing behind"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Errors name the address, file or value involved, in words rather than Debug dumps.

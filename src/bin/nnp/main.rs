@@ -67,7 +67,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         sequence: u64,
     },
-    /// Run a node: listen, apply what peers send, answer ForwardData with the output.
+    /// Run a node: listen, apply what peers send, answer ForwardData with the output. Runs
+    /// until SIGINT or SIGTERM (a second one stops at once), then says goodbye to every peer,
+    /// writes --save and prints a summary.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
@@ -104,7 +106,8 @@ enum Command {
         /// layer sizes replace `--layers`.
         #[arg(long, value_name = "PATH")]
         weights: Option<std::path::PathBuf>,
-        /// Write the network to this weights file when the server stops.
+        /// Write the network to this weights file when the server stops (checked at start:
+        /// its directory must exist and be writable).
         #[arg(long, value_name = "PATH")]
         save: Option<std::path::PathBuf>,
     },
