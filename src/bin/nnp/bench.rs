@@ -9,7 +9,7 @@ use nnp::net::{new_rtt_histogram, Engine, EngineConfig, EngineHandle, NetEvent};
 use nnp::wire::{frame_len, Message};
 use serde_json::json;
 
-use crate::{BenchKind, CliResult};
+use crate::{explain, BenchKind, CliResult};
 
 /// An in-process echo node: every data frame goes back to its sender.
 fn echo_node(
@@ -38,7 +38,9 @@ fn client(
 {
     let config = EngineConfig::default().threads(1).busy_poll(busy_poll);
     let (engine, handle, rx) = Engine::start(config)?;
-    let conn = handle.connect(addr)?;
+    let conn = handle
+        .connect(addr)
+        .map_err(|e| format!("could not connect to {addr}: {}", explain::net(&e)))?;
     Ok((engine, handle, rx, conn))
 }
 
@@ -65,9 +67,15 @@ pub(crate) fn bench(
         Some(to) => {
             use std::net::ToSocketAddrs;
             let addr = to
-                .to_socket_addrs()?
+                .to_socket_addrs()
+                .map_err(|e| {
+                    format!(
+                        "--to {to:?} is not an address to connect to ({}): give host:port, e.g. 127.0.0.1:7878",
+                        explain::io(&e)
+                    )
+                })?
                 .next()
-                .ok_or("--to names no address")?;
+                .ok_or_else(|| format!("--to {to:?} resolves to no address"))?;
             (None, addr, None)
         }
         None => {

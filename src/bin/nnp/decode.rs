@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::describe::{summarize, to_json};
 use crate::hex::from_hex;
-use crate::CliResult;
+use crate::{explain, CliResult};
 
 pub(crate) fn decode(
     as_json: bool,
@@ -15,15 +15,26 @@ pub(crate) fn decode(
     hex: bool,
     max_payload: u32,
 ) -> CliResult {
+    let source = match file {
+        Some(path) => path.display().to_string(),
+        None => "standard input".to_owned(),
+    };
     let mut raw = Vec::new();
     match file {
-        Some(path) => raw = std::fs::read(path)?,
+        Some(path) => {
+            raw = std::fs::read(path)
+                .map_err(|e| format!("could not read {source}: {}", explain::io(&e)))?
+        }
         None => {
-            std::io::stdin().read_to_end(&mut raw)?;
+            std::io::stdin()
+                .read_to_end(&mut raw)
+                .map_err(|e| format!("could not read {source}: {}", explain::io(&e)))?;
         }
     }
     let bytes = if hex {
-        from_hex(std::str::from_utf8(&raw)?)?
+        let text =
+            std::str::from_utf8(&raw).map_err(|e| format!("--hex: {source} is not text: {e}"))?;
+        from_hex(text).map_err(|e| format!("--hex: {source} is not hex text: {e}"))?
     } else {
         raw
     };
@@ -71,6 +82,13 @@ pub(crate) fn decode(
     let frames = found.len() - bad;
     if !as_json {
         println!("{frames} frames, {bad} bad regions, {} bytes", bytes.len());
+    }
+    if bad > 0 {
+        return Err(format!(
+            "{source}: {bad} bad region{} (garbage or a truncated frame) among {frames} frames",
+            if bad == 1 { "" } else { "s" }
+        )
+        .into());
     }
     Ok(())
 }

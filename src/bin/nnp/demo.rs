@@ -7,7 +7,7 @@
 //! sends gradients (BackwardData), a worker shares Hebbian correlations (HebbianData), and the
 //! coordinator measures round trips. Everything crosses real TCP connections.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +30,10 @@ pub(crate) fn demo(
     let options = DemoOptions {
         rounds: rounds.unwrap_or(if quick { 3 } else { 10 }),
         epochs_per_round: if quick { 1 } else { 2 },
-        progress: !as_json && !quick,
+        // A progress bar redrawn with `\r` only for a person watching a terminal.
+        progress: !quick && std::io::stderr().is_terminal(),
+        // With --json, standard output holds the JSON summary alone.
+        report_to_stderr: as_json,
         data: match data {
             Some(path) => path.to_path_buf(),
             None => dataset::default_digits_path()?,
@@ -62,6 +65,8 @@ struct DemoOptions {
     epochs_per_round: usize,
     /// Print a progress bar on standard error.
     progress: bool,
+    /// Print the human report on standard error rather than standard output.
+    report_to_stderr: bool,
     /// The digits data (`data/digits.csv.gz`).
     data: PathBuf,
 }
@@ -158,6 +163,18 @@ fn progress(on: bool, done: usize, total: usize, accuracy: f32) {
     }
 }
 
+/// Prints a line of the human report where `options` says (standard output, or standard error
+/// with `--json`).
+macro_rules! say {
+    ($options:expr, $($arg:tt)*) => {
+        if $options.report_to_stderr {
+            eprintln!($($arg)*)
+        } else {
+            println!($($arg)*)
+        }
+    };
+}
+
 /// Runs the demo, printing what happens.
 fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> {
     let started = Instant::now();
@@ -168,7 +185,10 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
     let shard_a = train.select(a_rows);
     let shard_b = train.select(b_rows);
 
-    println!("NNP demo: three nodes on loopback learn handwritten digits (64-32-10) together");
+    say!(
+        options,
+        "NNP demo: three nodes on loopback learn handwritten digits (64-32-10) together"
+    );
     let (coordinator, mut coord_rx) = node("coordinator", shard_a.len() as u32)?;
     let addr = coordinator.start_server()?;
     let (worker_a, mut a_rx) = node("worker-a", shard_a.len() as u32)?;
@@ -189,7 +209,10 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
         }
     }
     let (c_to_a, c_to_b) = (c_to_a.ok_or("no worker-a")?, c_to_b.ok_or("no worker-b")?);
-    println!("  coordinator on {addr}; worker-a and worker-b connected (handshakes done)");
+    say!(
+        options,
+        "  coordinator on {addr}; worker-a and worker-b connected (handshakes done)"
+    );
 
     // Federated averaging.
     let mut accuracy_per_round = Vec::new();
@@ -234,7 +257,7 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
         accuracy_per_round.push(accuracy);
         progress(options.progress, round + 1, options.rounds, accuracy);
     }
-    println!(
+    say!(options,
         "  federated averaging: {} rounds of WeightSync, test accuracy {:.3} -> {:.3} on {} held-out images",
         options.rounds,
         accuracy_per_round.first().copied().unwrap_or(0.0),
@@ -275,7 +298,7 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
         right += usize::from(predicted == test.labels[i]);
     }
     let remote_accuracy = right as f32 / samples as f32;
-    println!(
+    say!(options,
         "  ForwardData: worker-a classified {samples} test images for the coordinator: accuracy {remote_accuracy:.3}, outputs {} the coordinator's own",
         if matches { "bit-identical to" } else { "DIFFERENT from" }
     );
@@ -297,7 +320,7 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
         .zip(&before)
         .filter(|(a, b)| a != b)
         .count();
-    println!("  BackwardData: worker-b's gradients for layer 1 (batch loss {loss:.3}) moved {moved} of the coordinator's {} parameters", before.len());
+    say!(options, "  BackwardData: worker-b's gradients for layer 1 (batch loss {loss:.3}) moved {moved} of the coordinator's {} parameters", before.len());
 
     // Hebbian: worker-a learns correlations on its data and shares them with worker-b.
     {
@@ -322,7 +345,7 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
     };
     worker_a.send_hebbian_data(a_to_b, 0, &correlations, 0.01)?;
     let (_, _, outcome) = next_data(&mut b_rx, &worker_b)?;
-    println!("  HebbianData: worker-a shared layer 0's correlations ({} values) with worker-b: {outcome:?}", correlations.len());
+    say!(options, "  HebbianData: worker-a shared layer 0's correlations ({} values) with worker-b: {outcome:?}", correlations.len());
 
     // Round trips.
     for _ in 0..50 {
@@ -344,13 +367,14 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
         rtt_p99_us: m.rtt_ns.value_at_quantile(0.99) as f64 / 1e3,
         elapsed: started.elapsed(),
     };
-    println!(
+    say!(options,
         "  coordinator traffic: {} frames / {} bytes out, {} frames / {} bytes in; heartbeat round trip p50 {:.1} us, p99 {:.1} us ({} samples)",
         report.frames_out, report.bytes_out, report.frames_in, report.bytes_in, report.rtt_p50_us, report.rtt_p99_us, m.rtt_ns.len()
     );
     for p in coordinator.peers() {
         if let Some(info) = &p.info {
-            println!(
+            say!(
+                options,
                 "    peer {} {:<9} at {}: capabilities {:#04x}, rtt {:?}, {} frames in / {} out",
                 p.conn,
                 info.name,
@@ -365,7 +389,7 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
     worker_a.shutdown();
     worker_b.shutdown();
     coordinator.shutdown();
-    println!("  done in {:.2} s", report.elapsed.as_secs_f64());
+    say!(options, "  done in {:.2} s", report.elapsed.as_secs_f64());
     Ok(report)
 }
 

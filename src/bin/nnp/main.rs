@@ -9,6 +9,7 @@ mod decode;
 mod demo;
 mod describe;
 mod encode;
+mod explain;
 mod hex;
 mod send;
 mod serve;
@@ -17,6 +18,7 @@ use std::borrow::Cow;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use nnp::nn::HebbianLearningMode;
 use nnp::wire::{DisconnectReason, ErrorCode, Message, SyncMode, WeightSync, DEFAULT_MAX_PAYLOAD};
@@ -40,7 +42,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Decode raw NNP bytes (a file or standard input) and print every frame.
+    /// Decode raw NNP bytes (a file or standard input) and print every frame; exits non-zero if
+    /// it found garbage or a truncated frame.
     Decode {
         /// File to read; standard input if absent.
         file: Option<std::path::PathBuf>,
@@ -53,13 +56,20 @@ enum Command {
     },
     /// Build one frame from arguments and print it as hex.
     Encode {
+        /// Message type.
+        #[arg(long = "type", value_enum)]
+        kind: Kind,
         #[command(flatten)]
-        message: MessageArgs,
+        data: DataArgs,
+        #[command(flatten)]
+        control: ControlArgs,
         /// Sequence number.
         #[arg(long, default_value_t = 0)]
         sequence: u64,
     },
-    /// Run a node: listen, apply what peers send, answer ForwardData with the output.
+    /// Run a node: listen, apply what peers send, answer ForwardData with the output. Runs
+    /// until SIGINT or SIGTERM (a second one stops at once), then says goodbye to every peer,
+    /// writes --save and prints a summary.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
@@ -67,18 +77,25 @@ enum Command {
         /// Port (0: any free port; the chosen one is printed).
         #[arg(long, default_value_t = 7878)]
         port: u16,
-        /// Neuron counts, input first.
-        #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 32, 10])]
+        /// Neuron counts, input first, comma-separated (at least two, none zero).
+        #[arg(
+            long,
+            value_name = "N,N,...",
+            value_delimiter = ',',
+            default_value = "64,32,10"
+        )]
         layers: Vec<usize>,
-        /// Hebbian rule.
-        #[arg(long, default_value = "oja", value_parser = clap::value_parser!(HebbianLearningMode))]
+        /// Hebbian rule applied to HebbianData.
+        #[arg(long, default_value = "oja", ignore_case = true, value_parser = mode_parser())]
         mode: HebbianLearningMode,
         /// Learning rate.
         #[arg(long, default_value_t = 0.1)]
         learning_rate: f32,
-        /// Capabilities offered (names, comma-separated, or `all`).
-        #[arg(long, value_delimiter = ',', default_values_t = vec![String::from("all")])]
-        capabilities: Vec<String>,
+        /// Capabilities offered to peers, comma-separated (a session agrees on what both
+        /// offer).
+        #[arg(long, value_name = "NAME,...", value_delimiter = ',', default_value = "all",
+              ignore_case = true, value_parser = capability_parser())]
+        capabilities: Vec<u32>,
         /// Node name.
         #[arg(long, default_value = "nnp-serve")]
         name: String,
@@ -87,24 +104,32 @@ enum Command {
         max_messages: Option<usize>,
         /// Start from this weights file (docs/WEIGHTS.md) instead of a fresh network; its
         /// layer sizes replace `--layers`.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         weights: Option<std::path::PathBuf>,
-        /// Write the network to this weights file when the server stops.
-        #[arg(long)]
+        /// Write the network to this weights file when the server stops (checked at start:
+        /// its directory must exist and be writable).
+        #[arg(long, value_name = "PATH")]
         save: Option<std::path::PathBuf>,
     },
-    /// Connect to a node, send one message, and print the reply (ForwardData gets one).
+    /// Connect to a node, send one data message, and report what came of it: ForwardData waits
+    /// for the answer; the others wait up to 1 s (or --timeout if less) for a refusal. Exits
+    /// non-zero if the node refused the message.
     Send {
         /// The node, host:port.
-        #[arg(long)]
+        #[arg(long, value_name = "HOST:PORT")]
         to: String,
+        /// Message type (the session sends the control messages itself).
+        #[arg(long = "type", value_enum)]
+        kind: DataKind,
         #[command(flatten)]
-        message: MessageArgs,
-        /// Seconds to wait for a reply.
+        data: DataArgs,
+        /// Seconds to wait for the connection, for ForwardData's answer, and (1 s at most) for
+        /// a refusal of the other types.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
-    /// Three nodes on loopback learn the digits together over NNP, and report the traffic.
+    /// Three nodes on loopback learn the digits together over NNP, and report the traffic
+    /// (with --json, the report goes to standard error and a JSON summary to standard output).
     Demo {
         /// A short run (CI uses it).
         #[arg(long)]
@@ -133,9 +158,83 @@ enum Command {
         busy_poll: bool,
         /// Measure against a running node (host:port) that answers ForwardData, such as
         /// `nnp serve`, instead of a self-spawned echo node; `--values` must match its input.
-        #[arg(long)]
+        #[arg(long, value_name = "HOST:PORT")]
         to: Option<String>,
     },
+}
+
+/// `--mode`: the library's Hebbian rules by name, so the help lists exactly what is accepted.
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = HebbianLearningMode> {
+    let values = HebbianLearningMode::ALL.map(|mode| {
+        let help = match mode {
+            HebbianLearningMode::Classic => "plain Hebb with row normalisation",
+            HebbianLearningMode::Oja => "Oja's rule: rows tend to the first principal component",
+            HebbianLearningMode::Sanger => "Sanger's rule: rows tend to the principal components",
+            HebbianLearningMode::Bcm => "Bienenstock-Cooper-Munro, with a sliding threshold",
+            HebbianLearningMode::Competitive => "winner-take-all: rows become cluster prototypes",
+            HebbianLearningMode::AntiHebbian => "decorrelates the outputs",
+            _ => "",
+        };
+        PossibleValue::new(mode.name()).help(help)
+    });
+    PossibleValuesParser::new(values).map(|name| {
+        name.parse::<HebbianLearningMode>()
+            .expect("the parser only lets the rules' own names through")
+    })
+}
+
+/// The capabilities of protocol version 1: the command line's name, the protocol's, and what
+/// offering it means.
+const CAPABILITIES: [(&str, &str, &str); 8] = [
+    (
+        "forward-propagation",
+        "FORWARD_PROPAGATION",
+        "runs ForwardData through the network",
+    ),
+    (
+        "backpropagation",
+        "BACKPROPAGATION",
+        "applies BackwardData gradients",
+    ),
+    (
+        "hebbian-learning",
+        "HEBBIAN_LEARNING",
+        "integrates HebbianData correlations",
+    ),
+    ("weight-sync", "WEIGHT_SYNC", "takes WeightSync parameters"),
+    (
+        "correlation-analysis",
+        "CORRELATION_ANALYSIS",
+        "analyses correlations between layers",
+    ),
+    ("multi-layer", "MULTI_LAYER", "holds more than one layer"),
+    ("real-time", "REAL_TIME", "answers within real-time bounds"),
+    (
+        "compression",
+        "COMPRESSION",
+        "understands compressed payloads",
+    ),
+];
+
+/// `--capabilities`: each name (lower case with dashes, or the protocol's UPPER_CASE) becomes its
+/// bit; `all` is every capability of protocol version 1.
+fn capability_parser() -> impl clap::builder::TypedValueParser<Value = u32> {
+    use nnp::wire::capabilities::{names, ALL};
+    let mut values: Vec<PossibleValue> = CAPABILITIES
+        .iter()
+        .map(|&(name, protocol, help)| PossibleValue::new(name).alias(protocol).help(help))
+        .collect();
+    values.push(PossibleValue::new("all").help("every capability above"));
+    PossibleValuesParser::new(values).map(|name| {
+        let wanted = name.to_ascii_uppercase().replace('-', "_");
+        if wanted == "ALL" {
+            return ALL;
+        }
+        (0..32)
+            .map(|i| 1u32 << i)
+            .find(|&bit| names(bit).next() == Some(wanted.as_str()))
+            .expect("the parser only lets capability names through")
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -146,28 +245,62 @@ pub(crate) enum BenchKind {
     Throughput,
 }
 
+/// Every message type `nnp encode` builds.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// ForwardData: activations entering --layer (--data).
     Forward,
+    /// BackwardData: a layer's flat gradient (--data).
     Backward,
+    /// HebbianData: a --rows x --cols correlation matrix (--data).
     Hebbian,
+    /// WeightSync: --rows x --cols parameters from --offset (--data).
     WeightSync,
+    /// Heartbeat (--timestamp).
     Heartbeat,
+    /// Disconnect (--code is the reason, --text).
     Disconnect,
+    /// Error (--code, --text).
     Error,
 }
 
-/// A message described on the command line.
+/// The data messages, the only ones `nnp send` sends (the session sends the others itself).
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum DataKind {
+    /// ForwardData: activations entering --layer (--data); waits for the node's answer.
+    Forward,
+    /// BackwardData: a layer's flat gradient, weights then biases (--data).
+    Backward,
+    /// HebbianData: a --rows x --cols correlation matrix (--data).
+    Hebbian,
+    /// WeightSync: --rows x --cols parameters from --offset (--data).
+    WeightSync,
+}
+
+impl From<DataKind> for Kind {
+    fn from(kind: DataKind) -> Kind {
+        match kind {
+            DataKind::Forward => Kind::Forward,
+            DataKind::Backward => Kind::Backward,
+            DataKind::Hebbian => Kind::Hebbian,
+            DataKind::WeightSync => Kind::WeightSync,
+        }
+    }
+}
+
+/// The fields of a data message given on the command line.
 #[derive(clap::Args, Clone)]
-pub(crate) struct MessageArgs {
-    /// Message type.
-    #[arg(long = "type", value_enum)]
-    pub(crate) kind: Kind,
+pub(crate) struct DataArgs {
     /// Layer id.
     #[arg(long, default_value_t = 0)]
     layer: u16,
     /// f32 values, comma-separated.
-    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "X,X,...",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
     data: Vec<f32>,
     /// Rows (HebbianData, WeightSync).
     #[arg(long, default_value_t = 0)]
@@ -187,6 +320,11 @@ pub(crate) struct MessageArgs {
     /// Sample count (WeightSync).
     #[arg(long, default_value_t = 1)]
     samples: u32,
+}
+
+/// The fields of a control message given on the command line (`nnp encode` only).
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct ControlArgs {
     /// Timestamp (Heartbeat).
     #[arg(long, default_value_t = 0)]
     timestamp: u64,
@@ -198,51 +336,50 @@ pub(crate) struct MessageArgs {
     text: String,
 }
 
-impl MessageArgs {
-    pub(crate) fn message(&self) -> Message<'_> {
-        let data = Cow::Borrowed(&self.data[..]);
-        match self.kind {
-            Kind::Forward => Message::ForwardData {
-                layer_id: self.layer,
-                data,
+/// The message that `kind` and the fields describe.
+pub(crate) fn message<'a>(kind: Kind, args: &'a DataArgs, control: &'a ControlArgs) -> Message<'a> {
+    let data = Cow::Borrowed(&args.data[..]);
+    match kind {
+        Kind::Forward => Message::ForwardData {
+            layer_id: args.layer,
+            data,
+        },
+        Kind::Backward => Message::BackwardData {
+            layer_id: args.layer,
+            data,
+        },
+        Kind::Hebbian => Message::HebbianData {
+            layer_id: args.layer,
+            learning_rate: args.learning_rate,
+            rows: args.rows,
+            cols: args.cols,
+            correlations: data,
+        },
+        Kind::WeightSync => Message::WeightSync(WeightSync {
+            layer_id: args.layer,
+            mode: if args.average {
+                SyncMode::Average
+            } else {
+                SyncMode::Replace
             },
-            Kind::Backward => Message::BackwardData {
-                layer_id: self.layer,
-                data,
-            },
-            Kind::Hebbian => Message::HebbianData {
-                layer_id: self.layer,
-                learning_rate: self.learning_rate,
-                rows: self.rows,
-                cols: self.cols,
-                correlations: data,
-            },
-            Kind::WeightSync => Message::WeightSync(WeightSync {
-                layer_id: self.layer,
-                mode: if self.average {
-                    SyncMode::Average
-                } else {
-                    SyncMode::Replace
-                },
-                rows: self.rows,
-                cols: self.cols,
-                offset: self.offset,
-                sample_count: self.samples,
-                values: data,
-            }),
-            Kind::Heartbeat => Message::Heartbeat {
-                timestamp_ns: self.timestamp,
-                reply: false,
-            },
-            Kind::Disconnect => Message::Disconnect {
-                reason: DisconnectReason(self.code),
-                message: Cow::Borrowed(&self.text),
-            },
-            Kind::Error => Message::Error {
-                code: ErrorCode(self.code),
-                message: Cow::Borrowed(&self.text),
-            },
-        }
+            rows: args.rows,
+            cols: args.cols,
+            offset: args.offset,
+            sample_count: args.samples,
+            values: data,
+        }),
+        Kind::Heartbeat => Message::Heartbeat {
+            timestamp_ns: control.timestamp,
+            reply: false,
+        },
+        Kind::Disconnect => Message::Disconnect {
+            reason: DisconnectReason(control.code),
+            message: Cow::Borrowed(&control.text),
+        },
+        Kind::Error => Message::Error {
+            code: ErrorCode(control.code),
+            message: Cow::Borrowed(&control.text),
+        },
     }
 }
 
@@ -273,7 +410,12 @@ fn run(cli: &Cli) -> CliResult {
             hex,
             max_payload,
         } => decode::decode(cli.json, file.as_deref(), *hex, *max_payload),
-        Command::Encode { message, sequence } => encode::encode(cli.json, message, *sequence),
+        Command::Encode {
+            kind,
+            data,
+            control,
+            sequence,
+        } => encode::encode(cli.json, &message(*kind, data, control), *sequence),
         Command::Bench {
             what,
             count,
@@ -300,7 +442,7 @@ fn run(cli: &Cli) -> CliResult {
                 layers,
                 mode: *mode,
                 learning_rate: *learning_rate,
-                capabilities,
+                capabilities: capabilities.iter().fold(0, |all, bit| all | bit),
                 name,
                 max_messages: *max_messages,
                 weights: weights.as_deref(),
@@ -309,13 +451,35 @@ fn run(cli: &Cli) -> CliResult {
         ),
         Command::Send {
             to,
-            message,
+            kind,
+            data,
             timeout,
-        } => send::send(cli.json, to, message, Duration::from_secs_f64(*timeout)),
+        } => {
+            let timeout = Duration::try_from_secs_f64(*timeout)
+                .map_err(|_| format!("--timeout {timeout}: not a number of seconds >= 0"))?;
+            send::send(cli.json, to, *kind, data, timeout)
+        }
         Command::Demo {
             quick,
             rounds,
             data,
         } => demo::demo(cli.json, *quick, *rounds, data.as_deref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The command line's capability names are the protocol's, each for its own bit.
+    #[test]
+    fn capability_names_match_the_protocol() {
+        for (i, (name, protocol, _)) in CAPABILITIES.iter().enumerate() {
+            let bit = 1u32 << i;
+            assert_eq!(nnp::wire::capabilities::names(bit).next(), Some(*protocol));
+            assert_eq!(protocol.to_ascii_lowercase().replace('_', "-"), *name);
+        }
+        let every = CAPABILITIES.len() as u32;
+        assert_eq!(nnp::wire::capabilities::ALL, (1 << every) - 1);
     }
 }

@@ -1,55 +1,166 @@
-//! `nnp send`: connect to a node, send one message, and print the reply.
+//! `nnp send`: connect to a node, send one data message, and report what came of it.
+//!
+//! ForwardData waits for the node's answer or its refusal. The other data messages have no
+//! answer: they wait a short window (1 s, or `--timeout` if less) for a refusal, and say that
+//! none came. A refusal (the node's reason: which layer, what it expected) exits non-zero.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use nnp::net::{Engine, EngineConfig, NetEvent};
+use nnp::net::{CloseCause, Engine, EngineConfig, NetEvent, ReceivedFrame};
 use nnp::wire::DisconnectReason;
 use serde_json::json;
 
 use crate::describe::{summarize, to_json};
-use crate::{CliResult, Kind, MessageArgs};
+use crate::{explain, CliResult, ControlArgs, DataArgs, DataKind};
 
-pub(crate) fn send(as_json: bool, to: &str, args: &MessageArgs, timeout: Duration) -> CliResult {
-    let msg = args.message();
-    if msg.msg_type().required_capability().is_none() {
-        return Err("only data messages (forward, backward, hebbian, weight-sync) can be sent to a node; the session sends the others itself".into());
+/// The longest a message without an answer waits for a refusal.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(1);
+
+/// What came of the message.
+enum Outcome {
+    /// ForwardData's answer.
+    Answer(ReceivedFrame),
+    /// The node refused it.
+    Refused { reason: String },
+    /// No refusal within the window.
+    NotRefused,
+    /// The node closed the connection in good order (shutting down, say) within the window,
+    /// without refusing the message.
+    ClosedQuietly(DisconnectReason),
+}
+
+/// `--to` as socket addresses, or an error naming it.
+fn resolve(to: &str) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = to
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!(
+                "--to {to:?} is not an address to connect to ({}): give host:port, e.g. 127.0.0.1:7878",
+                explain::io(&e)
+            )
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("--to {to:?} resolves to no address"));
     }
-    let config = EngineConfig::default().threads(1);
+    Ok(addrs)
+}
+
+pub(crate) fn send(
+    as_json: bool,
+    to: &str,
+    kind: DataKind,
+    args: &DataArgs,
+    timeout: Duration,
+) -> CliResult {
+    let control = ControlArgs::default();
+    let msg = crate::message(kind.into(), args, &control);
+    let addrs = resolve(to)?;
+    let config = EngineConfig::default().threads(1).connect_timeout(timeout);
     let (engine, handle, mut rx) = Engine::start(config)?;
-    let conn = handle.connect(to)?;
-    handle.send(conn, &msg, timeout)?;
-    let reply = if matches!(args.kind, Kind::Forward) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Some(NetEvent::Frame(f)) => break Some(f),
-                Some(NetEvent::Disconnected { cause, .. }) => {
-                    return Err(format!("the node closed the connection: {cause}").into())
-                }
-                Some(NetEvent::Refused { reason, .. }) => {
-                    return Err(format!("{to} refused the message: {reason}").into())
-                }
-                Some(_) => continue,
-                None => return Err("no reply before the timeout".into()),
-            }
-        }
+    let conn = handle
+        .connect(&addrs[..])
+        .map_err(|e| format!("could not connect to {to}: {}", explain::net(&e)))?;
+    handle.send(conn, &msg, timeout).map_err(|e| {
+        format!(
+            "could not send {:?} to {to}: {}",
+            msg.msg_type(),
+            explain::net(&e)
+        )
+    })?;
+    let (wait, answer_expected) = if kind == DataKind::Forward {
+        (timeout, true)
     } else {
-        None
+        (timeout.min(REFUSAL_WINDOW), false)
     };
-    match (&reply, as_json) {
-        (Some(frame), true) => println!(
-            "{}",
-            json!({ "sent": to_json(&msg), "reply": to_json(&frame.message()?) })
-        ),
-        (Some(frame), false) => {
-            println!("reply: {}", summarize(&frame.message()?))
+    let deadline = Instant::now() + wait;
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Some(NetEvent::Frame(f)) if answer_expected => break Outcome::Answer(f),
+            Some(NetEvent::Refused { reason, .. }) => break Outcome::Refused { reason },
+            Some(NetEvent::Disconnected {
+                cause: CloseCause::Disconnect(reason),
+                ..
+            }) if !answer_expected
+                && (reason == DisconnectReason::SHUTDOWN || reason == DisconnectReason::NORMAL) =>
+            {
+                break Outcome::ClosedQuietly(reason)
+            }
+            Some(NetEvent::Disconnected { cause, .. }) => {
+                return Err(format!(
+                    "{to} closed the connection before {}: {cause}",
+                    if answer_expected {
+                        "answering"
+                    } else {
+                        "the refusal window ended"
+                    }
+                )
+                .into())
+            }
+            Some(_) => continue,
+            None if answer_expected => {
+                return Err(format!(
+                    "no answer from {to} within {} s (--timeout)",
+                    wait.as_secs_f64()
+                )
+                .into())
+            }
+            None => break Outcome::NotRefused,
         }
-        (None, true) => println!("{}", json!({ "sent": to_json(&msg) })),
-        (None, false) => println!("sent {:?} to {to}", msg.msg_type()),
-    }
+    };
     handle.close(conn, DisconnectReason::NORMAL, "nnp send done");
     std::thread::sleep(Duration::from_millis(20));
     engine.shutdown();
+
+    let sent = msg.msg_type();
+    let window = wait.as_secs_f64();
+    match outcome {
+        Outcome::Answer(frame) => {
+            let answer = frame.message()?;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({ "sent": to_json(&msg), "reply": to_json(&answer) })
+                );
+            } else {
+                println!("reply: {}", summarize(&answer));
+            }
+        }
+        Outcome::Refused { reason } => {
+            if as_json {
+                println!("{}", json!({ "sent": to_json(&msg), "refused": reason }));
+            }
+            return Err(format!("{to} refused the {sent:?}: {reason}").into());
+        }
+        Outcome::NotRefused => {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({ "sent": to_json(&msg), "refused": null, "window_s": window })
+                );
+            } else {
+                println!("sent {sent:?} to {to}; not refused within {window} s");
+            }
+        }
+        Outcome::ClosedQuietly(reason) => {
+            let why = if reason == DisconnectReason::SHUTDOWN {
+                "it is shutting down"
+            } else {
+                "in good order"
+            };
+            if as_json {
+                println!(
+                    "{}",
+                    json!({ "sent": to_json(&msg), "refused": null, "closed": reason.0 })
+                );
+            } else {
+                println!(
+                    "sent {sent:?} to {to}; not refused before {to} closed the connection ({why})"
+                );
+            }
+        }
+    }
     Ok(())
 }

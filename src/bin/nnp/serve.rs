@@ -1,10 +1,24 @@
 //! `nnp serve`: a node that listens, applies what peers send, and answers ForwardData with its
-//! output.
+//! output, until SIGINT or SIGTERM.
+//!
+//! A daemon's life: the options are checked before anything listens (a `--save` that could
+//! not be written fails now, not after hours of learning); one line says where it listens;
+//! on SIGINT or SIGTERM it stops taking messages, says goodbye to every peer (a Disconnect
+//! SHUTDOWN, after the frames already queued), writes `--save`, prints a summary and exits 0.
+//! A second signal while it stops ends the process at once (exit status 1).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use nnp::nn::HebbianLearningMode;
 use serde_json::json;
 
-use crate::CliResult;
+use crate::{explain, CliResult};
+
+/// How long the loop waits for an event before it looks at the signal flag again.
+const POLL: Duration = Duration::from_millis(100);
 
 /// `nnp serve`'s options.
 pub(crate) struct ServeArgs<'a> {
@@ -13,98 +27,282 @@ pub(crate) struct ServeArgs<'a> {
     pub(crate) layers: &'a [usize],
     pub(crate) mode: HebbianLearningMode,
     pub(crate) learning_rate: f32,
-    pub(crate) capabilities: &'a [String],
+    /// Capability bits offered.
+    pub(crate) capabilities: u32,
     pub(crate) name: &'a str,
     pub(crate) max_messages: Option<usize>,
-    pub(crate) weights: Option<&'a std::path::Path>,
-    pub(crate) save: Option<&'a std::path::Path>,
+    pub(crate) weights: Option<&'a Path>,
+    pub(crate) save: Option<&'a Path>,
 }
 
-fn parse_capabilities(names: &[String]) -> Result<u32, String> {
-    let mut caps = 0;
-    for name in names {
-        let n = name.trim().to_ascii_uppercase().replace('-', "_");
-        if n == "ALL" {
-            caps |= nnp::wire::capabilities::ALL;
-            continue;
+/// SIGINT and SIGTERM, as flags the serve loop reads.
+struct Signals {
+    /// The last stop signal received (0: none yet).
+    which: Arc<AtomicUsize>,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        let which = Arc::new(AtomicUsize::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
+        for signal in [SIGINT, SIGTERM] {
+            // The first signal sets the flags; a second one, with the flags set, exits at once
+            // (registered first, so that it sees the flags as they were before this signal).
+            flag::register_conditional_shutdown(signal, 1, Arc::clone(&stopping))?;
+            flag::register(signal, Arc::clone(&stopping))?;
+            flag::register_usize(signal, Arc::clone(&which), signal as usize)?;
         }
-        let bit = (0..8)
-            .map(|i| 1u32 << i)
-            .find(|&b| nnp::wire::capabilities::names(b).next() == Some(n.as_str()))
-            .ok_or_else(|| format!("unknown capability {name:?}"))?;
-        caps |= bit;
+        Ok(Signals { which })
     }
-    Ok(caps)
+
+    /// The signal's name once one has come.
+    fn received(&self) -> Option<&'static str> {
+        match self.which.load(Ordering::SeqCst) {
+            0 => None,
+            s if s == signal_hook::consts::SIGINT as usize => Some("SIGINT"),
+            s if s == signal_hook::consts::SIGTERM as usize => Some("SIGTERM"),
+            _ => Some("a signal"),
+        }
+    }
+}
+
+/// Fails, naming the path, unless a file can be written at `path`: its directory exists and
+/// takes a new file (one is created beside it and removed), and `path` itself, if it exists, is
+/// a file that can be opened for writing (it is not truncated here).
+fn check_writable(path: &Path) -> Result<(), String> {
+    let p = path.display();
+    if path.is_dir() {
+        return Err(format!(
+            "--save {p}: is a directory; give the path of a file to write"
+        ));
+    }
+    let Some(name) = path.file_name() else {
+        return Err(format!("--save {p}: names no file"));
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "--save {p}: the directory {} does not exist",
+            dir.display()
+        ));
+    }
+    let probe = dir.join(format!(
+        ".{}.nnp-serve-{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| {
+            format!(
+                "--save {p}: cannot create a file in {}: {}",
+                dir.display(),
+                explain::io(&e)
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("--save {p}: cannot write it: {}", explain::io(&e)))?;
+    }
+    Ok(())
+}
+
+/// What the server did, for the summary.
+#[derive(Default)]
+struct Tally {
+    peers_seen: usize,
+    data_messages: usize,
+    refused: usize,
+    answers_sent: usize,
+}
+
+/// The capability names in `caps`, as the command line spells them.
+fn capability_names(caps: u32) -> Vec<String> {
+    nnp::wire::capabilities::names(caps)
+        .map(|n| n.to_ascii_lowercase().replace('_', "-"))
+        .collect()
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     use nnp::nn::{Activation, NeuralNetwork};
     use nnp::node::{DistributedNetwork, HandleOutcome, NodeConfig, NodeEvent};
-    if args.layers.len() < 2 || args.layers.contains(&0) {
-        return Err("--layers needs at least two non-zero sizes, e.g. 64,32,10".into());
+    if let Some(path) = args.save {
+        check_writable(path)?;
     }
     let network = match args.weights {
         Some(path) => {
             let mut network = NeuralNetwork::load_weights(path)
-                .map_err(|e| format!("--weights {}: {e}", path.display()))?;
+                .map_err(|e| format!("--weights: {}", explain::weights_file(path, &e)))?;
             network.set_learning_rate(args.learning_rate);
             network.set_mode(args.mode);
             network
         }
-        // A classifier's shape: sigmoid hidden layers, a softmax output.
-        None => NeuralNetwork::builder(args.layers)
-            .learning_rate(args.learning_rate)
-            .mode(args.mode)
-            .output_activation(Activation::Softmax)
-            .build()?,
+        None => {
+            if args.layers.len() < 2 || args.layers.contains(&0) {
+                let given: Vec<String> = args.layers.iter().map(|n| n.to_string()).collect();
+                return Err(format!(
+                    "--layers {}: need at least two sizes, none zero, e.g. 64,32,10",
+                    given.join(",")
+                )
+                .into());
+            }
+            // A classifier's shape: sigmoid hidden layers, a softmax output.
+            NeuralNetwork::builder(args.layers)
+                .learning_rate(args.learning_rate)
+                .mode(args.mode)
+                .output_activation(Activation::Softmax)
+                .build()?
+        }
     };
+    let sizes = network.layer_sizes().to_vec();
     let output_layer = network.layer_count() as u16;
     let config = NodeConfig {
-        capabilities: parse_capabilities(args.capabilities)?,
+        capabilities: args.capabilities,
         ..NodeConfig::default()
     };
-    let (node, rx) =
+    let signals = Signals::install()
+        .map_err(|e| format!("could not handle SIGINT and SIGTERM: {}", explain::io(&e)))?;
+    let (node, mut rx) =
         DistributedNetwork::with_config(args.name, args.host, args.port, network, config)?;
-    let addr = node.start_server()?;
+    let addr = node.start_server().map_err(|e| {
+        format!(
+            "could not listen on {}:{}: {}",
+            args.host,
+            args.port,
+            explain::node(&e)
+        )
+    })?;
+    let offered = capability_names(args.capabilities);
+    let layers_text: Vec<String> = sizes.iter().map(|n| n.to_string()).collect();
     if as_json {
-        println!("{}", json!({ "listening": addr.to_string() }));
+        println!(
+            "{}",
+            json!({
+                "listening": addr.to_string(),
+                "name": args.name,
+                "layers": sizes,
+                "mode": args.mode.name(),
+                "capabilities": offered,
+            })
+        );
     } else {
-        println!("listening on {addr}");
+        println!(
+            "listening on {addr} as {}: layers {}, Hebbian rule {}, offering {}",
+            args.name,
+            layers_text.join(","),
+            args.mode.name(),
+            if offered.is_empty() {
+                "no capabilities".to_owned()
+            } else {
+                offered.join(", ")
+            }
+        );
     }
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    let mut handled = 0;
-    for event in rx {
+
+    let mut tally = Tally::default();
+    let stopped = loop {
+        if let Some(signal) = signals.received() {
+            break signal;
+        }
+        let Some(event) = rx.recv_timeout(POLL) else {
+            continue;
+        };
         match event {
             NodeEvent::PeerConnected { peer, info } => {
+                tally.peers_seen += 1;
                 log::info!("peer {peer} ({}) connected", info.name)
             }
             NodeEvent::PeerDisconnected { peer, cause } => log::info!("peer {peer} left: {cause}"),
+            NodeEvent::Refused { peer, reason, .. } => {
+                log::warn!("peer {peer} refused our answer: {reason}")
+            }
             NodeEvent::Message(message) => {
                 let (peer, msg_type) = (message.peer(), message.msg_type());
+                tally.data_messages += 1;
                 match node.handle_message(&message) {
                     Ok(HandleOutcome::Output(output)) => {
-                        if let Err(e) = node.send_forward_data(peer, output_layer, &output) {
-                            log::warn!("could not answer {peer}: {e}");
+                        match node.send_forward_data(peer, output_layer, &output) {
+                            Ok(()) => tally.answers_sent += 1,
+                            Err(e) => log::warn!("could not answer {peer}: {e}"),
                         }
                     }
                     Ok(outcome) => log::info!("{msg_type:?} from {peer}: {outcome:?}"),
-                    Err(e) => log::warn!("{msg_type:?} from {peer} refused: {e}"),
+                    Err(e) => {
+                        tally.refused += 1;
+                        log::warn!("{msg_type:?} from {peer} refused: {e}")
+                    }
                 }
-                handled += 1;
-                if args.max_messages.is_some_and(|m| handled >= m) {
-                    break;
+                if args.max_messages.is_some_and(|m| tally.data_messages >= m) {
+                    break "max-messages";
                 }
             }
             _ => {}
         }
-    }
+    };
+    log::info!("stopping ({stopped}): telling every peer, flushing what is queued");
     node.shutdown();
-    if let Some(path) = args.save {
-        node.network()
-            .save_weights(path)
-            .map_err(|e| format!("--save {}: {e}", path.display()))?;
-        log::info!("weights written to {}", path.display());
+    let saved = match args.save {
+        Some(path) => match node.network().save_weights(path) {
+            Ok(()) => Ok(Some(path)),
+            Err(e) => Err(format!(
+                "--save: could not write {}: {}",
+                path.display(),
+                match &e {
+                    nnp::nn::NnError::Io(e) => explain::io(e),
+                    other => other.to_string(),
+                }
+            )),
+        },
+        None => Ok(None),
+    };
+    let saved_to = saved.as_ref().ok().copied().flatten();
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "stopped": stopped,
+                "peers_seen": tally.peers_seen,
+                "data_messages": tally.data_messages,
+                "applied": tally.data_messages - tally.refused,
+                "refused": tally.refused,
+                "answers_sent": tally.answers_sent,
+                "saved": saved_to.map(|p| p.display().to_string()),
+            })
+        );
+    } else {
+        let stopped = match stopped {
+            "max-messages" => "after --max-messages".to_owned(),
+            signal => format!("on {signal}"),
+        };
+        println!(
+            "stopped {stopped}: {} seen, {} ({} applied, {} refused), {} sent{}",
+            plural(tally.peers_seen, "peer", "peers"),
+            plural(tally.data_messages, "data message", "data messages"),
+            tally.data_messages - tally.refused,
+            tally.refused,
+            plural(tally.answers_sent, "answer", "answers"),
+            match saved_to {
+                Some(path) => format!("; weights saved to {}", path.display()),
+                None => String::new(),
+            }
+        );
     }
+    saved?;
     Ok(())
 }
