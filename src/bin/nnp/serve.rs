@@ -169,7 +169,6 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
         }
     };
     let sizes = network.layer_sizes().to_vec();
-    let output_layer = network.layer_count() as u16;
     let config = NodeConfig {
         capabilities: args.capabilities,
         ..NodeConfig::default()
@@ -236,12 +235,12 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
                 let (peer, msg_type) = (message.peer(), message.msg_type());
                 tally.data_messages += 1;
                 match node.handle_message(&message) {
-                    Ok(HandleOutcome::Output(output)) => {
-                        match node.send_forward_data(peer, output_layer, &output) {
-                            Ok(()) => tally.answers_sent += 1,
-                            Err(e) => log::warn!("could not answer {peer}: {e}"),
-                        }
-                    }
+                    // Never waits: a peer that does not read its answers is disconnected
+                    // as a slow consumer rather than stalling everyone else.
+                    Ok(HandleOutcome::Output(output)) => match node.reply(&message, &output) {
+                        Ok(()) => tally.answers_sent += 1,
+                        Err(e) => log::warn!("could not answer {peer}: {e}"),
+                    },
                     Ok(outcome) => log::info!("{msg_type:?} from {peer}: {outcome:?}"),
                     Err(e) => {
                         tally.refused += 1;
