@@ -42,6 +42,7 @@
 mod activation;
 mod backprop;
 mod error;
+mod finite;
 mod hebbian;
 // Not part of the API: public only so that the nn bench can time the kernels against sgemm
 // and against their portable build.
