@@ -7,7 +7,8 @@ mod common;
 
 use common::{load_digits, Digits};
 use nnp::nn::{
-    Activation, ForwardScratch, MappedWeights, NeuralNetwork, NnError, WeightsFileProblem,
+    one_hot, Activation, Adam, FitConfig, ForwardScratch, Gradients, Loss, MappedWeights,
+    NeuralNetwork, NnError, Optimizer, Sgd, WeightsFileProblem,
 };
 
 const BAD: [f32; 3] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
@@ -17,6 +18,10 @@ fn param_bits(net: &NeuralNetwork) -> Vec<Vec<u32>> {
     (0..net.layer_count())
         .map(|l| net.layer_params(l).iter().map(|v| v.to_bits()).collect())
         .collect()
+}
+
+fn all_finite(net: &NeuralNetwork) -> bool {
+    (0..net.layer_count()).all(|l| net.layer_params(l).iter().all(|v| v.is_finite()))
 }
 
 fn classifier(hidden: Activation, seed: u64) -> NeuralNetwork {
@@ -162,6 +167,215 @@ fn forward_overflow_is_an_error_not_a_silent_nan() {
     }
 }
 
+/// The digits with one-hot targets, and a row `row` whose pixel `col` is `bad`.
+fn poisoned(d: &Digits, row: usize, col: usize, bad: f32) -> (Vec<f32>, Vec<f32>) {
+    let mut x = d.x.clone();
+    x[row * 64 + col] = bad;
+    (x, one_hot(&d.y, 10).unwrap())
+}
+
+#[test]
+fn fit_refuses_a_nan_in_one_row_and_changes_nothing() {
+    let d = load_digits();
+    let cfg = FitConfig {
+        epochs: 3,
+        batch_size: 16,
+        loss: Loss::CrossEntropy,
+        shuffle: true,
+    };
+    for (bad, row, col) in [
+        (f32::NAN, 1000, 42),
+        (f32::INFINITY, 1796, 63),
+        (f32::NEG_INFINITY, 0, 0),
+    ] {
+        let (x, t) = poisoned(&d, row, col, bad);
+        let mut net = classifier(Activation::Relu, 8);
+        let before = param_bits(&net);
+        let r = net.fit(&x, &t, &cfg, &mut Adam::new(0.01));
+        assert_non_finite(r, "input", 0, row * 64 + col, bad);
+        assert_eq!(param_bits(&net), before, "a refused fit changes nothing");
+        // The message names the layer and the index (from which the row follows).
+        let e = net.fit(&x, &t, &cfg, &mut Adam::new(0.01)).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("index {}", row * 64 + col)), "{msg}");
+        // train_epoch and batch_gradients refuse it the same way.
+        assert_non_finite(
+            net.train_epoch(
+                &x,
+                &t,
+                16,
+                Loss::CrossEntropy,
+                true,
+                &mut Sgd::new(0.1, 0.9),
+            ),
+            "input",
+            0,
+            row * 64 + col,
+            bad,
+        );
+        assert_non_finite(
+            net.batch_gradients(&x, &t, Loss::CrossEntropy),
+            "input",
+            0,
+            row * 64 + col,
+            bad,
+        );
+        assert_eq!(param_bits(&net), before);
+    }
+    // A bad target is refused likewise (index into the flat targets, row = index / 10).
+    let mut net = classifier(Activation::Relu, 8);
+    let before = param_bits(&net);
+    let mut t = one_hot(&d.y, 10).unwrap();
+    t[123 * 10 + 4] = f32::NAN;
+    assert_non_finite(
+        net.fit(&d.x, &t, &cfg, &mut Adam::new(0.01)),
+        "target",
+        1,
+        1234,
+        f32::NAN,
+    );
+    assert_non_finite(
+        net.backward(d.row(123), &t[1230..1240], Loss::MeanSquaredError),
+        "target",
+        1,
+        4,
+        f32::NAN,
+    );
+    assert_eq!(param_bits(&net), before);
+}
+
+/// An optimizer that records the network after every successful step, to check where a
+/// failed fit leaves the network.
+struct Recording {
+    inner: Box<dyn Optimizer>,
+    steps: usize,
+    last_ok: Vec<Vec<u32>>,
+}
+
+impl Optimizer for Recording {
+    fn step(&mut self, net: &mut NeuralNetwork, grads: &Gradients) -> Result<(), NnError> {
+        self.inner.step(net, grads)?;
+        self.steps += 1;
+        self.last_ok = param_bits(net);
+        Ok(())
+    }
+}
+
+#[test]
+fn diverging_training_stops_naming_a_layer_before_a_parameter_turns_non_finite() {
+    let d = load_digits();
+    let t = one_hot(&d.y, 10).unwrap();
+    let cfg = FitConfig {
+        epochs: 5,
+        batch_size: 16,
+        loss: Loss::CrossEntropy,
+        shuffle: true,
+    };
+    // Learning rate 1e30 (1e36 for Adam, whose step is about its rate in size): ReLU
+    // networks blow up until `W x + b` overflows in a forward pass; the tanh network's Adam
+    // step itself would overflow a parameter, and is refused. (With tanh, SGD at 1e30
+    // saturates the units instead, their gradients vanish and the loss stays finite: a
+    // failure, but not a non-finite one.)
+    type Make = fn() -> Box<dyn Optimizer>;
+    let cases: [(&str, Activation, Make, &str); 4] = [
+        (
+            "sgd 1e30",
+            Activation::Relu,
+            || Box::new(Sgd::new(1e30, 0.0)),
+            "pre-activation",
+        ),
+        (
+            "sgd 1e30 momentum 0.9",
+            Activation::Relu,
+            || Box::new(Sgd::new(1e30, 0.9)),
+            "pre-activation",
+        ),
+        (
+            "adam 1e30",
+            Activation::Relu,
+            || Box::new(Adam::new(1e30)),
+            "pre-activation",
+        ),
+        (
+            "adam 1e36",
+            Activation::Tanh,
+            || Box::new(Adam::new(1e36)),
+            "parameters",
+        ),
+    ];
+    for (name, hidden, make, expected) in cases {
+        let mut net = classifier(hidden, 9);
+        let mut opt = Recording {
+            inner: make(),
+            steps: 0,
+            last_ok: param_bits(&net),
+        };
+        let e = net.fit(&d.x, &t, &cfg, &mut opt).expect_err(name);
+        match e {
+            NnError::Overflow { what, layer, .. } => {
+                assert_eq!(what, expected, "{name}: {e}");
+                assert!(layer < 2, "{name}: {e}");
+            }
+            ref other => panic!("{name}: expected an overflow, got {other:?}"),
+        }
+        assert!(e.to_string().contains("layer "), "{e}");
+        assert!(all_finite(&net), "{name}: every parameter stays finite");
+        assert!(opt.steps > 0, "{name}: it trained before it diverged");
+        // Exactly the network of the last step that succeeded.
+        assert_eq!(
+            param_bits(&net),
+            opt.last_ok,
+            "{name} after {} steps",
+            opt.steps
+        );
+        println!("{name}: {e} after {} good steps", opt.steps);
+    }
+}
+
+#[test]
+fn a_refused_optimizer_step_changes_neither_network_nor_optimizer() {
+    let d = load_digits();
+    let t = one_hot(&d.y, 10).unwrap();
+    let net0 = classifier(Activation::Relu, 10);
+    let (_, g) = net0
+        .batch_gradients(rows(&d, 32), &t[..320], Loss::CrossEntropy)
+        .unwrap();
+    // A gradient large enough that g² overflows (Adam's second moment) or that the step
+    // does (SGD with a huge rate), and one holding a NaN.
+    let mut huge = g.clone();
+    huge.layer_gradient_flat_mut(1)[7] = 1e30;
+    let mut nan = g.clone();
+    nan.layer_gradient_flat_mut(0)[99] = f32::NAN;
+    let opts: Vec<Box<dyn Fn() -> Box<dyn Optimizer>>> = vec![
+        Box::new(|| Box::new(Adam::new(0.01))),
+        Box::new(|| Box::new(Sgd::new(1e10, 0.9))),
+    ];
+    for make in opts {
+        let mut net = net0.clone();
+        let mut opt = make();
+        opt.step(&mut net, &g).unwrap();
+        let after_one = param_bits(&net);
+        match opt.step(&mut net, &huge) {
+            Err(NnError::Overflow {
+                what: "parameters",
+                layer: 1,
+                index: 7,
+            }) => {}
+            other => panic!("expected an overflow at layer 1 index 7, got {other:?}"),
+        }
+        assert_non_finite(opt.step(&mut net, &nan), "gradient", 0, 99, f32::NAN);
+        assert_eq!(param_bits(&net), after_one);
+        // The optimizer's state did not take the refused steps either: its next step is
+        // the one a twin that never saw them takes.
+        let mut twin_net = net0.clone();
+        let mut twin = make();
+        twin.step(&mut twin_net, &g).unwrap();
+        twin.step(&mut twin_net, &g).unwrap();
+        opt.step(&mut net, &g).unwrap();
+        assert_eq!(param_bits(&net), param_bits(&twin_net));
+    }
+}
+
 #[test]
 fn parameter_writes_refuse_non_finite_values() {
     let mut net = classifier(Activation::Relu, 12);
@@ -187,6 +401,60 @@ fn parameter_writes_refuse_non_finite_values() {
     net.write_layer_params(0, 100, &[0.5, 0.25, f32::MAX])
         .unwrap();
     assert_eq!(net.layer_params(0)[102], f32::MAX);
+}
+
+#[test]
+fn received_gradients_refuse_non_finite_values_and_overflow() {
+    let d = load_digits();
+    let mut net = classifier(Activation::Relu, 12);
+    let before = param_bits(&net);
+    for bad in BAD {
+        let mut g = vec![0.01; net.layer_params(1).len()];
+        g[321] = bad;
+        assert_non_finite(net.apply_layer_gradient(1, &g), "gradient", 1, 321, bad);
+        let mut grads = Gradients::zeros_like(&net);
+        assert_non_finite(grads.set_layer_gradient(1, &g), "gradient", 1, 321, bad);
+        assert!(grads.layer_gradient_flat(1).iter().all(|v| *v == 0.0));
+    }
+    assert_eq!(param_bits(&net), before);
+
+    // A received gradient that would overflow a parameter: refused, layer unchanged.
+    net.set_learning_rate(1e30);
+    let mut g = vec![0.0; net.layer_params(0).len()];
+    g[2047] = -1e10;
+    match net.apply_layer_gradient(0, &g) {
+        Err(NnError::Overflow {
+            what: "parameters",
+            layer: 0,
+            index: 2047,
+        }) => {}
+        other => panic!("expected an overflow at index 2047, got {other:?}"),
+    }
+    assert_eq!(param_bits(&net), before);
+
+    // The pipeline's per-layer backward step refuses what a peer sends it.
+    let (acts, _) = net.forward(d.row(5)).unwrap();
+    let mut grads = vec![0.0; net.layer_params(1).len()];
+    let mut gi = vec![0.0; 32];
+    let mut go = vec![0.1; 10];
+    go[3] = f32::NAN;
+    assert_non_finite(
+        net.layer_backward(1, &acts[1], &acts[2], &mut go, &mut grads, &mut gi),
+        "gradient",
+        1,
+        3,
+        f32::NAN,
+    );
+    let mut out = acts[2].clone();
+    out[0] = f32::INFINITY;
+    assert_non_finite(
+        net.layer_backward(1, &acts[1], &out, &mut [0.1; 10], &mut grads, &mut gi),
+        "output",
+        1,
+        0,
+        f32::INFINITY,
+    );
+    assert!(grads.iter().all(|v| *v == 0.0) && gi.iter().all(|v| *v == 0.0));
 }
 
 #[test]

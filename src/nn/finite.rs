@@ -97,6 +97,25 @@ pub(crate) fn add_bias_rows(y: &mut [f32], bias: &[f32]) -> bool {
     bad == 0
 }
 
+/// `y + alpha * x` through [`super::kernels::axpy`], computed first into a small buffer to
+/// see whether every result is finite, and written into `y` only then; otherwise the index
+/// of the first non-finite result, with `y` unchanged. Both passes use the same kernel on
+/// blocks that start at multiples of eight, so the check sees the very values written.
+pub(crate) fn axpy_if_finite(alpha: f32, x: &[f32], y: &mut [f32]) -> Result<(), usize> {
+    const CHUNK: usize = 256;
+    let mut buf = [0.0f32; CHUNK];
+    for (c, (xs, ys)) in x.chunks(CHUNK).zip(y.chunks(CHUNK)).enumerate() {
+        let tmp = &mut buf[..ys.len()];
+        tmp.copy_from_slice(ys);
+        super::kernels::axpy(alpha, xs, tmp);
+        if let Some(i) = first_non_finite(tmp) {
+            return Err(c * CHUNK + i);
+        }
+    }
+    super::kernels::axpy(alpha, x, y);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,11 +145,24 @@ mod tests {
     }
 
     #[test]
-    fn bias_rows() {
+    fn bias_rows_and_checked_axpy() {
         let mut y = vec![1.0, 2.0, 3.0, 4.0];
         assert!(add_bias_rows(&mut y, &[0.5, -0.5]));
         assert_eq!(y, [1.5, 1.5, 3.5, 3.5]);
         let mut y = vec![f32::MAX, 0.0, 0.0, 0.0];
         assert!(!add_bias_rows(&mut y, &[f32::MAX, 0.0]));
+
+        let x: Vec<f32> = (0..600).map(|i| i as f32).collect();
+        let mut y = vec![1.0; 600];
+        axpy_if_finite(2.0, &x, &mut y).unwrap();
+        assert!(y
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == 1.0 + 2.0 * i as f32));
+        let mut big = vec![0.0; 600];
+        big[300] = f32::MAX;
+        let before = y.clone();
+        assert_eq!(axpy_if_finite(f32::MAX, &big, &mut y), Err(300));
+        assert_eq!(y, before);
     }
 }
