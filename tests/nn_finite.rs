@@ -7,8 +7,8 @@ mod common;
 
 use common::{load_digits, Digits};
 use nnp::nn::{
-    one_hot, Activation, Adam, FitConfig, ForwardScratch, Gradients, Loss, MappedWeights,
-    NeuralNetwork, NnError, Optimizer, Sgd, WeightsFileProblem,
+    one_hot, Activation, Adam, FitConfig, ForwardScratch, Gradients, HebbianLearningMode, Loss,
+    MappedWeights, NeuralNetwork, NnError, Optimizer, Sgd, WeightsFileProblem,
 };
 
 const BAD: [f32; 3] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
@@ -18,6 +18,21 @@ fn param_bits(net: &NeuralNetwork) -> Vec<Vec<u32>> {
     (0..net.layer_count())
         .map(|l| net.layer_params(l).iter().map(|v| v.to_bits()).collect())
         .collect()
+}
+
+/// Parameters and Hebbian correlations and thresholds, as bits.
+fn state_bits(net: &NeuralNetwork) -> Vec<Vec<u32>> {
+    let mut v = param_bits(net);
+    for l in 0..net.layer_count() {
+        v.push(
+            net.layer_correlations(l)
+                .iter()
+                .map(|x| x.to_bits())
+                .collect(),
+        );
+        v.push(net.bcm_thresholds(l).iter().map(|x| x.to_bits()).collect());
+    }
+    v
 }
 
 fn all_finite(net: &NeuralNetwork) -> bool {
@@ -374,6 +389,93 @@ fn a_refused_optimizer_step_changes_neither_network_nor_optimizer() {
         opt.step(&mut net, &g).unwrap();
         assert_eq!(param_bits(&net), param_bits(&twin_net));
     }
+}
+
+#[test]
+fn hebbian_steps_refuse_nan_and_divergence_and_change_nothing() {
+    let d = load_digits();
+    let x = d.centred();
+    // Narrow layers (checked a layer at a time) and a 256-wide one alone (checked row by
+    // row as each row is computed): four digits side by side make one 256-wide sample.
+    for sizes in [&[64, 8, 4][..], &[256, 6]] {
+        for mode in HebbianLearningMode::ALL {
+            hebbian_case(&x, sizes, mode);
+        }
+    }
+}
+
+fn hebbian_case(x: &[f32], sizes: &[usize], mode: HebbianLearningMode) {
+    let w = sizes[0];
+    let last = sizes.len() - 2;
+    let mut net = NeuralNetwork::builder(sizes)
+        .hidden_activation(Activation::Linear)
+        .output_activation(Activation::Linear)
+        .mode(mode)
+        .learning_rate(0.01)
+        .seed(11)
+        .build()
+        .unwrap();
+    let sample = |i: usize| &x[i * w..(i + 1) * w];
+    for i in 0..200 {
+        net.hebbian_update(sample(i)).unwrap();
+    }
+    let before = state_bits(&net);
+    let mut row = sample(200).to_vec();
+    row[w - 13] = f32::NAN;
+    assert_non_finite(net.hebbian_update(&row), "input", 0, w - 13, f32::NAN);
+    assert_eq!(state_bits(&net), before, "{mode:?}");
+
+    // Received correlations with an infinity, or a non-finite rate.
+    let mut c = net.layer_correlations(last).to_vec();
+    c[10] = f32::INFINITY;
+    assert_non_finite(
+        net.integrate_correlations(last, &c, 0.01),
+        "correlations",
+        last,
+        10,
+        f32::INFINITY,
+    );
+    let c = net.layer_correlations(0).to_vec();
+    assert_non_finite(
+        net.integrate_correlations(0, &c, f32::NAN),
+        "learning rate",
+        0,
+        0,
+        f32::NAN,
+    );
+    assert_eq!(state_bits(&net), before, "{mode:?}");
+
+    // A diverging rate: a step would overflow; refused, nothing changed. (Classic bounds
+    // its rows' norms, so only a rate that overflows `η y x` itself breaks it.)
+    net.set_learning_rate(f32::MAX);
+    let mut diverged = None;
+    for i in 0..50 {
+        let snapshot = state_bits(&net);
+        match net.hebbian_update(sample(i)) {
+            Ok(()) => assert!(all_finite(&net)),
+            Err(e) => {
+                assert_eq!(
+                    state_bits(&net),
+                    snapshot,
+                    "{mode:?}: the failed step changed nothing"
+                );
+                diverged = Some(e);
+                break;
+            }
+        }
+    }
+    match diverged {
+        Some(NnError::Overflow { layer, .. }) => assert!(layer < 2),
+        other => panic!("{sizes:?} {mode:?}: expected an overflow, got {other:?}"),
+    }
+    assert!(all_finite(&net), "{mode:?}");
+    let big: Vec<f32> = net.layer_correlations(0).iter().map(|v| v + 1e3).collect();
+    let before = state_bits(&net);
+    match net.integrate_correlations(0, &big, 1e36) {
+        Err(NnError::Overflow { layer: 0, .. }) => {}
+        other => panic!("{sizes:?} {mode:?}: expected an overflow in layer 0, got {other:?}"),
+    }
+    assert_eq!(state_bits(&net), before, "{mode:?}");
 }
 
 #[test]

@@ -42,7 +42,8 @@ pub(crate) fn surely_finite(x: &[f32]) -> bool {
 /// search below.
 #[inline]
 pub(crate) fn first_non_finite(x: &[f32]) -> Option<usize> {
-    if surely_finite(x) {
+    // A short slice is searched directly: cheaper than the kernel call.
+    if x.len() >= 32 && surely_finite(x) {
         return None;
     }
     let mut blocks = x.chunks_exact(BLOCK);
