@@ -7,6 +7,7 @@
 //! [`NeuralNetwork::apply_layer_gradient`] is what the receiver does with it.
 
 use super::activation::Activation;
+use super::finite::{axpy_if_finite, check_given, check_result};
 use super::kernels;
 use super::network::{compare_shapes, forward_into_impl, ForwardScratch, Layer, NeuralNetwork};
 use super::NnError;
@@ -145,7 +146,8 @@ impl Gradients {
         &self.layers[l][o * i..]
     }
 
-    /// Replaces layer `l`'s gradient with a received flat vector.
+    /// Replaces layer `l`'s gradient with a received flat vector. A NaN or infinity is
+    /// refused ([`NnError::NonFinite`], `"gradient"`), changing nothing.
     pub fn set_layer_gradient(&mut self, l: usize, flat: &[f32]) -> Result<(), NnError> {
         let layer_count = self.layers.len();
         let g = self.layers.get_mut(l).ok_or(NnError::LayerOutOfRange {
@@ -159,11 +161,15 @@ impl Gradients {
                 got: flat.len(),
             });
         }
+        check_given("gradient", l, flat)?;
         g.copy_from_slice(flat);
         Ok(())
     }
 
     /// Adds `other` (same shapes) into `self`.
+    ///
+    /// Gradients are not checked for finiteness as they are combined; what applies them
+    /// (the optimizers, [`NeuralNetwork::apply_layer_gradient`]) refuses a non-finite one.
     pub fn accumulate(&mut self, other: &Gradients) -> Result<(), NnError> {
         self.check_shapes(&other.shapes)?;
         for (a, b) in self.layers.iter_mut().zip(&other.layers) {
@@ -178,6 +184,15 @@ impl Gradients {
 
     pub(crate) fn layers(&self) -> &[Vec<f32>] {
         &self.layers
+    }
+
+    /// [`NnError::Overflow`] (`"gradient"`) at the first layer holding a NaN or infinity:
+    /// for gradients computed here from finite data.
+    pub(crate) fn check_computed(&self) -> Result<(), NnError> {
+        for (l, g) in self.layers.iter().enumerate() {
+            check_result("gradient", l, g)?;
+        }
+        Ok(())
     }
 }
 
@@ -239,7 +254,8 @@ fn layer_backward_delta(
 
 impl NeuralNetwork {
     /// Loss and gradients for one sample (allocating form of
-    /// [`Self::backward_accumulate`]).
+    /// [`Self::backward_accumulate`]). Errors as that, and with [`NnError::Overflow`]
+    /// (`"gradient"`) if a gradient overflowed.
     pub fn backward(
         &self,
         input: &[f32],
@@ -249,12 +265,16 @@ impl NeuralNetwork {
         let mut g = Gradients::zeros_like(self);
         let mut s = BackpropScratch::new();
         let l = self.backward_accumulate(input, target, loss, &mut s, &mut g)?;
+        g.check_computed()?;
         Ok((l, g))
     }
 
     /// Mean loss and mean gradients over a row-major batch (`inputs`: `n x input width`,
     /// `targets`: `n x output width`): what a BackwardData message carries, one layer's
     /// [`Gradients::layer_gradient_flat`] at a time.
+    ///
+    /// A NaN or infinity in `inputs` or `targets` is refused ([`NnError::NonFinite`], index
+    /// into the flat buffer); a gradient that overflows gives [`NnError::Overflow`].
     pub fn batch_gradients(
         &self,
         inputs: &[f32],
@@ -262,12 +282,14 @@ impl NeuralNetwork {
         loss: Loss,
     ) -> Result<(f32, Gradients), NnError> {
         let n = self.sample_count(inputs, targets)?;
+        self.check_data(inputs, targets)?;
         let mut g = Gradients::zeros_like(self);
         let mut s = BackpropScratch::new();
         let total = self.accumulate_rows(inputs, targets, 0..n, loss, &mut s, &mut g)?;
         if n > 0 {
             g.scale(1.0 / n as f32);
         }
+        g.check_computed()?;
         Ok(((total / n.max(1) as f64) as f32, g))
     }
 
@@ -298,6 +320,13 @@ impl NeuralNetwork {
 
     /// Runs one sample forward and backward, *adding* its parameter gradients into `grads`
     /// and leaving `∂L/∂input` in [`BackpropScratch::input_gradient`]. Returns the loss.
+    ///
+    /// A NaN or infinity in `input` or `target` is refused ([`NnError::NonFinite`]) and a
+    /// forward pass that overflows stops with [`NnError::Overflow`], both before `grads` is
+    /// touched. The sums added into `grads` are not checked here (that would cost a pass
+    /// over all gradients per sample): whatever applies them refuses non-finite ones (an
+    /// optimizer's step, before it writes anything; [`Self::train_epoch`] reports that as
+    /// [`NnError::Overflow`], `"gradient"`).
     pub fn backward_accumulate(
         &self,
         input: &[f32],
@@ -315,6 +344,7 @@ impl NeuralNetwork {
                 got: target.len(),
             });
         }
+        check_given("target", last, target)?;
         if grads
             .shapes
             .iter()
@@ -363,6 +393,12 @@ impl NeuralNetwork {
     /// (`∂L/∂output`, overwritten with `∂L/∂z`, the pre-activation gradient), adds the
     /// layer's parameter gradient into `grads` (flat, `outputs * inputs + outputs`) and
     /// writes `∂L/∂input` into `grad_input`, which the previous stage needs.
+    ///
+    /// A NaN or infinity in `input`, `output` or `grad_output` is refused
+    /// ([`NnError::NonFinite`]: `"input"`, `"output"`, `"gradient"`) before anything is
+    /// written. What is written is not checked: the next stage refuses a non-finite
+    /// `grad_input` as its `grad_output`, and [`Self::apply_layer_gradient`] or an optimizer
+    /// refuses non-finite `grads`.
     pub fn layer_backward(
         &self,
         l: usize,
@@ -403,6 +439,9 @@ impl NeuralNetwork {
                 got: grads.len(),
             });
         }
+        check_given("input", l, input)?;
+        check_given("output", l, output)?;
+        check_given("gradient", l, grad_output)?;
         layer.activation.backprop(output, grad_output);
         layer_backward_delta(layer, input, grad_output, grads, Some(grad_input));
         Ok(())
@@ -410,6 +449,10 @@ impl NeuralNetwork {
 
     /// Applies a received flat gradient to layer `l` by plain SGD:
     /// `params -= learning_rate * gradient`.
+    ///
+    /// A NaN or infinity in `gradient` is refused ([`NnError::NonFinite`], `"gradient"`);
+    /// a step that would make a parameter non-finite (a diverging learning rate) stops with
+    /// [`NnError::Overflow`] (`"parameters"`). Either way the layer is unchanged.
     pub fn apply_layer_gradient(&mut self, l: usize, gradient: &[f32]) -> Result<(), NnError> {
         let lr = self.learning_rate;
         let layer = self.layer_checked_mut(l)?;
@@ -420,8 +463,12 @@ impl NeuralNetwork {
                 got: gradient.len(),
             });
         }
-        kernels::axpy(-lr, gradient, &mut layer.params);
-        Ok(())
+        check_given("gradient", l, gradient)?;
+        axpy_if_finite(-lr, gradient, &mut layer.params).map_err(|index| NnError::Overflow {
+            what: "parameters",
+            layer: l,
+            index,
+        })
     }
 }
 

@@ -3,6 +3,11 @@
 //! Every variant says which layer (where one is involved), what was expected and what was
 //! given, so a peer's bad message can be reported precisely. Nothing in `nn` panics on
 //! sizes that come from outside (messages, files); it returns one of these.
+//!
+//! Two variants carry the module's finiteness policy (see [`crate::nn`]):
+//! [`NnError::NonFinite`] refuses a NaN or infinity that was *given* to the network, and
+//! [`NnError::Overflow`] stops a computation on finite data whose result would not be
+//! finite. Either way nothing was changed.
 
 use std::fmt;
 
@@ -123,6 +128,47 @@ pub enum NnError {
     },
     /// Reading, writing or mapping a weights file failed.
     Io(std::io::Error),
+    /// A value given to the network is NaN or ±infinity. Refused before anything was
+    /// changed.
+    ///
+    /// `index` is the position of the first such value in the slice that was passed: for a
+    /// row-major batch or data set, the index into the flat buffer (its row is
+    /// `index / width`, its column `index % width`, with `width` the input width for
+    /// `"input"` and the output width for `"target"`).
+    NonFinite {
+        /// What the value was: `"input"`, `"target"`, `"gradient"`, `"output"` (a layer
+        /// output handed to [`NeuralNetwork::layer_backward`]), `"correlations"`,
+        /// `"learning rate"` or `"parameters"`.
+        ///
+        /// [`NeuralNetwork::layer_backward`]: super::NeuralNetwork::layer_backward
+        what: &'static str,
+        /// The layer the data was for (the layer an input feeds; the output layer for a
+        /// target).
+        layer: usize,
+        /// Index of the first non-finite value in the slice given.
+        index: usize,
+        /// That value (NaN, `inf` or `-inf`).
+        value: f32,
+    },
+    /// A computation on finite values overflowed `f32`: the result would have been NaN or
+    /// ±infinity, so it was stopped and nothing was changed (the network's parameters are as
+    /// they were before the step).
+    ///
+    /// In training this is divergence (lower the learning rate); in a forward pass, inputs
+    /// or weights so large that `W x + b` exceeds `f32::MAX`.
+    Overflow {
+        /// What would have become non-finite: `"parameters"` (an update: optimizer step,
+        /// received gradient, Hebbian step, averaging; index into the layer's flat
+        /// parameters, weights then biases), `"gradient"` (backprop; index into the layer's
+        /// flat gradient), `"pre-activation"` (a forward pass; index into the layer's output
+        /// buffer, `row * outputs + unit` for a batch), `"correlations"` or `"thresholds"`
+        /// (Hebbian state).
+        what: &'static str,
+        /// The layer.
+        layer: usize,
+        /// Index of the first value that overflowed.
+        index: usize,
+    },
 }
 
 /// What is wrong in a weights file (see docs/WEIGHTS.md).
@@ -160,6 +206,13 @@ pub enum WeightsFileProblem {
     },
     /// A reserved field that is not zero.
     ReservedNotZero,
+    /// A weight or bias that is NaN or ±infinity (the error's offset is its byte offset).
+    NonFinite {
+        /// The layer.
+        layer: usize,
+        /// Index into the layer's flat parameters: weights row-major, then biases.
+        index: usize,
+    },
 }
 
 impl fmt::Display for NnError {
@@ -253,6 +306,22 @@ impl fmt::Display for NnError {
                 write!(f, "weights file at byte {offset}: {reason:?}")
             }
             Io(e) => write!(f, "weights file I/O: {e}"),
+            NonFinite {
+                what,
+                layer,
+                index,
+                value,
+            } => write!(
+                f,
+                "layer {layer}: {what} at index {index} is {value}; NaN and infinity are refused \
+                 (for a batch the index is into the flat row-major buffer), nothing was changed"
+            ),
+            Overflow { what, layer, index } => write!(
+                f,
+                "layer {layer}: {what} at index {index} would overflow f32 to NaN or infinity; \
+                 stopped before any change (training diverges: lower the learning rate; \
+                 or the data or weights are too large)"
+            ),
         }
     }
 }

@@ -17,7 +17,14 @@
 //! rows, cols, correlations). [`NeuralNetwork::integrate_correlations`] blends a received
 //! matrix into the running one and applies the rule's expected (batch) weight change
 //! computed from it.
+//!
+//! # Non-finite values
+//! Both steps refuse a NaN or infinity in what they are given (the input, the received
+//! correlations, the learning rate: [`NnError::NonFinite`]) and compute the new weights and
+//! state before committing them: if any would be non-finite (a diverging learning rate)
+//! they return [`NnError::Overflow`] naming the layer, and the network is unchanged.
 
+use super::finite::{check_given, check_result, surely_finite};
 use super::kernels;
 use super::network::{Layer, NeuralNetwork};
 use super::NnError;
@@ -115,7 +122,7 @@ impl Default for HebbianParams {
 }
 
 /// Per-layer Hebbian state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct HebbianState {
     /// Running `E[y xᵀ]`, row-major `[outputs x inputs]`.
     correlations: Vec<f32>,
@@ -123,6 +130,25 @@ pub(crate) struct HebbianState {
     threshold: Vec<f32>,
     /// Competitive: running win frequency of each unit.
     win_rate: Vec<f32>,
+    /// Where the next step is computed before it is checked and swapped in.
+    next: Next,
+}
+
+/// A layer's next parameters (weights and biases) and Hebbian state, computed from the
+/// current ones and swapped in only once every layer's are finite. Kept between steps so a
+/// step allocates nothing; a clone starts empty (it is scratch, not state).
+#[derive(Debug, Default)]
+struct Next {
+    params: Vec<f32>,
+    correlations: Vec<f32>,
+    threshold: Vec<f32>,
+    win_rate: Vec<f32>,
+}
+
+impl Clone for Next {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl HebbianState {
@@ -131,7 +157,30 @@ impl HebbianState {
             correlations: vec![0.0; layer.weight_count()],
             threshold: vec![0.0; layer.outputs],
             win_rate: vec![1.0 / layer.outputs as f32; layer.outputs],
+            next: Next::default(),
         }
+    }
+
+    /// Swaps the computed step in: `layer`'s parameters and this state become the next ones.
+    fn commit(&mut self, layer: &mut Layer) {
+        let n = &mut self.next;
+        std::mem::swap(&mut layer.params, &mut n.params);
+        std::mem::swap(&mut self.correlations, &mut n.correlations);
+        std::mem::swap(&mut self.threshold, &mut n.threshold);
+        std::mem::swap(&mut self.win_rate, &mut n.win_rate);
+    }
+
+    /// Refuses a computed step holding a NaN or infinity ([`NnError::Overflow`]).
+    ///
+    /// `seen_finite` says whether every value was already seen finite as it was computed;
+    /// only if not is the step searched here.
+    fn check_next(&self, l: usize, weights: usize, seen_finite: bool) -> Result<(), NnError> {
+        if seen_finite {
+            return Ok(());
+        }
+        check_result("thresholds", l, &self.next.threshold)?;
+        check_result("parameters", l, &self.next.params[..weights])?;
+        check_result("correlations", l, &self.next.correlations)
     }
 }
 
@@ -158,9 +207,53 @@ fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(a, b)| (a - b) * (a - b)).sum()
 }
 
+/// From this row width up, Hebbian steps check each row in the pass that computes it
+/// rather than each layer after (measured: at 64 columns the per-row call costs more than
+/// the row; at 784 the extra pass over a layer costs more than the calls).
+const FUSED_CHECK_COLS: usize = 256;
+
+/// `y += alpha * x`, and whether every result is finite when `check` (else `true`, for a
+/// check later).
+fn axpy_rows(check: bool, alpha: f32, x: &[f32], y: &mut [f32]) -> bool {
+    if check {
+        kernels::axpy_finite(alpha, x, y)
+    } else {
+        kernels::axpy(alpha, x, y);
+        true
+    }
+}
+
+/// Rows `(new, old, y_i)`: a layer's next weight rows beside its current ones and the
+/// unit's response.
+fn row_pairs<'a>(
+    new: &'a mut [f32],
+    old: &'a [f32],
+    y: &'a [f32],
+    cols: usize,
+) -> impl Iterator<Item = (&'a mut [f32], &'a [f32], f32)> + 'a {
+    new.chunks_exact_mut(cols)
+        .zip(old.chunks_exact(cols))
+        .zip(y)
+        .map(|((new, old), y)| (new, old, *y))
+}
+
+/// `dst = src * f` (the out-of-place form of an in-place `*v *= f`, same values).
+fn scale_into(dst: &mut [f32], src: &[f32], f: f32) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s * f;
+    }
+}
+
 impl NeuralNetwork {
     /// One Hebbian step of the current [`HebbianLearningMode`] on every layer, for one
     /// input sample (see the module docs for what each layer sees).
+    ///
+    /// A NaN or infinity in `input` (or a non-finite learning rate) is refused
+    /// ([`NnError::NonFinite`]); a step that would make a weight or the Hebbian state
+    /// non-finite stops with [`NnError::Overflow`] (`"parameters"`, `"correlations"`,
+    /// `"thresholds"`). Either way the network is unchanged: every layer's step is computed
+    /// into buffers of its own, from the current weights, and swapped in once all are
+    /// finite.
     pub fn hebbian_update(&mut self, input: &[f32]) -> Result<(), NnError> {
         let iw = self.input_size();
         if input.len() != iw {
@@ -170,12 +263,14 @@ impl NeuralNetwork {
                 got: input.len(),
             });
         }
+        check_given("input", 0, input)?;
+        check_given("learning rate", 0, &[self.learning_rate])?;
         let mut b = Buffers::default();
         b.x.extend_from_slice(input);
         let eta = self.learning_rate;
         let mode = self.mode;
         let p = self.hebbian;
-        for (layer, state) in self.layers.iter_mut().zip(&mut self.hebbian_state) {
+        for (l, (layer, state)) in self.layers.iter().zip(&mut self.hebbian_state).enumerate() {
             let (rows, cols) = (layer.outputs, layer.inputs);
             b.y.resize(rows, 0.0);
             kernels::matvec(layer.weights(), &b.x, &mut b.y);
@@ -184,53 +279,69 @@ impl NeuralNetwork {
             b.next
                 .extend(b.y.iter().zip(layer.biases()).map(|(y, b)| y + b));
             layer.activation.apply(&mut b.next);
-            let w = &mut layer.params[..rows * cols];
+            let next = &mut state.next;
+            next.params.resize(layer.params.len(), 0.0);
+            next.threshold.clone_from(&state.threshold);
+            next.win_rate.clone_from(&state.win_rate);
+            let (w, biases) = next.params.split_at_mut(rows * cols);
+            biases.copy_from_slice(layer.biases());
+            let old = layer.weights();
+            // Every value computed is checked before anything is committed: on wide rows by
+            // each row's last operation itself (`axpy_finite`, in the same pass); on narrow
+            // ones, where a call per row costs more than the row, by one pass per layer.
+            let fused = cols >= FUSED_CHECK_COLS;
+            let mut ok = true;
             match mode {
                 HebbianLearningMode::Classic => {
-                    for (row, y) in w.chunks_exact_mut(cols).zip(&b.y) {
-                        kernels::axpy(eta * y, &b.x, row);
+                    for (row, old, y) in row_pairs(w, old, &b.y, cols) {
+                        row.copy_from_slice(old);
+                        ok &= axpy_rows(fused, eta * y, &b.x, row);
                     }
+                    // Finite rows stay finite: a norm that overflows scales its row by 0.
                     clamp_row_norms(w, cols, p.max_row_norm);
                 }
                 HebbianLearningMode::Oja => {
-                    for (row, y) in w.chunks_exact_mut(cols).zip(&b.y) {
-                        let decay = 1.0 - eta * y * y;
-                        row.iter_mut().for_each(|v| *v *= decay);
-                        kernels::axpy(eta * y, &b.x, row);
+                    for (row, old, y) in row_pairs(w, old, &b.y, cols) {
+                        scale_into(row, old, 1.0 - eta * y * y);
+                        ok &= axpy_rows(fused, eta * y, &b.x, row);
                     }
                 }
                 HebbianLearningMode::Sanger => {
                     // residual r = x - Σ_{k<i} y_k w_k (old weights), updated row by row.
                     b.s.clear();
                     b.s.extend_from_slice(&b.x);
-                    for (row, y) in w.chunks_exact_mut(cols).zip(&b.y) {
-                        kernels::axpy(-y, row, &mut b.s);
-                        kernels::axpy(eta * y, &b.s, row);
+                    for (row, old, y) in row_pairs(w, old, &b.y, cols) {
+                        kernels::axpy(-y, old, &mut b.s);
+                        row.copy_from_slice(old);
+                        ok &= axpy_rows(fused, eta * y, &b.s, row);
                     }
                 }
                 HebbianLearningMode::Bcm => {
-                    for ((row, y), th) in
-                        w.chunks_exact_mut(cols).zip(&b.y).zip(&mut state.threshold)
+                    for ((row, old, y), th) in
+                        row_pairs(w, old, &b.y, cols).zip(&mut next.threshold)
                     {
-                        kernels::axpy(eta * y * (y - *th), &b.x, row);
+                        row.copy_from_slice(old);
+                        ok &= axpy_rows(fused, eta * y * (y - *th), &b.x, row);
                         *th += p.bcm_threshold_rate * (y * y - *th);
+                        ok &= th.is_finite();
                     }
                 }
                 HebbianLearningMode::Competitive => {
                     let mut best = (0, f32::INFINITY);
-                    for (i, row) in w.chunks_exact(cols).enumerate() {
+                    for (i, row) in old.chunks_exact(cols).enumerate() {
                         let d = squared_distance(row, &b.x);
                         if d < best.1 {
                             best = (i, d);
                         }
                     }
+                    w.copy_from_slice(old);
                     let row = &mut w[best.0 * cols..(best.0 + 1) * cols];
                     row.iter_mut().for_each(|v| *v *= 1.0 - eta);
-                    kernels::axpy(eta, &b.x, row);
+                    ok = axpy_rows(fused, eta, &b.x, row);
                     b.y.fill(0.0);
                     b.y[best.0] = 1.0;
                     let a = p.correlation_rate;
-                    for (r, y) in state.win_rate.iter_mut().zip(&b.y) {
+                    for (r, y) in next.win_rate.iter_mut().zip(&b.y) {
                         *r += a * (y - *r);
                     }
                 }
@@ -238,22 +349,36 @@ impl NeuralNetwork {
                     // s = Wᵀ y (old weights); Δw_i = -η y_i (s - y_i w_i).
                     b.s.clear();
                     b.s.resize(cols, 0.0);
-                    for (row, y) in w.chunks_exact(cols).zip(&b.y) {
+                    for (row, y) in old.chunks_exact(cols).zip(&b.y) {
                         kernels::axpy(*y, row, &mut b.s);
                     }
-                    for (row, y) in w.chunks_exact_mut(cols).zip(&b.y) {
-                        let grow = 1.0 + eta * y * y;
-                        row.iter_mut().for_each(|v| *v *= grow);
-                        kernels::axpy(-eta * y, &b.s, row);
+                    for (row, old, y) in row_pairs(w, old, &b.y, cols) {
+                        scale_into(row, old, 1.0 + eta * y * y);
+                        ok &= axpy_rows(fused, -eta * y, &b.s, row);
                     }
                 }
             }
             let a = p.correlation_rate;
-            for (crow, y) in state.correlations.chunks_exact_mut(cols).zip(&b.y) {
-                crow.iter_mut().for_each(|c| *c *= 1.0 - a);
-                kernels::axpy(a * y, &b.x, crow);
+            next.correlations.resize(state.correlations.len(), 0.0);
+            for ((crow, old), y) in next
+                .correlations
+                .chunks_exact_mut(cols)
+                .zip(state.correlations.chunks_exact(cols))
+                .zip(&b.y)
+            {
+                scale_into(crow, old, 1.0 - a);
+                ok &= axpy_rows(fused, a * y, &b.x, crow);
             }
+            if !fused {
+                ok = ok
+                    && surely_finite(&next.params[..rows * cols])
+                    && surely_finite(&next.correlations);
+            }
+            state.check_next(l, rows * cols, ok)?;
             std::mem::swap(&mut b.x, &mut b.next);
+        }
+        for (layer, state) in self.layers.iter_mut().zip(&mut self.hebbian_state) {
+            state.commit(layer);
         }
         Ok(())
     }
@@ -290,6 +415,11 @@ impl NeuralNetwork {
     /// * Competitive: `w_i += η (r_i - p_i w_i)` with `p_i` this network's running win rate
     ///   of unit `i` (`r_i = E[[i wins] x]`, so the fixed point is the cluster mean).
     /// * AntiHebbian: `w_i -= η Σ_{k≠i} P_ik w_k`.
+    ///
+    /// A NaN or infinity in `correlations` or `learning_rate` is refused
+    /// ([`NnError::NonFinite`]: `"correlations"`, `"learning rate"`); an update that would
+    /// make a weight or the layer's Hebbian state non-finite stops with
+    /// [`NnError::Overflow`]. Either way nothing is changed.
     pub fn integrate_correlations(
         &mut self,
         l: usize,
@@ -305,28 +435,41 @@ impl NeuralNetwork {
                 got: correlations.len(),
             });
         }
+        check_given("correlations", l, correlations)?;
+        check_given("learning rate", l, &[learning_rate])?;
         let eta = learning_rate;
         let p = self.hebbian;
-        let state = &mut self.hebbian_state[l];
-        let a = p.correlation_rate;
-        for (c, r) in state.correlations.iter_mut().zip(correlations) {
-            *c += a * (r - *c);
-        }
+        let mode = self.mode;
         let layer = &mut self.layers[l];
-        let w = &mut layer.params[..rows * cols];
+        let state = &mut self.hebbian_state[l];
+        // Computed into the layer's next buffers, from the current weights and state.
+        let next = &mut state.next;
+        let a = p.correlation_rate;
+        next.correlations.clear();
+        next.correlations.extend(
+            state
+                .correlations
+                .iter()
+                .zip(correlations)
+                .map(|(c, r)| c + a * (r - c)),
+        );
+        next.threshold.clone_from(&state.threshold);
+        next.win_rate.clone_from(&state.win_rate);
+        next.params.clone_from(&layer.params);
+        let old = layer.weights();
+        let w = &mut next.params[..rows * cols];
         // P_ik = r_i · w_k (old weights).
         let mut pm = vec![0.0; rows * rows];
         if !matches!(
-            self.mode,
+            mode,
             HebbianLearningMode::Classic | HebbianLearningMode::Competitive
         ) {
-            kernels::matmul_nt(correlations, w, &mut pm, cols, rows);
+            kernels::matmul_nt(correlations, old, &mut pm, cols, rows);
         }
-        let old = w.to_vec();
         let r_row = |i: usize| &correlations[i * cols..(i + 1) * cols];
         let w_row = |i: usize| &old[i * cols..(i + 1) * cols];
         for (i, row) in w.chunks_exact_mut(cols).enumerate() {
-            match self.mode {
+            match mode {
                 HebbianLearningMode::Classic => kernels::axpy(eta, r_row(i), row),
                 HebbianLearningMode::Oja => {
                     kernels::axpy(eta, r_row(i), row);
@@ -340,7 +483,7 @@ impl NeuralNetwork {
                 }
                 HebbianLearningMode::Bcm => {
                     let q = pm[i * rows + i].max(0.0);
-                    let th = &mut state.threshold[i];
+                    let th = &mut next.threshold[i];
                     kernels::axpy(eta * (q.sqrt() - *th), r_row(i), row);
                     *th += p.bcm_threshold_rate * (q - *th);
                 }
@@ -355,9 +498,11 @@ impl NeuralNetwork {
                 }
             }
         }
-        if self.mode == HebbianLearningMode::Classic {
+        if mode == HebbianLearningMode::Classic {
             clamp_row_norms(w, cols, p.max_row_norm);
         }
+        state.check_next(l, rows * cols, false)?;
+        state.commit(layer);
         Ok(())
     }
 }

@@ -45,7 +45,8 @@ fn decode_all(bytes: &[u8]) -> Vec<f32> {
 }
 
 impl MappedWeights {
-    /// Maps and validates the weights file at `path`.
+    /// Maps and validates the weights file at `path`. Validation reads every weight and
+    /// bias once (a NaN or infinity is refused), so the whole mapping is paged in here.
     ///
     /// The file must not be truncated or rewritten by anyone while the value lives: the
     /// mapping is shared with the file, as with any memory map.

@@ -7,6 +7,7 @@
 //! the optimizers walk, so no message needs a gather or scatter.
 
 use super::activation::Activation;
+use super::finite::{add_bias_rows, check_given, check_result, first_non_finite};
 use super::hebbian::{HebbianLearningMode, HebbianParams, HebbianState};
 use super::kernels;
 use super::rng::SplitMix64;
@@ -74,28 +75,32 @@ pub(crate) struct LayerView<'a> {
 
 impl LayerView<'_> {
     /// One sample: `y = f(W x + b)`; `x.len() == inputs`, `y.len() == outputs`.
-    pub(crate) fn forward(&self, x: &[f32], y: &mut [f32]) {
+    ///
+    /// False, with the activation not applied, if `W x + b` is not finite (with a finite
+    /// `x` and finite parameters: an overflow).
+    pub(crate) fn forward(&self, x: &[f32], y: &mut [f32]) -> bool {
         kernels::matvec(self.weights, x, y);
-        for (v, b) in y.iter_mut().zip(self.biases) {
-            *v += b;
+        if !add_bias_rows(y, self.biases) {
+            return false;
         }
         self.activation.apply(y);
+        true
     }
 
-    /// Row-major batch: `x` is `[batch x inputs]`, `y` is `[batch x outputs]`.
-    pub(crate) fn forward_batch(&self, x: &[f32], y: &mut [f32]) {
+    /// Row-major batch: `x` is `[batch x inputs]`, `y` is `[batch x outputs]`. False as
+    /// [`Self::forward`].
+    pub(crate) fn forward_batch(&self, x: &[f32], y: &mut [f32]) -> bool {
         let batch = y.len() / self.outputs;
         if uses_sgemm(batch, self.inputs, self.outputs) {
             kernels::sgemm_nt(x, self.weights, y, self.inputs, self.outputs);
         } else {
             kernels::matmul_nt(x, self.weights, y, self.inputs, self.outputs);
         }
-        for row in y.chunks_exact_mut(self.outputs) {
-            for (v, b) in row.iter_mut().zip(self.biases) {
-                *v += b;
-            }
+        if !add_bias_rows(y, self.biases) {
+            return false;
         }
         self.activation.apply_rows(y, self.outputs);
+        true
     }
 }
 
@@ -164,6 +169,21 @@ pub(crate) enum Rows {
 }
 
 /// Runs layers `from..` on `input`, what enters layer `from` (0: the network input).
+///
+/// Refuses a non-finite input ([`NnError::NonFinite`]) and stops at a layer whose
+/// `W x + b` overflows ([`NnError::Overflow`], `"pre-activation"`).
+///
+/// One check does both, fused into each layer's bias addition: are the sums `W x + b`
+/// finite? Parameters are always finite (the module's invariant), so:
+/// * A NaN or infinity in `x` makes *every* sum of that layer non-finite: each sum takes
+///   the product `w_ij x_j` of every input `j`, and `w · NaN` is NaN, `w · ±inf` is ±inf
+///   (NaN for `w = 0`), and a NaN or infinity in a sum of otherwise finite terms stays
+///   non-finite. The kernels (matvec, matmul_nt, sgemm) compute every product, skipping
+///   none. So the input needs no scan of its own on the way in; only when layer `from`'s
+///   check fails is the input searched, to tell a bad input from an overflow.
+/// * With a finite input, a non-finite sum is an overflow; and every activation maps
+///   finite sums to finite outputs (sigmoid and softmax clamp `exp`'s argument, tanh
+///   saturates), so each later layer's input is finite again.
 pub(crate) fn forward_from_impl<'s, S: LayerSource + ?Sized>(
     net: &S,
     from: usize,
@@ -193,9 +213,19 @@ pub(crate) fn forward_from_impl<'s, S: LayerSource + ?Sized>(
     for l in from..net.layer_count() {
         let (done, rest) = scratch.outputs.split_at_mut(l);
         let x = if l == from { input } else { &done[l - 1] };
-        match rows {
+        let finite = match rows {
             Rows::One => net.layer_view(l).forward(x, &mut rest[0]),
             Rows::Batch => net.layer_view(l).forward_batch(x, &mut rest[0]),
+        };
+        if !finite {
+            if l == from {
+                check_given("input", from, input)?;
+            }
+            return Err(NnError::Overflow {
+                what: "pre-activation",
+                layer: l,
+                index: first_non_finite(&rest[0]).unwrap_or(0),
+            });
         }
     }
     Ok(scratch.outputs.last().map(Vec::as_slice).unwrap_or(&[]))
@@ -489,6 +519,14 @@ impl NeuralNetwork {
     /// Returns every layer's activations (index 0 is the input itself, index `l + 1` the
     /// output of layer `l`) and the network output. Allocates; see [`Self::forward_into`]
     /// for the hot path.
+    ///
+    /// # Errors
+    /// [`NnError::InputLength`] for an input of the wrong width; [`NnError::NonFinite`]
+    /// (`"input"`, the layer it feeds, the index of the first NaN or infinity) for a
+    /// non-finite input; [`NnError::Overflow`] (`"pre-activation"`) if a layer's `W x + b`
+    /// overflows `f32`. So an `Ok` output is always finite. The same holds for every
+    /// forward method; for a batch the index is into the flat row-major buffer (row
+    /// `index / width`).
     pub fn forward(&self, input: &[f32]) -> Result<(Vec<Vec<f32>>, Vec<f32>), NnError> {
         let mut scratch = ForwardScratch::new();
         forward_into_impl(self, input, &mut scratch)?;
@@ -501,7 +539,7 @@ impl NeuralNetwork {
 
     /// Runs one sample forward into `scratch`, returning the output; allocation-free once
     /// `scratch` has been used with this network. Layer outputs stay readable through
-    /// [`ForwardScratch::layer_output`].
+    /// [`ForwardScratch::layer_output`]. Errors as [`Self::forward`].
     pub fn forward_into<'s>(
         &self,
         input: &[f32],
@@ -531,7 +569,9 @@ impl NeuralNetwork {
     }
 
     /// Runs a row-major batch (`inputs.len()` a multiple of the input width) forward,
-    /// returning the row-major `[batch x outputs]` result.
+    /// returning the row-major `[batch x outputs]` result. Errors as [`Self::forward`],
+    /// with indices into the flat `inputs` (or, for an overflow, the layer's
+    /// `[batch x outputs]` buffer).
     pub fn forward_batch<'s>(
         &self,
         inputs: &[f32],
@@ -588,7 +628,8 @@ impl NeuralNetwork {
         &self.layers[l].params
     }
 
-    /// Replaces the weights of layer `l`.
+    /// Replaces the weights of layer `l`. A NaN or infinity is refused
+    /// ([`NnError::NonFinite`], `"parameters"`, index into `weights`), changing nothing.
     pub fn set_layer_weights(&mut self, l: usize, weights: &[f32]) -> Result<(), NnError> {
         let layer = self.layer_checked_mut(l)?;
         let n = layer.weight_count();
@@ -599,11 +640,13 @@ impl NeuralNetwork {
                 got: weights.len(),
             });
         }
+        check_given("parameters", l, weights)?;
         layer.params[..n].copy_from_slice(weights);
         Ok(())
     }
 
-    /// Replaces the biases of layer `l`.
+    /// Replaces the biases of layer `l`. A NaN or infinity is refused
+    /// ([`NnError::NonFinite`], `"parameters"`, index into `biases`), changing nothing.
     pub fn set_layer_biases(&mut self, l: usize, biases: &[f32]) -> Result<(), NnError> {
         let layer = self.layer_checked_mut(l)?;
         let n = layer.weight_count();
@@ -614,12 +657,14 @@ impl NeuralNetwork {
                 got: biases.len(),
             });
         }
+        check_given("parameters", l, biases)?;
         layer.params[n..].copy_from_slice(biases);
         Ok(())
     }
 
     /// Writes `values` into layer `l`'s flat parameters starting at element `offset`
-    /// (a WeightSync slice).
+    /// (a WeightSync slice). A NaN or infinity is refused ([`NnError::NonFinite`],
+    /// `"parameters"`, index into `values`), changing nothing.
     pub fn write_layer_params(
         &mut self,
         l: usize,
@@ -630,6 +675,7 @@ impl NeuralNetwork {
         let params = layer.params.len();
         match offset.checked_add(values.len()) {
             Some(end) if end <= params => {
+                check_given("parameters", l, values)?;
                 layer.params[offset..end].copy_from_slice(values);
                 Ok(())
             }
@@ -656,7 +702,8 @@ impl NeuralNetwork {
     ///
     /// The result takes everything else (activations, learning rate, mode, fresh Hebbian
     /// state) from the first member. Errors if the list is empty, the total count is zero,
-    /// or shapes differ.
+    /// or shapes differ, and with [`NnError::Overflow`] (`"parameters"`) if a weighted sum
+    /// is not finite (members' parameters are finite, so only near `f32::MAX`).
     pub fn average(members: &[(&NeuralNetwork, u64)]) -> Result<NeuralNetwork, NnError> {
         let Some(&(first, _)) = members.first() else {
             return Err(NnError::NothingToAverage);
@@ -675,6 +722,7 @@ impl NeuralNetwork {
                 let w = (*count as f64 / total as f64) as f32;
                 kernels::axpy(w, &net.layers[l].params, &mut layer.params);
             }
+            check_result("parameters", l, &layer.params)?;
         }
         for (state, layer) in out.hebbian_state.iter_mut().zip(&out.layers) {
             *state = HebbianState::new(layer);
@@ -683,7 +731,7 @@ impl NeuralNetwork {
     }
 
     /// Replaces this network's parameters with the weighted average of itself (weighted
-    /// `own_count`) and `others`.
+    /// `own_count`) and `others`. Errors as [`Self::average`], changing nothing.
     pub fn average_in(
         &mut self,
         own_count: u64,

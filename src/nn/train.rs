@@ -5,6 +5,7 @@
 //! on disk or on the wire, so no per-sample `Vec` is built.
 
 use super::backprop::{BackpropScratch, Gradients, Loss};
+use super::finite::{check_given, check_result};
 use super::network::{argmax, ForwardScratch, NeuralNetwork};
 use super::optim::Optimizer;
 use super::NnError;
@@ -70,8 +71,40 @@ impl NeuralNetwork {
         Ok(n)
     }
 
+    /// Refuses a NaN or infinity anywhere in a data set ([`NnError::NonFinite`], index into
+    /// the flat buffer).
+    pub(crate) fn check_data(&self, inputs: &[f32], targets: &[f32]) -> Result<(), NnError> {
+        check_given("input", 0, inputs)?;
+        check_given("target", self.layer_count() - 1, targets)
+    }
+
+    /// [`NnError::Overflow`] (`"parameters"`) at the first non-finite parameter.
+    fn check_params(&self) -> Result<(), NnError> {
+        for (l, layer) in self.layers.iter().enumerate() {
+            check_result("parameters", l, &layer.params)?;
+        }
+        Ok(())
+    }
+
     /// One pass over the data in mini-batches of `batch_size`; each batch's mean gradient
     /// goes to `optimizer`. Returns the mean loss over the epoch (measured during it).
+    ///
+    /// # Non-finite values
+    /// * A NaN or infinity anywhere in `inputs` or `targets` is refused before anything
+    ///   changes: [`NnError::NonFinite`] with `what` `"input"` or `"target"` and `index` into
+    ///   the flat buffer (the row is `index / width`).
+    /// * Divergence stops the epoch with [`NnError::Overflow`] naming the layer: a forward
+    ///   pass whose `W x + b` overflows (`"pre-activation"`), a batch gradient that
+    ///   overflows (`"gradient"`), or a step that would make a parameter (or an optimizer
+    ///   moment) non-finite (`"parameters"`). [`Sgd`] and [`Adam`] check their update
+    ///   before writing it, so **the network and the optimizer are left exactly as they
+    ///   were before the failing step**, every parameter finite; the steps before it are
+    ///   kept. An [`Optimizer`] of your own must do the same (its contract); if it does
+    ///   not, training still stops with an error naming the layer (the next forward pass
+    ///   fails, or the check at the end of the epoch does), but the bad step is not undone.
+    ///
+    /// [`Sgd`]: super::Sgd
+    /// [`Adam`]: super::Adam
     pub fn train_epoch(
         &mut self,
         inputs: &[f32],
@@ -85,6 +118,7 @@ impl NeuralNetwork {
             return Err(NnError::ZeroBatchSize);
         }
         let n = self.sample_count(inputs, targets)?;
+        self.check_data(inputs, targets)?;
         let mut order: Vec<usize> = (0..n).collect();
         if shuffle {
             self.rng.shuffle(&mut order);
@@ -103,12 +137,40 @@ impl NeuralNetwork {
                 &mut grads,
             )?;
             grads.scale(1.0 / batch.len() as f32);
-            optimizer.step(self, &grads)?;
+            optimizer.step(self, &grads).map_err(|e| match e {
+                // Computed here from finite data: the gradient overflowed.
+                NnError::NonFinite {
+                    what: "gradient",
+                    layer,
+                    index,
+                    ..
+                } => NnError::Overflow {
+                    what: "gradient",
+                    layer,
+                    index,
+                },
+                e => e,
+            })?;
         }
+        // Sgd and Adam never leave a non-finite parameter. An optimizer of the caller's own
+        // that did would be caught by the next batch's forward passes (a non-finite weight
+        // or bias makes its unit's `W x + b` non-finite whatever the input); this catches
+        // its last step.
+        self.check_params()?;
         Ok((total / n.max(1) as f64) as f32)
     }
 
     /// [`Self::train_epoch`] `config.epochs` times; returns each epoch's mean loss.
+    ///
+    /// # Non-finite values
+    /// As [`Self::train_epoch`]: a NaN or infinity in `inputs` or `targets` is refused
+    /// ([`NnError::NonFinite`], `index` into the flat buffer) before the first step, so the
+    /// network is unchanged; training that diverges stops with [`NnError::Overflow`] naming
+    /// the layer, the network as it was before the failing step (with [`Sgd`] or [`Adam`])
+    /// and every parameter finite.
+    ///
+    /// [`Sgd`]: super::Sgd
+    /// [`Adam`]: super::Adam
     pub fn fit(
         &mut self,
         inputs: &[f32],

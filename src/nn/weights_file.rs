@@ -27,7 +27,9 @@
 //!
 //! The parser checks every field and every size (with overflow-checked arithmetic) before
 //! anything is read from the arrays; a bad file gives [`NnError::WeightsFile`], never a
-//! panic.
+//! panic. It then reads every weight and bias once and refuses a NaN or infinity
+//! ([`WeightsFileProblem::NonFinite`], at the value's byte offset), as everything else that
+//! brings parameters into a network does (see [`crate::nn`]).
 
 use std::path::Path;
 
@@ -178,10 +180,46 @@ pub(crate) fn parse_layout(bytes: &[u8]) -> Result<WeightsLayout, NnError> {
             biases_offset: biases_offset as usize,
         });
     }
+    check_finite(bytes, &layers)?;
     Ok(WeightsLayout {
         layers,
         len: offset as usize,
     })
+}
+
+/// Refuses the first weight or bias whose exponent bits are all ones (NaN, ±infinity).
+fn check_finite(bytes: &[u8], layers: &[LayerEntry]) -> Result<(), NnError> {
+    const EXPONENT: u32 = 0x7f80_0000;
+    for (l, e) in layers.iter().enumerate() {
+        let weights = e.inputs * e.outputs;
+        for (first, offset, n) in [
+            (0, e.weights_offset, weights),
+            (weights, e.biases_offset, e.outputs),
+        ] {
+            let arr = &bytes[offset..offset + 4 * n];
+            let bits = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & EXPONENT;
+            // Branch-free over blocks so that it vectorises; searched only on a hit.
+            let hit = arr
+                .chunks(4 * 64)
+                .position(|block| {
+                    block
+                        .chunks_exact(4)
+                        .fold(0, |acc, b| acc | u32::from(bits(b) == EXPONENT))
+                        != 0
+                })
+                .and_then(|_| arr.chunks_exact(4).position(|b| bits(b) == EXPONENT));
+            if let Some(i) = hit {
+                return Err(bad(
+                    offset + 4 * i,
+                    WeightsFileProblem::NonFinite {
+                        layer: l,
+                        index: first + i,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads `n` little-endian f32 at `offset` (already validated) into `out`.
@@ -256,8 +294,9 @@ impl NeuralNetwork {
 
 /// The fuzz target `weights_file` (and its stable corpus replay): a weights file is input
 /// from someone else. Checks that any bytes give a network or an error, never a panic; that
-/// the owned and the view parsers agree; and that an accepted file round-trips exactly and
-/// runs forward to the same bits through both.
+/// the owned and the view parsers agree; and that an accepted file holds only finite
+/// values, round-trips exactly and runs forward to the same bits through both (or to the
+/// same overflow error: finite weights can still be too large for `W x + b`).
 #[doc(hidden)]
 pub fn fuzz_weights_file(data: &[u8]) {
     let owned = NeuralNetwork::from_weights_bytes(data);
@@ -272,6 +311,7 @@ pub fn fuzz_weights_file(data: &[u8]) {
         NeuralNetwork::from_weights_bytes(&net.to_weights_bytes()).expect("a written file parses");
     for l in 0..net.layer_count() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(net.layer_params(l).iter().all(|v| v.is_finite()));
         assert_eq!(bits(net.layer_params(l)), bits(again.layer_params(l)));
         assert_eq!(bits(net.layer_weights(l)), bits(view.layer_weights(l)));
         assert_eq!(net.layer_activation(l), view.layer_activation(l));
@@ -279,12 +319,24 @@ pub fn fuzz_weights_file(data: &[u8]) {
     let input: Vec<f32> = (0..net.input_size()).map(|i| i as f32 * 0.25).collect();
     let mut a = super::ForwardScratch::new();
     let mut b = super::ForwardScratch::new();
-    let x = net
-        .forward_into(&input, &mut a)
-        .expect("input fits")
-        .to_vec();
-    let y = view.forward_into(&input, &mut b).expect("input fits");
-    assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()));
+    match (
+        net.forward_into(&input, &mut a),
+        view.forward_into(&input, &mut b),
+    ) {
+        (Ok(x), Ok(y)) => {
+            assert!(x.iter().all(|v| v.is_finite()));
+            assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+        (
+            Err(NnError::Overflow { layer, index, .. }),
+            Err(NnError::Overflow {
+                layer: l2,
+                index: i2,
+                ..
+            }),
+        ) => assert_eq!((layer, index), (l2, i2)),
+        (x, y) => panic!("forward passes disagree: {x:?} vs {y:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -126,6 +126,44 @@ pub(crate) fn axpy_generic<L: Lanes>(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Generic `y += alpha * x` over the common prefix, returning whether every result is
+/// finite. The values written are exactly [`axpy_generic`]'s (same fused operation per
+/// element, same eight-wide body and scalar tail); alongside, each result `r` is folded
+/// into `acc = r * 0 + acc`, which stays `±0` while every `r` is finite and becomes NaN for
+/// good at the first NaN or infinity (`inf * 0` is NaN). Four accumulators, so the fold's
+/// latency does not bound the loop.
+#[inline(always)]
+pub(crate) fn axpy_finite_generic<L: Lanes>(alpha: f32, x: &[f32], y: &mut [f32]) -> bool {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &mut y[..n]);
+    let va = L::splat(alpha);
+    let zero = L::splat(0.0);
+    let mut acc = [zero; 4];
+    let mut cx = x.chunks_exact(32);
+    let mut cy = y.chunks_exact_mut(32);
+    for (xs, ys) in (&mut cx).zip(&mut cy) {
+        for k in 0..4 {
+            let r = 8 * k..8 * k + 8;
+            let v = lanes::<L>(&xs[r.clone()]).mul_add(va, lanes(&ys[r.clone()]));
+            store_lanes(v, &mut ys[r]);
+            acc[k] = v.mul_add(zero, acc[k]);
+        }
+    }
+    let mut cx8 = cx.remainder().chunks_exact(8);
+    let mut cy8 = cy.into_remainder().chunks_exact_mut(8);
+    for (xs, ys) in (&mut cx8).zip(&mut cy8) {
+        let v = lanes::<L>(xs).mul_add(va, lanes(ys));
+        store_lanes(v, ys);
+        acc[0] = v.mul_add(zero, acc[0]);
+    }
+    let mut tail = 0.0f32;
+    for (xs, ys) in cx8.remainder().iter().zip(cy8.into_remainder()) {
+        *ys += alpha * xs;
+        tail += *ys * 0.0;
+    }
+    acc[0].add(acc[1]).add(acc[2].add(acc[3])).sum() + tail == 0.0
+}
+
 /// Four dot products of rows `r` against one `x`, eight accumulators for latency hiding.
 #[inline(always)]
 fn dot4<L: Lanes>(r: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
@@ -293,6 +331,20 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         return;
     }
     axpy_generic::<f32x8>(alpha, x, y)
+}
+
+/// `y += alpha * x`, returning whether every result is finite (not NaN, not ±infinity):
+/// the same values as [`axpy`], with the finiteness check fused into the same pass.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn axpy_finite(alpha: f32, x: &[f32], y: &mut [f32]) -> bool {
+    assert_eq!(x.len(), y.len(), "axpy_finite: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(finite) = x86::axpy_finite(alpha, x, y) {
+        return finite;
+    }
+    axpy_finite_generic::<f32x8>(alpha, x, y)
 }
 
 /// `y = W x`, with `W` row-major `[y.len() x x.len()]`.
@@ -577,6 +629,36 @@ mod tests {
             for i in 0..want.len() {
                 prop_assert!(close(y1[i], want[i], 2.0));
                 prop_assert!(close(y2[i], want[i], 2.0));
+            }
+        }
+
+        #[test]
+        fn axpy_finite_writes_axpy_and_flags_non_finite_results(
+            (x, y) in pair(), alpha in -2.0f32..2.0, bad in 0usize..200, which in 0usize..3
+        ) {
+            let mut y1 = y.clone();
+            axpy(alpha, &x, &mut y1);
+            let mut y2 = y.clone();
+            prop_assert!(axpy_finite(alpha, &x, &mut y2));
+            prop_assert_eq!(
+                y1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                y2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            let mut y3 = y.clone();
+            prop_assert!(axpy_finite_generic::<f32x8>(alpha, &x, &mut y3));
+            if !x.is_empty() {
+                // One non-finite input anywhere (body or tail) gives a non-finite result.
+                let mut x = x.clone();
+                let at = bad % x.len();
+                x[at] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][which];
+                let mut y4 = y.clone();
+                prop_assert!(!axpy_finite(alpha.max(0.5), &x, &mut y4));
+                let mut y5 = y.clone();
+                prop_assert!(!axpy_finite_generic::<f32x8>(alpha.max(0.5), &x, &mut y5));
+                // An overflow of finite values is caught too.
+                let mut y6 = vec![f32::MAX; x.len()];
+                let ones = vec![1.0; x.len()];
+                prop_assert!(!axpy_finite(f32::MAX, &ones, &mut y6));
             }
         }
 

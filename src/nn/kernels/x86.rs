@@ -13,7 +13,9 @@ use core::arch::x86_64::{
 };
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::{axpy_generic, dot_generic, matmul_nt_generic, matvec_generic, Lanes};
+use super::{
+    axpy_finite_generic, axpy_generic, dot_generic, matmul_nt_generic, matvec_generic, Lanes,
+};
 
 /// Eight lanes in one 256-bit register.
 ///
@@ -99,6 +101,11 @@ unsafe fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
 }
 
 #[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_finite_avx2(alpha: f32, x: &[f32], y: &mut [f32]) -> bool {
+    axpy_finite_generic::<Avx2Fma>(alpha, x, y)
+}
+
+#[target_feature(enable = "avx2,fma")]
 unsafe fn matvec_avx2(w: &[f32], x: &[f32], y: &mut [f32]) {
     matvec_generic::<Avx2Fma>(w, x, y)
 }
@@ -127,6 +134,17 @@ pub(super) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) -> bool {
     // SAFETY: avx2 and fma were detected on this CPU just above.
     unsafe { axpy_avx2(alpha, x, y) };
     true
+}
+
+/// AVX2 checked axpy (whether every result is finite), or `None` (and `y` untouched)
+/// without the features.
+#[inline]
+pub(super) fn axpy_finite(alpha: f32, x: &[f32], y: &mut [f32]) -> Option<bool> {
+    if !available() {
+        return None;
+    }
+    // SAFETY: avx2 and fma were detected on this CPU just above.
+    Some(unsafe { axpy_finite_avx2(alpha, x, y) })
 }
 
 /// AVX2 matrix-vector product; false (and `y` untouched) without the features.
