@@ -323,11 +323,15 @@ fn run(options: &DemoOptions) -> Result<DemoReport, Box<dyn std::error::Error>> 
     say!(options, "  BackwardData: worker-b's gradients for layer 1 (batch loss {loss:.3}) moved {moved} of the coordinator's {} parameters", before.len());
 
     // Hebbian: worker-a learns correlations on its data and shares them with worker-b.
+    // Oja's rule at the training rate (0.1) diverges on these activations; 0.01 converges.
     {
         let mut net = worker_a.network();
+        let training_rate = net.learning_rate();
+        net.set_learning_rate(0.01);
         for i in 0..200 {
             net.hebbian_update(shard_a.row(i))?;
         }
+        net.set_learning_rate(training_rate);
     }
     let correlations = worker_a.network().layer_correlations(0).to_vec();
     let b_to_a = worker_b
