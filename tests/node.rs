@@ -599,3 +599,30 @@ fn weighted_averaging_of_three_members_equals_nn_average() {
 fn weighted_averaging_of_five_members_equals_nn_average() {
     averaging_matches_nn_average(&[(11, 1), (12, 1), (13, 1), (14, 1), (15, 7)]);
 }
+
+#[test]
+fn non_finite_data_is_refused_naming_the_first_bad_value() {
+    let (server, mut server_rx) = node("server", 1, capabilities::ALL, 1);
+    let addr = server.start_server().unwrap();
+    let (client, mut client_rx) = node("client", 2, capabilities::ALL, 1);
+    let peer = client.connect_to("127.0.0.1", addr.port()).unwrap();
+    let mut values = input(3);
+    values[4] = f32::NAN;
+    client.send_forward_data(peer, 0, &values).unwrap();
+    let message = next_data(&mut server_rx);
+    let refusal = server.handle_message(&message).unwrap_err().to_string();
+    assert!(refusal.contains("index 4"), "{refusal}");
+    loop {
+        match client_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the refusal")
+        {
+            NodeEvent::Refused { reason, .. } => {
+                assert_eq!(reason, refusal);
+                break;
+            }
+            NodeEvent::Message(m) => panic!("answered NaN with {:?}", m.message()),
+            _ => {}
+        }
+    }
+}
