@@ -570,12 +570,8 @@ fn averaging_matches_nn_average(members: &[(u64, u32)]) {
     }
     let own = net(100);
     let nets: Vec<NeuralNetwork> = members.iter().map(|&(seed, _)| net(seed)).collect();
-    let mut weighted: Vec<(&NeuralNetwork, u64)> = vec![(&own, 4)];
-    weighted.extend(
-        nets.iter()
-            .zip(members)
-            .map(|(n, &(_, s))| (n, u64::from(s))),
-    );
+    let mut weighted: Vec<(&NeuralNetwork, u32)> = vec![(&own, 4)];
+    weighted.extend(nets.iter().zip(members).map(|(n, &(_, s))| (n, s)));
     let want = NeuralNetwork::average(&weighted).unwrap();
     let got = coordinator.network();
     for layer in 0..SIZES.len() - 1 {

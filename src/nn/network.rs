@@ -698,17 +698,18 @@ impl NeuralNetwork {
         self.layers.iter().map(|l| (l.outputs, l.inputs)).collect()
     }
 
-    /// Federated averaging: the parameters of `members` weighted by their sample counts.
+    /// Federated averaging: the parameters of `members` weighted by their sample counts (u32,
+    /// as WeightSync carries them; summed in 64 bits).
     ///
     /// The result takes everything else (activations, learning rate, mode, fresh Hebbian
     /// state) from the first member. Errors if the list is empty, the total count is zero,
     /// or shapes differ, and with [`NnError::Overflow`] (`"parameters"`) if a weighted sum
     /// is not finite (members' parameters are finite, so only near `f32::MAX`).
-    pub fn average(members: &[(&NeuralNetwork, u64)]) -> Result<NeuralNetwork, NnError> {
+    pub fn average(members: &[(&NeuralNetwork, u32)]) -> Result<NeuralNetwork, NnError> {
         let Some(&(first, _)) = members.first() else {
             return Err(NnError::NothingToAverage);
         };
-        let total: u64 = members.iter().map(|m| m.1).sum();
+        let total: u64 = members.iter().map(|m| u64::from(m.1)).sum();
         if total == 0 {
             return Err(NnError::NothingToAverage);
         }
@@ -734,8 +735,8 @@ impl NeuralNetwork {
     /// `own_count`) and `others`. Errors as [`Self::average`], changing nothing.
     pub fn average_in(
         &mut self,
-        own_count: u64,
-        others: &[(&NeuralNetwork, u64)],
+        own_count: u32,
+        others: &[(&NeuralNetwork, u32)],
     ) -> Result<(), NnError> {
         let mut all = vec![(&*self, own_count)];
         all.extend_from_slice(others);
