@@ -88,7 +88,6 @@ impl EventLoop {
                     closing.push((key, CloseCause::Io(e.kind())));
                 }
             }
-            self.after_session(key);
         }
         keys.clear();
         self.spare_keys.push(keys);
