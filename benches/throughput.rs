@@ -17,6 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nnp::net::{Engine, EngineConfig, NetEvent, Polled};
+use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+use nnp::node::{DistributedNetwork, NodeEvent};
 use nnp::wire::{encode_frame, frame_len, Message, SyncMode, WeightSync};
 
 /// The environment variable `name` parsed, or `default`.
@@ -132,17 +134,77 @@ fn per_message(send: Duration, recv: Duration, count: usize) -> (f64, f64) {
 }
 
 /// How the NNP run hands frames to the engine.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Api {
     /// `EngineHandle::send`, one frame per call; the receiver takes one event per call.
     PerFrame,
     /// A `Sender` (frames coalesced into 64 KiB blocks) and `Receiver::poll`.
     Batched,
+    /// `DistributedNetwork::send_forward_data`, one message per call, received as
+    /// `NodeEvent`s one at a time: what a user of the node API meets.
+    Node,
+}
+
+/// Streams `count` ForwardData messages from one node to another through the node API
+/// (default node settings: loop threads).
+fn node_stream(data: &[f32], count: usize) -> Rate {
+    let network =
+        || NeuralNetwork::with_layers_and_mode(&[data.len(), 2], 0.1, HebbianLearningMode::Classic);
+    let (server, mut events) =
+        DistributedNetwork::new("bench-server", "127.0.0.1", 0, network()).unwrap();
+    let addr = server.start_server().unwrap();
+    let counter = thread::Builder::new()
+        .name("node-receiver".into())
+        .spawn(move || {
+            let cpu = thread_cpu();
+            let (mut got, mut bytes) = (0, 0);
+            while got < count {
+                match events
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("messages keep coming")
+                {
+                    NodeEvent::Message(m) => {
+                        bytes += frame_len(&m.message()).expect("a received frame's length");
+                        got += 1;
+                    }
+                    NodeEvent::PeerDisconnected { cause, .. } => panic!("closed: {cause}"),
+                    _ => {}
+                }
+            }
+            (Instant::now(), bytes, thread_cpu() - cpu)
+        })
+        .unwrap();
+    let (client, _client_events) =
+        DistributedNetwork::new("bench-client", "127.0.0.1", 0, network()).unwrap();
+    let peer = client.connect_to("127.0.0.1", addr.port()).unwrap();
+    let start = Instant::now();
+    let cpu = thread_cpu();
+    for _ in 0..count {
+        client.send_forward_data(peer, 0, data).unwrap();
+    }
+    client
+        .engine()
+        .wait_sent(peer, Duration::from_secs(60))
+        .unwrap();
+    let send_cpu = thread_cpu() - cpu;
+    let (end, bytes, recv_cpu) = counter.join().unwrap();
+    let secs = (end - start).as_secs_f64();
+    Rate {
+        msgs_per_s: count as f64 / secs,
+        gb_per_s: bytes as f64 / secs / 1e9,
+        cpu_ns: per_message(send_cpu, recv_cpu, count),
+    }
 }
 
 /// `inline`: engines with no loop thread, driven by the sending and the receiving thread
 /// (two threads in all, as the raw stream has); otherwise one loop thread per engine.
 fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
+    if api == Api::Node {
+        let Message::ForwardData { data, .. } = msg else {
+            unreachable!("the node runs stream ForwardData")
+        };
+        return node_stream(data, count);
+    }
     let config = EngineConfig::default().max_payload(17 << 20);
     let config = if inline {
         config.inline()
@@ -161,7 +223,7 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
             let mut events = Vec::with_capacity(1024);
             while got < count {
                 match api {
-                    Api::PerFrame => events.push(
+                    Api::PerFrame | Api::Node => events.push(
                         rx.recv_timeout(Duration::from_secs(20))
                             .expect("frames keep coming"),
                     ),
@@ -198,7 +260,7 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
     let start = Instant::now();
     let cpu = thread_cpu();
     match api {
-        Api::PerFrame => {
+        Api::PerFrame | Api::Node => {
             for _ in 0..count {
                 client.send(conn, msg, Duration::from_secs(20)).unwrap();
             }
@@ -230,12 +292,17 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
     let len = frame_len(msg).unwrap();
     let mut frame = Vec::with_capacity(len);
     encode_frame(msg, 0, &mut frame).unwrap();
-    let runs = [
+    let mut runs = vec![
         (Api::PerFrame, false, "send, loop thread"),
         (Api::Batched, false, "Sender, loop thread"),
         (Api::PerFrame, true, "send, inline"),
         (Api::Batched, true, "Sender, inline"),
     ];
+    if matches!(msg, Message::ForwardData { .. }) {
+        runs.insert(2, (Api::Node, false, "node API"));
+    }
+    // Each run's median ratio to the raw stream, for the ratios to the `Sender` at the end.
+    let mut ratios: Vec<(&str, f64)> = Vec::new();
     // The machine is shared and its speed drifts between runs: each NNP run is paired with
     // a raw run just before it, and the median of the pairs' ratios is reported.
     let repeats: usize = env_or("NNP_BENCH_REPEATS", 3);
@@ -293,6 +360,7 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
             hand_low,
             hand_high,
         );
+        ratios.push((label, ratio));
         // CPU time per message, each side's median over the runs.
         let cpu = |side: fn(&(Rate, Rate, Rate)) -> &Rate| {
             let mut send: Vec<f64> = runs.iter().map(|r| side(r).cpu_ns.0).collect();
@@ -313,6 +381,18 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
             "{:<39} CPU ns/message (sending, receiving): raw {:.0}, {:.0}   hand-rolled {:.0}, {:.0}   NNP {:.0}, {:.0}{whose}",
             "", raw.0, raw.1, hand.0, hand.1, nnp.0, nnp.1,
         );
+    }
+    // What a user who sends one message per call gets, beside the `Sender` of the same
+    // engine: each run's median ratio to its raw stream, divided.
+    let ratio_of = |label: &str| ratios.iter().find(|r| r.0 == label).map(|r| r.1);
+    for (label, sender) in [
+        ("send, loop thread", "Sender, loop thread"),
+        ("node API", "Sender, loop thread"),
+        ("send, inline", "Sender, inline"),
+    ] {
+        if let (Some(a), Some(b)) = (ratio_of(label), ratio_of(sender)) {
+            println!("{name:<18} {label:<19} {:.2}x the {sender}", a / b);
+        }
     }
 }
 

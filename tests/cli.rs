@@ -744,3 +744,18 @@ fn errors_name_what_they_are_about() {
     assert!(err.contains("--layers 4,0"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `nnp bench throughput` streams through plain sends and through a `Sender` in one process,
+/// every echo counted, and says how the two compare (the rates themselves are the bench's).
+#[test]
+fn bench_throughput_compares_plain_sends_with_a_sender() {
+    let (ok, out) = nnp(&["bench", "throughput", "--count", "20000", "--json"], b"");
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["messages"], 20000);
+    let plain = report["messages_per_s"].as_f64().unwrap();
+    let batched = report["sender_messages_per_s"].as_f64().unwrap();
+    assert!(plain > 0.0 && batched > 0.0, "{report}");
+    let ratio = report["ratio_to_sender"].as_f64().unwrap();
+    assert!((ratio - plain / batched).abs() < 1e-9, "{report}");
+}

@@ -31,6 +31,8 @@ pub(crate) enum Command {
         slot: usize,
         frame: OutFrame,
     },
+    /// Send the oldest of the connection's open blocks (its bytes are already counted).
+    SendOpen { conn: ConnId, slot: usize },
     /// Close gracefully.
     Close {
         conn: ConnId,

@@ -18,6 +18,7 @@
 //! from the caller's memory (head encoded on the stack; the values of a frame over 1 KiB
 //! handed to `writev` in place), queuing only what the socket does not take.
 
+mod coalesce;
 mod command;
 mod config;
 mod connection;

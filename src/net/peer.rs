@@ -1,5 +1,6 @@
 //! What a connection shares between its event loop and the application's threads.
 
+use super::coalesce::OpenBlocks;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -75,6 +76,8 @@ pub(crate) struct ConnShared {
     /// least every 5 ms, so no wake-up is ever lost: this only decides which releases cut a
     /// wait short. (Half the limit was measured too: it slowed 1 MiB WeightSync streams.)
     wake_below: usize,
+    /// Small frames from plain sends, coalescing until the loop takes them.
+    pub(crate) open: OpenBlocks,
 }
 
 impl ConnShared {
@@ -95,6 +98,7 @@ impl ConnShared {
             changed: Condvar::new(),
             waiters: AtomicUsize::new(0),
             wake_below: queue_limit - queue_limit / 8,
+            open: OpenBlocks::default(),
         }
     }
 

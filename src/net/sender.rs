@@ -5,21 +5,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::coalesce::{Batch, BATCH_BLOCK};
 use super::command::Command;
 use super::deadline::Deadline;
 use super::error::NetError;
-use super::frame::{encode_into, OutFrame};
 use super::peer::{ConnId, ConnShared};
-use super::pool::Block;
 use super::shared::EngineShared;
 use crate::session::may_send;
-use crate::wire::{encode_frame, Message, MsgType, HEADER_LEN};
+use crate::wire::{Message, MsgType, HEADER_LEN};
 
 /// Frames larger than this are not batched by a [`Sender`]: they go alone, as with
 /// [`EngineHandle::send`](super::EngineHandle::send).
 pub const SENDER_BATCH_FRAME_MAX: usize = 16 * 1024;
-/// The block a [`Sender`] encodes into: it hands it over when the next frame does not fit.
-const SENDER_BLOCK: usize = 64 * 1024;
 
 /// A batching sender for one connection, from [`EngineHandle::sender`](super::EngineHandle::sender): small frames are
 /// encoded back to back into one pooled block that reaches the event loop as one command
@@ -42,12 +39,8 @@ const SENDER_BLOCK: usize = 64 * 1024;
 pub struct Sender {
     engine: Arc<EngineShared>,
     conn: Arc<ConnShared>,
-    block: Option<Block>,
-    len: usize,
-    frames: u32,
-    first_type: MsgType,
-    /// The length of every frame held, while they are all of `first_type` and one length.
-    stride: Option<usize>,
+    /// The frames held; handed over when the next frame does not fit.
+    batch: Option<Batch>,
     /// Send-queue bytes reserved for the rest of the block: frames that fit in it are taken
     /// with no atomic operation and no connection check (those were made when it was
     /// reserved). Given back when the block is handed over.
@@ -63,7 +56,7 @@ impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sender")
             .field("conn", &self.conn.id)
-            .field("buffered_frames", &self.frames)
+            .field("buffered_frames", &self.buffered_frames())
             .finish_non_exhaustive()
     }
 }
@@ -74,11 +67,7 @@ impl Sender {
             max_frame: HEADER_LEN + engine.config.session.max_payload as usize,
             engine,
             conn,
-            block: None,
-            len: 0,
-            frames: 0,
-            first_type: MsgType::ForwardData,
-            stride: None,
+            batch: None,
             credit: 0,
             capabilities: 0,
         }
@@ -91,7 +80,7 @@ impl Sender {
 
     /// Frames accepted and not yet handed to the event loop.
     pub fn buffered_frames(&self) -> usize {
-        self.frames as usize
+        self.batch.as_ref().map_or(0, |b| b.frames() as usize)
     }
 
     /// Accepts `message`, waiting (up to `deadline`, as for
@@ -117,7 +106,7 @@ impl Sender {
         // first so that it cannot hold the room this frame waits for.
         self.return_credit();
         self.send_checked(message, wait)?;
-        if self.block.is_some() {
+        if self.batch.is_some() {
             self.reserve_credit();
         }
         Ok(())
@@ -141,12 +130,10 @@ impl Sender {
         // Encoded straight into the credit's room, capped at the longest frame that may be
         // batched (one length computation): a frame that does not fit is refused by the
         // encoder before it writes anything, and takes the checked path.
-        let block = self.block.as_mut()?;
+        let batch = self.batch.as_mut()?;
         let room_len = self.credit.min(SENDER_BATCH_FRAME_MAX).min(self.max_frame);
-        let room = &mut block.bytes_mut()[self.len..self.len + room_len];
-        let len = encode_into(message, 0, room).ok()?;
+        let len = batch.push(message, room_len).ok()?;
         self.credit -= len;
-        self.held(msg_type, len);
         Some(Ok(()))
     }
 
@@ -155,7 +142,8 @@ impl Sender {
     /// their room), if the queue has room for it.
     fn reserve_credit(&mut self) {
         let limit = self.engine.config.limits.send_queue_bytes;
-        let rest = (SENDER_BLOCK - self.len).min(limit / 8);
+        let held = self.batch.as_ref().map_or(0, Batch::len);
+        let rest = (BATCH_BLOCK - held).min(limit / 8);
         if rest > 0 && self.conn.is_established() && self.conn.try_reserve(rest, limit).is_ok() {
             self.credit = rest;
             self.capabilities = self.conn.capabilities();
@@ -165,19 +153,6 @@ impl Sender {
     /// Gives back the credit not used.
     fn return_credit(&mut self) {
         self.conn.release_queued(std::mem::take(&mut self.credit));
-    }
-
-    /// Counts a frame of `len` bytes just encoded at the end of the block.
-    #[inline]
-    fn held(&mut self, msg_type: MsgType, len: usize) {
-        if self.frames == 0 {
-            self.first_type = msg_type;
-            self.stride = Some(len);
-        } else if self.stride != Some(len) || msg_type != self.first_type {
-            self.stride = None;
-        }
-        self.len += len;
-        self.frames += 1;
     }
 
     /// One frame with every check and its own reservation.
@@ -198,21 +173,23 @@ impl Sender {
             }
             return self.engine.encode_and_submit(&self.conn, message, len);
         }
-        if self.len + len > SENDER_BLOCK {
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.len() + len > BATCH_BLOCK)
+        {
             if let Err(e) = self.flush() {
                 self.conn.release_queued(len);
                 return Err(e);
             }
         }
-        let block = self
-            .block
-            .get_or_insert_with(|| self.engine.pool.take(SENDER_BLOCK));
-        let mut dst = &mut block.bytes_mut()[self.len..self.len + len];
-        if let Err(e) = encode_frame(message, 0, &mut dst) {
+        let batch = self
+            .batch
+            .get_or_insert_with(|| Batch::new(self.engine.pool.take(BATCH_BLOCK)));
+        if let Err(e) = batch.push(message, len) {
             self.conn.release_queued(len);
             return Err(e.into());
         }
-        self.held(msg_type, len);
         Ok(())
     }
 
@@ -244,24 +221,13 @@ impl Sender {
     /// down meanwhile.
     pub fn flush(&mut self) -> Result<(), NetError> {
         self.return_credit();
-        if self.frames == 0 {
-            return Ok(());
-        }
-        let Some(block) = self.block.take() else {
+        let Some(batch) = self.batch.take_if(|b| b.frames() > 0) else {
             return Ok(());
         };
-        let (len, frames) = (
-            std::mem::take(&mut self.len),
-            std::mem::take(&mut self.frames),
-        );
-        let frame = match self.stride.take() {
-            Some(stride) => {
-                debug_assert_eq!(len, frames as usize * stride);
-                OutFrame::uniform_batch(block, self.first_type, frames, stride)
-            }
-            None => OutFrame::batch(block, len, self.first_type, frames),
-        };
+        let frame = batch.into_out_frame();
         let len = frame.len;
+        // After the frames that plain sends on the connection coalesced before this flush.
+        self.conn.open.seal();
         let mut command = Command::Send {
             conn: self.conn.id,
             slot: self.conn.slot().unwrap_or(usize::MAX),

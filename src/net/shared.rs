@@ -12,6 +12,7 @@ use super::error::NetError;
 use super::frame::{OutFrame, ReceivedFrame};
 use super::inline::InlineDriver;
 use super::peer::ConnShared;
+use super::sender::SENDER_BATCH_FRAME_MAX;
 use crate::session::may_send;
 use crate::wire::{frame_len, Message, MsgType, ProtocolError, HEADER_LEN};
 
@@ -140,6 +141,9 @@ impl EngineShared {
         if let Some(sent) = self.inline.send_message_now(shared, message, len) {
             return sent.map_err(NetError::from);
         }
+        if !self.is_inline() && Self::coalesces(message.msg_type(), len) {
+            return self.append_open(shared, message, len);
+        }
         match OutFrame::encode(&self.pool, message, 0, len) {
             Ok(frame) => self.submit(shared, frame),
             Err(e) => {
@@ -147,6 +151,38 @@ impl EngineShared {
                 Err(e.into())
             }
         }
+    }
+
+    /// Whether a plain send of a `len`-byte `msg_type` frame joins the connection's open
+    /// block (on a loop-thread engine): a small data frame; a WeightSync or a large frame goes
+    /// alone, as from a [`super::Sender`].
+    fn coalesces(msg_type: MsgType, len: usize) -> bool {
+        len <= SENDER_BATCH_FRAME_MAX && msg_type != MsgType::WeightSync
+    }
+
+    /// Appends a frame (its `len` bytes reserved; released on failure) to the connection's
+    /// open block, announcing a new block to the loop when it opens one.
+    fn append_open(
+        &self,
+        shared: &ConnShared,
+        message: &Message<'_>,
+        len: usize,
+    ) -> Result<(), NetError> {
+        let lane = &self.loops[shared.loop_index];
+        let appended = shared.open.append(&self.pool, message, len, || {
+            let command = Command::SendOpen {
+                conn: shared.id,
+                slot: shared.slot().unwrap_or(usize::MAX),
+            };
+            lane.submit(command)
+                .map_err(|_| NetError::CommandQueueFull {
+                    capacity: self.config.limits.command_queue_capacity,
+                })
+        });
+        if appended.is_err() {
+            shared.release_queued(len);
+        }
+        appended
     }
 
     /// Queues a received frame (its bytes already reserved): header, payload and checksum
@@ -171,6 +207,7 @@ impl EngineShared {
     pub(crate) fn submit(&self, shared: &ConnShared, frame: OutFrame) -> Result<(), NetError> {
         let len = frame.len;
         let slot = shared.slot().unwrap_or(usize::MAX);
+        shared.open.seal();
         let Some(frame) = self.inline.send_now(shared.id, slot, frame) else {
             return Ok(());
         };
@@ -191,6 +228,7 @@ impl EngineShared {
 
     /// Hands `command` to the connection's loop, driving an inline engine after it.
     pub(crate) fn command(&self, shared: &ConnShared, command: Command) -> Result<(), NetError> {
+        shared.open.seal();
         if self.loops[shared.loop_index].submit(command).is_err() {
             return Err(NetError::CommandQueueFull {
                 capacity: self.config.limits.command_queue_capacity,

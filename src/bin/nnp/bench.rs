@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use nnp::net::{new_rtt_histogram, Engine, EngineConfig, EngineHandle, NetEvent};
+use nnp::net::{new_rtt_histogram, ConnId, Engine, EngineConfig, EngineHandle, NetEvent, Receiver};
 use nnp::wire::{frame_len, Message};
 use serde_json::json;
 
@@ -124,44 +124,25 @@ pub(crate) fn bench(
             }
         }
         BenchKind::Throughput => {
-            let start = Instant::now();
-            let sender = {
-                let handle = handle.clone();
-                let data = data.clone();
-                std::thread::spawn(move || -> Result<(), String> {
-                    let msg = Message::ForwardData {
-                        layer_id: 0,
-                        data: Cow::Borrowed(&data),
-                    };
-                    for _ in 0..count {
-                        handle
-                            .send(conn, &msg, Duration::from_secs(10))
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                })
-            };
-            let mut got = 0;
-            while got < count {
-                match rx.recv_timeout(Duration::from_secs(10)) {
-                    Some(NetEvent::Frame(_)) => got += 1,
-                    Some(_) => {}
-                    None => return Err(format!("only {got} of {count} echoes arrived").into()),
-                }
-            }
-            sender.join().map_err(|_| "sender panicked")??;
-            let secs = start.elapsed().as_secs_f64();
-            let rate = count as f64 / secs;
+            // Plain sends (what the node API and most applications do), then a `Sender` in the
+            // same process: the first should not trail the second by much.
+            let plain = echo_stream(&handle, &mut rx, conn, &data, count, false)?;
+            let batched = echo_stream(&handle, &mut rx, conn, &data, count, true)?;
             if as_json {
                 println!(
                     "{}",
-                    json!({ "bench": "throughput", "frame_bytes": len, "messages": count, "messages_per_s": rate, "gb_per_s": rate * len as f64 / 1e9 })
+                    json!({ "bench": "throughput", "frame_bytes": len, "messages": count,
+                        "messages_per_s": plain, "gb_per_s": plain * len as f64 / 1e9,
+                        "sender_messages_per_s": batched, "ratio_to_sender": plain / batched })
                 );
             } else {
-                println!(
-                    "{count} ForwardData of {len} bytes echoed in {secs:.3} s: {rate:.0} messages/s each way, {:.3} GB/s",
-                    rate * len as f64 / 1e9
-                );
+                for (api, rate) in [("send", plain), ("Sender", batched)] {
+                    println!(
+                        "{count} ForwardData of {len} bytes through {api:<6} echoed: {rate:>10.0} messages/s each way, {:.3} GB/s",
+                        rate * len as f64 / 1e9
+                    );
+                }
+                println!("plain send: {:.2}x the Sender's rate", plain / batched);
             }
         }
     }
@@ -173,4 +154,52 @@ pub(crate) fn bench(
         let _ = echo.join();
     }
     Ok(())
+}
+
+/// Streams `count` ForwardData to the echo node from another thread, one `send` per message or
+/// through a `Sender`, and counts the echoes; returns messages per second each way.
+fn echo_stream(
+    handle: &EngineHandle,
+    rx: &mut Receiver,
+    conn: ConnId,
+    data: &[f32],
+    count: usize,
+    batched: bool,
+) -> Result<f64, String> {
+    let start = Instant::now();
+    let sender = {
+        let handle = handle.clone();
+        let data = data.to_vec();
+        std::thread::spawn(move || -> Result<(), String> {
+            let msg = Message::ForwardData {
+                layer_id: 0,
+                data: Cow::Borrowed(&data),
+            };
+            let timeout = Duration::from_secs(10);
+            if batched {
+                let mut sender = handle.sender(conn).map_err(|e| e.to_string())?;
+                for _ in 0..count {
+                    sender.send(&msg, timeout).map_err(|e| e.to_string())?;
+                }
+                sender.flush().map_err(|e| e.to_string())
+            } else {
+                for _ in 0..count {
+                    handle
+                        .send(conn, &msg, timeout)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        })
+    };
+    let mut got = 0;
+    while got < count {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Some(NetEvent::Frame(_)) => got += 1,
+            Some(_) => {}
+            None => return Err(format!("only {got} of {count} echoes arrived")),
+        }
+    }
+    sender.join().map_err(|_| "sender panicked")??;
+    Ok(count as f64 / start.elapsed().as_secs_f64())
 }

@@ -291,6 +291,15 @@ impl EventLoop {
                     }
                     None => log::debug!("frame for closed connection {conn} dropped"),
                 },
+                Command::SendOpen { conn, slot } => match self.slot_of(conn, slot) {
+                    Some(key) => {
+                        if let Some(frame) = self.conns[key].shared.open.take() {
+                            self.conns[key].enqueue(frame);
+                            self.dirty.push(key);
+                        }
+                    }
+                    None => log::debug!("frames for closed connection {conn} dropped"),
+                },
                 Command::Close {
                     conn,
                     slot,

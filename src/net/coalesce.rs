@@ -1,0 +1,181 @@
+//! Small frames joined into pooled blocks: the [`Batch`] a [`super::Sender`] fills, and the
+//! [`OpenBlocks`] through which plain sends on a connection coalesce by themselves.
+//!
+//! A plain [`super::EngineHandle::send`] of a small frame on a loop-thread engine appends the
+//! frame to the connection's open block while the loop has not yet taken it. Only the send
+//! that opens a block hands the loop a command (and wakes it if it sleeps); the sends that
+//! follow while the loop is busy ride along in the same block. A lone send therefore leaves
+//! as soon as it would have alone, and a stream of sends costs one hand-off and one write per
+//! block, as with a `Sender`, without the application choosing a special API.
+//!
+//! Order: every block is announced (its command queued) while the lock is held, before any
+//! other send can append to it, and any other way of handing the loop work for the
+//! connection (a large frame, a `Sender`'s block, a refusal, a close) seals the open block
+//! first. So each block's command precedes every command queued after a frame in it, and
+//! frames leave in the order their sends returned.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use super::error::NetError;
+use super::frame::{encode_into, OutFrame};
+use super::pool::{Block, BufferPool};
+use crate::wire::{Message, MsgType, ProtocolError};
+
+/// The block a batch of small frames is encoded into once it is worth one (a `Sender`'s
+/// block, and an open block that a stream of sends outgrew).
+pub(crate) const BATCH_BLOCK: usize = 64 * 1024;
+/// The first open block of a connection whose loop has taken everything before it: a lone
+/// message does not hold a 64 KiB block, and a burst moves on to [`BATCH_BLOCK`]s.
+const FIRST_OPEN_BLOCK: usize = 4 * 1024;
+
+/// Small data frames encoded back to back into one pooled block.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    block: Block,
+    len: usize,
+    frames: u32,
+    first_type: MsgType,
+    /// The length of every frame held, while they are all of `first_type` and one length.
+    stride: Option<usize>,
+}
+
+impl Batch {
+    pub(crate) fn new(block: Block) -> Batch {
+        Batch {
+            block,
+            len: 0,
+            frames: 0,
+            first_type: MsgType::ForwardData,
+            stride: None,
+        }
+    }
+
+    /// Bytes held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Frames held.
+    pub(crate) fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// The block's capacity.
+    pub(crate) fn capacity(&self) -> usize {
+        self.block.bytes().len()
+    }
+
+    /// The `len` bytes after the frames held, to encode the next frame into.
+    #[inline]
+    pub(crate) fn room(&mut self, len: usize) -> &mut [u8] {
+        &mut self.block.bytes_mut()[self.len..self.len + len]
+    }
+
+    /// Encodes `message` after the frames held if it fits in `max` bytes (and in the
+    /// block); returns its length. A frame that does not fit is refused before anything is
+    /// written.
+    #[inline]
+    pub(crate) fn push(
+        &mut self,
+        message: &Message<'_>,
+        max: usize,
+    ) -> Result<usize, ProtocolError> {
+        let max = max.min(self.capacity() - self.len);
+        let len = encode_into(message, 0, self.room(max))?;
+        self.held(message.msg_type(), len);
+        Ok(len)
+    }
+
+    /// Counts a frame of `len` bytes just encoded at the end of the block.
+    #[inline]
+    pub(crate) fn held(&mut self, msg_type: MsgType, len: usize) {
+        if self.frames == 0 {
+            self.first_type = msg_type;
+            self.stride = Some(len);
+        } else if self.stride != Some(len) || msg_type != self.first_type {
+            self.stride = None;
+        }
+        self.len += len;
+        self.frames += 1;
+    }
+
+    /// The frames, ready for the loop.
+    pub(crate) fn into_out_frame(self) -> OutFrame {
+        match self.stride {
+            Some(stride) => {
+                debug_assert_eq!(self.len, self.frames as usize * stride);
+                OutFrame::uniform_batch(self.block, self.first_type, self.frames, stride)
+            }
+            None => OutFrame::batch(self.block, self.len, self.first_type, self.frames),
+        }
+    }
+}
+
+/// A block handed to the loop, or announced to it and still open to appends.
+#[derive(Debug)]
+struct Pending {
+    batch: Batch,
+    /// Cleared when another way of sending on the connection queued work after this block.
+    open: bool,
+}
+
+/// A connection's blocks of coalesced sends, oldest first: each was announced to the loop by
+/// one command, which takes the oldest.
+#[derive(Debug, Default)]
+pub(crate) struct OpenBlocks {
+    blocks: Mutex<VecDeque<Pending>>,
+}
+
+impl OpenBlocks {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Encodes `message` (`len` bytes, at most [`BATCH_BLOCK`], its room already reserved in
+    /// the send queue) into the open block, or into a new block announced by `announce` (it
+    /// queues the command that takes the block; called under the lock). If the command
+    /// cannot be queued the new block is dropped and the error returned.
+    pub(crate) fn append(
+        &self,
+        pool: &BufferPool,
+        message: &Message<'_>,
+        len: usize,
+        announce: impl FnOnce() -> Result<(), NetError>,
+    ) -> Result<(), NetError> {
+        let mut blocks = self.lock();
+        if let Some(open) = blocks.back_mut().filter(|p| p.open) {
+            if open.batch.capacity() - open.batch.len() >= len {
+                open.batch.push(message, len)?;
+                return Ok(());
+            }
+        }
+        let size = if blocks.is_empty() {
+            FIRST_OPEN_BLOCK
+        } else {
+            BATCH_BLOCK
+        };
+        let mut batch = Batch::new(pool.take(size.max(len)));
+        batch.push(message, len)?;
+        blocks.push_back(Pending { batch, open: true });
+        if let Err(e) = announce() {
+            blocks.pop_back();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Closes the open block to appends: work queued for the connection after this call
+    /// must leave after every frame already in it.
+    pub(crate) fn seal(&self) {
+        if let Some(open) = self.lock().back_mut() {
+            open.open = false;
+        }
+    }
+
+    /// The oldest block, for the loop (one per announcing command).
+    pub(crate) fn take(&self) -> Option<OutFrame> {
+        let pending = self.lock().pop_front()?;
+        Some(pending.batch.into_out_frame())
+    }
+}
