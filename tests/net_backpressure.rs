@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::net::{assert_is_stream_frame, config, start, stream_frame};
 use nnp::net::{Deadline, Engine, NetError, NetEvent};
-use nnp::wire::Message;
+use nnp::wire::{frame_len, Message};
 
 #[test]
 fn a_slow_reader_gives_backpressure_and_bounded_memory() {
@@ -123,4 +123,90 @@ fn a_sender_gives_backpressure_and_drops_nothing() {
     // Every byte reserved (frames and the sender's credit) was given back.
     client.wait_sent(conn, Duration::from_secs(5)).unwrap();
     assert_eq!(client.peer(conn).unwrap().queued_bytes, 0);
+}
+
+/// One peer whose frames the application holds cannot take the others' share of the receive
+/// budget: it stops being read at its own share, and a second peer's frames keep arriving.
+#[test]
+fn a_peer_holding_its_share_of_the_receive_budget_does_not_stall_the_others() {
+    let mut cfg = config("server").threads(1);
+    cfg.limits.rx_in_flight_bytes = 4 << 20;
+    cfg.limits.rx_in_flight_per_conn = 1 << 20;
+    let (_server, _handle, mut rx, addr) = start(cfg);
+    let (_a, greedy, _arx) = Engine::start(config("greedy")).unwrap();
+    let (_b, other, _brx) = Engine::start(config("other")).unwrap();
+    let greedy_conn = greedy.connect(addr).unwrap();
+    let other_conn = other.connect(addr).unwrap();
+    let msg = Message::ForwardData {
+        layer_id: 0,
+        data: Cow::Owned(vec![1.0f32; 4000]),
+    };
+    // 8 MiB from the greedy peer, twice the loop's whole budget.
+    let greedy_frames = (8 << 20) / frame_len(&msg).unwrap();
+    let sending = thread::spawn(move || {
+        let msg = Message::ForwardData {
+            layer_id: 0,
+            data: Cow::Owned(vec![1.0f32; 4000]),
+        };
+        for _ in 0..greedy_frames {
+            greedy
+                .send(greedy_conn, &msg, Duration::from_secs(30))
+                .unwrap();
+        }
+        greedy
+    });
+    // The application holds every frame of the greedy peer and counts the other's.
+    let mut held = Vec::new();
+    let mut from_other = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut next_other = 0u16;
+    while from_other < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the other peer's frames stopped arriving ({from_other} of 200) while the greedy \
+             peer's {} frames are held",
+            held.len()
+        );
+        if next_other < 200 && next_other <= from_other {
+            other
+                .send(
+                    other_conn,
+                    &Message::ForwardData {
+                        layer_id: 7,
+                        data: Cow::Owned(vec![f32::from(next_other)]),
+                    },
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+            next_other += 1;
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Some(NetEvent::Frame(f)) if f.conn() == other_conn => from_other += 1,
+            Some(NetEvent::Frame(f)) => held.push(f),
+            _ => {}
+        }
+    }
+    // Give the loop time to read on if it would (it must not), then look at what is held.
+    thread::sleep(Duration::from_millis(300));
+    while let Some(event) = rx.recv_timeout(Duration::from_millis(50)) {
+        if let NetEvent::Frame(f) = event {
+            held.push(f);
+        }
+    }
+    let held_bytes: usize = held.iter().map(|f| f.bytes().len()).sum();
+    assert!(
+        held_bytes < (1 << 20) + (256 << 10),
+        "the greedy peer holds {held_bytes} bytes, over its 1 MiB share and a read block"
+    );
+    // Released, the rest of its frames arrive.
+    let mut got = held.len();
+    drop(held);
+    while got < greedy_frames {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Some(NetEvent::Frame(_)) => got += 1,
+            Some(_) => {}
+            None => panic!("only {got} of {greedy_frames} frames after the release"),
+        }
+    }
+    drop(sending.join().unwrap());
 }

@@ -13,7 +13,10 @@ use nnp::wire::Message;
 
 #[test]
 fn small_frames_overtake_bulk_on_receipt_and_close_comes_last() {
-    let (_server, _handle, mut rx, addr) = start(config("server"));
+    // Room for the whole 16 MiB of bulk frames while the receiver is away.
+    let mut server_config = config("server");
+    server_config.limits.rx_in_flight_per_conn = 32 << 20;
+    let (_server, _handle, mut rx, addr) = start(server_config);
     let (_client, client, _crx) = Engine::start(config("client")).unwrap();
     let conn = client.connect(addr).unwrap();
     let values = vec![0.5f32; 1024 * 1025];

@@ -21,13 +21,17 @@ fn net() -> NeuralNetwork {
 
 /// Writes a handshake and then ForwardData requests as fast as the socket takes them, never
 /// reading, until the node closes the connection or `stop` is set; returns how many requests
-/// went out.
-fn flood(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> usize {
-    let mut socket = TcpStream::connect(addr).unwrap();
-    socket
-        .set_write_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut bytes = Vec::new();
+/// A connection to `addr` with a small receive buffer: answers the peer does not read fill
+/// it at once, as they would a peer that stopped reading long ago.
+fn reluctant_reader(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// The flooder's handshake, encoded.
+fn hello_bytes() -> Vec<u8> {
     let hello = Message::Handshake(Hello {
         node_id: 9,
         min_version: 1,
@@ -36,20 +40,37 @@ fn flood(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> usize {
         layer_sizes: Cow::Owned(vec![4]),
         name: Cow::Borrowed("flooder"),
     });
+    let mut bytes = Vec::new();
     encode_frame(&hello, 0, &mut bytes).unwrap();
-    socket.write_all(&bytes).unwrap();
+    bytes
+}
+
+/// went out.
+fn flood(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> usize {
+    let mut socket = reluctant_reader(addr);
+    socket
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    socket.write_all(&hello_bytes()).unwrap();
     let mut sent = 0;
+    // A burst is written whole, however many writes it takes: the stream stays valid.
+    let (mut burst, mut written) = (Vec::new(), 0);
     while !stop.load(Ordering::Relaxed) {
-        bytes.clear();
-        for k in 0..64u64 {
-            let request = Message::ForwardData {
-                layer_id: 0,
-                data: Cow::Borrowed(&[0.5, 0.25, 0.125, 1.0]),
-            };
-            encode_frame(&request, 1 + sent as u64 + k, &mut bytes).unwrap();
+        if written == burst.len() {
+            burst.clear();
+            written = 0;
+            for k in 0..64u64 {
+                let request = Message::ForwardData {
+                    layer_id: 0,
+                    data: Cow::Borrowed(&[0.5, 0.25, 0.125, 1.0]),
+                };
+                encode_frame(&request, 1 + sent as u64 + k, &mut burst).unwrap();
+            }
+            sent += 64;
         }
-        match socket.write_all(&bytes) {
-            Ok(()) => sent += 64,
+        match socket.write(&burst[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
             Err(_) => break, // closed by the node
@@ -139,4 +160,49 @@ fn a_peer_that_never_reads_is_disconnected_and_the_others_are_served() {
         serve.join().unwrap() >= 1,
         "the slow consumer was refused room at least once"
     );
+}
+
+/// A peer cut off as a slow consumer that goes on writing and not reading cannot keep its
+/// connection, and the answers queued for it, for ever: once the linger passes with the last
+/// frames unwritten, the node drops the connection and the peer's writes fail.
+#[test]
+fn a_cut_off_peer_that_does_not_read_is_dropped_after_the_linger() {
+    let mut engine = EngineConfig::default().threads(1);
+    engine.linger = Duration::from_millis(300);
+    let config = NodeConfig {
+        engine,
+        ..NodeConfig::default()
+    };
+    // Small answers: millions of them queue before the peer is found not to read.
+    let network =
+        NeuralNetwork::with_layers_and_mode(&[4, 32, 10], 0.1, HebbianLearningMode::Classic);
+    let (server, rx) =
+        DistributedNetwork::with_config("server", "127.0.0.1", 0, network, config).unwrap();
+    let addr = server.start_server().unwrap();
+    let server = Arc::new(server);
+    let serving = Arc::clone(&server);
+    let serve = std::thread::spawn(move || {
+        for event in rx {
+            if let NodeEvent::Message(m) = event {
+                if let Ok(HandleOutcome::Output(output)) = serving.handle_message(&m) {
+                    let _ = serving.reply(&m, &output);
+                }
+            }
+        }
+    });
+    // The flooder never stops by itself: it returns only when its writes fail.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(flood(addr, Arc::new(AtomicBool::new(false))));
+    });
+    let sent = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the node drops the connection of a peer that does not read");
+    assert!(sent > 0);
+    assert!(server
+        .peers()
+        .iter()
+        .all(|p| p.info.as_ref().is_none_or(|i| i.name != "flooder")));
+    server.shutdown();
+    serve.join().unwrap();
 }

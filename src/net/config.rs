@@ -59,6 +59,12 @@ pub struct Limits {
     /// before it stops reading (backpressure to the peers). Raise it if the application
     /// holds many large frames at once.
     pub rx_in_flight_bytes: usize,
+    /// The share of `rx_in_flight_bytes` one connection may hold: a connection whose
+    /// received frames the application has not yet released reach this stops being read,
+    /// while the loop's other connections are read on. One peer that sends faster than the
+    /// application takes its frames cannot take the others' share of the budget (nor put
+    /// more than this many bytes of its frames ahead of theirs in the receiver).
+    pub rx_in_flight_per_conn: usize,
     /// Events the ring from each loop to the receiver holds.
     pub event_ring_capacity: usize,
     /// Commands each loop's queue holds; a full queue refuses with
@@ -71,6 +77,7 @@ impl Default for Limits {
         Limits {
             send_queue_bytes: 8 * 1024 * 1024,
             rx_in_flight_bytes: 64 * 1024 * 1024,
+            rx_in_flight_per_conn: 8 * 1024 * 1024,
             event_ring_capacity: 16 * 1024,
             command_queue_capacity: 64 * 1024,
         }

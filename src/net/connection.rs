@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::frame::{Delivery, FrameBatch, OutFrame, ReceivedFrame, RxBlock};
+use super::frame::{Delivery, FrameBatch, OutFrame, ReceivedFrame, RxBlock, RxBudgets};
 use super::metrics::Counters;
 use super::pacing::Pacer;
 use super::peer::ConnShared;
@@ -109,6 +109,8 @@ pub(crate) struct Connection {
     pub(crate) half_closed_at: Option<Instant>,
     /// The poll reported the peer's end of stream: read on to it even after a short read.
     pub(crate) peer_finished: bool,
+    /// Bytes of this connection's frames handed on and not yet released.
+    rx_held: Arc<AtomicUsize>,
 }
 
 /// The clock and the bulk rate a flush schedules by.
@@ -124,6 +126,8 @@ pub(crate) struct ReadContext<'a> {
     pub(crate) pool: &'a BufferPool,
     pub(crate) rx_budget: &'a Arc<AtomicUsize>,
     pub(crate) rx_limit: usize,
+    /// The most one connection may hold of `rx_limit`.
+    pub(crate) rx_conn_limit: usize,
     pub(crate) now: Instant,
     pub(crate) traffic: &'a Counters,
     /// Counts the peers' refusals of our frames.
@@ -166,6 +170,7 @@ impl Connection {
             read_closed: false,
             half_closed_at: None,
             peer_finished: false,
+            rx_held: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -175,7 +180,7 @@ impl Connection {
     /// returned.
     pub(crate) fn read(&mut self, cx: &ReadContext<'_>) -> io::Result<ReadOutcome> {
         for _ in 0..READS_PER_TURN {
-            if !self.parked.is_empty() || cx.rx_budget.load(Ordering::Relaxed) > cx.rx_limit {
+            if !self.parked.is_empty() || !self.may_receive(cx) {
                 return Ok(ReadOutcome::Paused);
             }
             // Until the handshake completes a peer has earned only a small block: a
@@ -218,6 +223,13 @@ impl Connection {
             }
         }
         Ok(ReadOutcome::MoreLater)
+    }
+
+    /// Whether the loop's and the connection's budgets of received bytes the application
+    /// has not released leave room to read more.
+    pub(crate) fn may_receive(&self, cx: &ReadContext<'_>) -> bool {
+        cx.rx_budget.load(Ordering::Relaxed) <= cx.rx_limit
+            && self.rx_held.load(Ordering::Relaxed) <= cx.rx_conn_limit
     }
 
     /// Whether the peer's end of stream may be a half-close to linger on: the session is
@@ -295,7 +307,11 @@ impl Connection {
                 b.bytes_mut()[..tail].copy_from_slice(&block.bytes()[pos..self.rx_filled]);
                 b
             });
-            let shared = Arc::new(RxBlock::new(block, Arc::clone(cx.rx_budget)));
+            let budgets = RxBudgets {
+                event_loop: Arc::clone(cx.rx_budget),
+                conn: Arc::clone(&self.rx_held),
+            };
+            let shared = Arc::new(RxBlock::new(block, budgets));
             let batch = |frames| {
                 Delivery::Batch(FrameBatch {
                     block: Arc::clone(&shared),

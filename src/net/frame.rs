@@ -11,32 +11,52 @@ use crate::wire::{
 };
 
 /// A block of received bytes shared by the frames read into it; counts against the event
-/// loop's budget of received-but-unreleased bytes until the last frame is dropped.
+/// loop's and its connection's budgets of received-but-unreleased bytes until the last frame
+/// is dropped.
 #[derive(Debug)]
 pub(crate) struct RxBlock {
     block: Block,
-    budget: Arc<AtomicUsize>,
+    budgets: RxBudgets,
+}
+
+/// The counters of received bytes handed on and not yet released: the loop's (all its
+/// connections) and one connection's.
+#[derive(Debug, Clone)]
+pub(crate) struct RxBudgets {
+    pub(crate) event_loop: Arc<AtomicUsize>,
+    pub(crate) conn: Arc<AtomicUsize>,
+}
+
+impl RxBudgets {
+    fn add(&self, bytes: usize) {
+        self.event_loop.fetch_add(bytes, Ordering::Relaxed);
+        self.conn.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.event_loop.fetch_sub(bytes, Ordering::Relaxed);
+        self.conn.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 impl RxBlock {
-    pub(crate) fn new(block: Block, budget: Arc<AtomicUsize>) -> RxBlock {
-        budget.fetch_add(block.capacity(), Ordering::Relaxed);
-        RxBlock { block, budget }
+    pub(crate) fn new(block: Block, budgets: RxBudgets) -> RxBlock {
+        budgets.add(block.capacity());
+        RxBlock { block, budgets }
     }
 
     /// The block, no longer counted as received-and-unreleased.
     fn into_block(mut self) -> Block {
         let empty = self.block.empty_sibling();
         let block = std::mem::replace(&mut self.block, empty);
-        self.budget.fetch_sub(block.capacity(), Ordering::Relaxed);
+        self.budgets.sub(block.capacity());
         block
     }
 }
 
 impl Drop for RxBlock {
     fn drop(&mut self) {
-        self.budget
-            .fetch_sub(self.block.capacity(), Ordering::Relaxed);
+        self.budgets.sub(self.block.capacity());
     }
 }
 
@@ -497,8 +517,14 @@ mod tests {
         let mut block = pool.take(4096);
         encode_frame(&msg, 41, &mut &mut block.bytes_mut()[64..64 + len]).unwrap();
         let storage = block.bytes().as_ptr();
-        let rx = Arc::new(RxBlock::new(block, Arc::clone(&budget)));
+        let conn_budget = Arc::new(AtomicUsize::new(0));
+        let budgets = RxBudgets {
+            event_loop: Arc::clone(&budget),
+            conn: Arc::clone(&conn_budget),
+        };
+        let rx = Arc::new(RxBlock::new(block, budgets));
         assert_eq!(budget.load(Ordering::Relaxed), 4096);
+        assert_eq!(conn_budget.load(Ordering::Relaxed), 4096);
         let frame = ReceivedFrame::new(rx, 64, len, MsgType::ForwardData, ConnId(3));
 
         // A second view shares the block: the frame comes back, untouched.
@@ -514,8 +540,11 @@ mod tests {
             "the block moved, not copied"
         );
         assert_eq!(
-            budget.load(Ordering::Relaxed),
-            0,
+            (
+                budget.load(Ordering::Relaxed),
+                conn_budget.load(Ordering::Relaxed)
+            ),
+            (0, 0),
             "no longer counted as received"
         );
         out.set_sequence(7);

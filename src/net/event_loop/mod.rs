@@ -88,6 +88,11 @@ pub(crate) struct EventLoop {
     spare_keys: Vec<Vec<usize>>,
     /// Connections whose peer half-closed, open for the answers until their linger ends.
     lingering: Vec<usize>,
+    /// Connections whose session closed, with when: each is dropped once its last frames
+    /// (the Disconnect or Error among them) are written, or once the linger has passed
+    /// without their being written (a peer that does not read cannot hold a connection, and
+    /// the memory of its queue, for ever).
+    closing: Vec<(usize, ConnId, Instant)>,
 }
 
 impl EventLoop {
@@ -134,6 +139,7 @@ impl EventLoop {
             direct_turns: 0,
             spare_keys: Vec::new(),
             lingering: Vec::new(),
+            closing: Vec::new(),
         }
     }
 
@@ -397,6 +403,7 @@ impl EventLoop {
                         None => CloseCause::Disconnect(reason),
                     };
                     conn.shared.set_closed(cause);
+                    self.closing.push((key, conn.shared.id, Instant::now()));
                     self.dirty.push(key);
                 }
             }
@@ -437,6 +444,7 @@ impl EventLoop {
         self.last_tick = now;
         self.context.pool.trim();
         self.end_lingering(now);
+        self.end_closing(now);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
@@ -444,6 +452,30 @@ impl EventLoop {
             if conn.session.poll_timeout().is_some_and(|t| t <= now) {
                 conn.session.handle_timeout(now);
                 self.after_session(key);
+            }
+        }
+    }
+
+    /// Drops the closed connections whose last frames have not been written within the
+    /// linger: their peer is not reading.
+    fn end_closing(&mut self, now: Instant) {
+        let linger = self.context.config.linger;
+        let mut i = 0;
+        while i < self.closing.len() {
+            let (key, id, since) = self.closing[i];
+            let open = self.conns.get(key).is_some_and(|c| c.shared.id == id);
+            if open && now.duration_since(since) < linger {
+                i += 1;
+                continue;
+            }
+            self.closing.swap_remove(i);
+            if open {
+                let conn = &self.conns[key];
+                log::debug!(
+                    "connection {id} closed with frames its peer did not read within {linger:?}: dropped"
+                );
+                let cause = conn.shared.close_cause().unwrap_or(CloseCause::Eof);
+                self.finish(key, cause);
             }
         }
     }

@@ -21,6 +21,7 @@ impl EventLoop {
             pool: &engine.pool,
             rx_budget: &rx_budget,
             rx_limit: engine.config.limits.rx_in_flight_bytes,
+            rx_conn_limit: engine.config.limits.rx_in_flight_per_conn,
             now,
             traffic: &engine.metrics.traffic,
             refusals: &engine.metrics.refusals_received,
@@ -51,7 +52,7 @@ impl EventLoop {
                 let is_paused = !parked.is_empty();
                 conn.parked = parked;
                 rounds += 1;
-                let budget_left = rx_budget.load(Ordering::Relaxed) <= cx.rx_limit;
+                let budget_left = conn.may_receive(&cx);
                 if matches!(outcome, Ok(ReadOutcome::Paused))
                     && !is_paused
                     && budget_left
