@@ -7,8 +7,8 @@ use std::time::Duration;
 use nnp::net::{CloseCause, NetError};
 use nnp::nn::{one_hot, HebbianLearningMode, Loss, NeuralNetwork};
 use nnp::node::{
-    DistributedNetwork, HandleOutcome, NetworkMessage, NodeConfig, NodeError, NodeEvent,
-    NodeReceiver, PeerId,
+    DistributedNetwork, HandleOutcome, Model, ModelError, NetworkMessage, NodeConfig, NodeError,
+    NodeEvent, NodeReceiver, PeerId,
 };
 use nnp::wire::{capabilities, DisconnectReason, Message, MsgType, ProtocolError, SyncMode};
 
@@ -618,6 +618,102 @@ fn non_finite_data_is_refused_naming_the_first_bad_value() {
                 break;
             }
             NodeEvent::Message(m) => panic!("answered NaN with {:?}", m.message()),
+            _ => {}
+        }
+    }
+}
+
+/// A model that takes non-finite inputs, reading them as zero: what a user who wants NaN on
+/// the wire does (the node's policy is its model's).
+struct NanAsZero(NeuralNetwork);
+
+impl Model for NanAsZero {
+    fn layer_sizes(&self) -> Vec<usize> {
+        Model::layer_sizes(&self.0)
+    }
+    fn forward_from(&mut self, layer: usize, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let cleaned: Vec<f32> = input
+            .iter()
+            .map(|&v| if v.is_finite() { v } else { 0.0 })
+            .collect();
+        Model::forward_from(&mut self.0, layer, &cleaned)
+    }
+    fn apply_gradient(&mut self, layer: usize, gradient: &[f32]) -> Result<(), ModelError> {
+        Model::apply_gradient(&mut self.0, layer, gradient)
+    }
+    fn integrate_correlations(
+        &mut self,
+        layer: usize,
+        correlations: &[f32],
+        learning_rate: f32,
+    ) -> Result<(), ModelError> {
+        Model::integrate_correlations(&mut self.0, layer, correlations, learning_rate)
+    }
+    fn correlations(&self, layer: usize) -> Result<Vec<f32>, ModelError> {
+        Model::correlations(&self.0, layer)
+    }
+    fn params(&self, layer: usize) -> Result<Vec<f32>, ModelError> {
+        Model::params(&self.0, layer)
+    }
+    fn write_params(
+        &mut self,
+        layer: usize,
+        offset: usize,
+        values: &[f32],
+    ) -> Result<(), ModelError> {
+        Model::write_params(&mut self.0, layer, offset, values)
+    }
+}
+
+/// NaN is refused by the default network, naming the index, and answered by a node whose
+/// model takes it.
+#[test]
+fn non_finite_inputs_are_refused_by_default_and_taken_by_a_model_that_wants_them() {
+    let mut with_nan = input(3);
+    with_nan[5] = f32::NAN;
+    let mut zeroed = with_nan.clone();
+    zeroed[5] = 0.0;
+    let expected = net(4).forward(&zeroed).unwrap().1;
+
+    let (strict, mut strict_rx) = node("strict", 4, capabilities::ALL, 1);
+    let (lenient, mut lenient_rx) =
+        DistributedNetwork::new("lenient", "127.0.0.1", 0, NanAsZero(net(4))).unwrap();
+    let (client, mut client_rx) = node("client", 9, capabilities::ALL, 1);
+    let strict_addr = strict.start_server().unwrap();
+    let lenient_addr = lenient.start_server().unwrap();
+    let to_strict = client.connect_to("127.0.0.1", strict_addr.port()).unwrap();
+    let to_lenient = client.connect_to("127.0.0.1", lenient_addr.port()).unwrap();
+
+    client.send_forward_data(to_strict, 0, &with_nan).unwrap();
+    let request = next_data(&mut strict_rx);
+    let refused = strict.handle_message(&request).unwrap_err();
+    assert!(refused.to_string().contains("index 5"), "{refused}");
+
+    client.send_forward_data(to_lenient, 0, &with_nan).unwrap();
+    let request = next_data(&mut lenient_rx);
+    let HandleOutcome::Output(output) = lenient.handle_message(&request).unwrap() else {
+        panic!("an output")
+    };
+    lenient.reply(&request, &output).unwrap();
+    assert_eq!(output, expected);
+
+    // The client hears of both: the refusal naming its frame, and the answer.
+    let (mut refusals, mut answers) = (0, 0);
+    while refusals + answers < 2 {
+        match client_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("both peers answer")
+        {
+            NodeEvent::Refused { peer, reason, .. } => {
+                assert_eq!(peer, to_strict);
+                assert!(reason.contains("index 5"), "{reason}");
+                refusals += 1;
+            }
+            NodeEvent::Message(m) => {
+                assert_eq!(m.peer(), to_lenient);
+                assert_eq!(f32s(&m.message()).as_ref(), expected.as_slice());
+                answers += 1;
+            }
             _ => {}
         }
     }
