@@ -1,6 +1,7 @@
 //! A peer that asks and never reads its answers cannot stall a node for everyone: the node
 //! answers without waiting, disconnects the slow consumer (Disconnect OVERLOADED) once its
-//! queue is full, and keeps serving the others and accepting new peers.
+//! queue is full, and keeps serving the others and accepting new peers, whether it answers
+//! one request at a time or in batches.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use nnp::net::{EngineConfig, Limits};
 use nnp::nn::{HebbianLearningMode, NeuralNetwork};
-use nnp::node::{DistributedNetwork, HandleOutcome, NodeConfig, NodeEvent};
+use nnp::node::{
+    BatchConfig, Batcher, DistributedNetwork, HandleOutcome, NodeConfig, NodeEvent, Served,
+};
 use nnp::wire::{capabilities, encode_frame, Hello, Message};
 
 /// Four inputs, 2,000 outputs: each 38-byte request gets an 8 KB answer.
@@ -81,6 +84,17 @@ fn flood(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> usize {
 
 #[test]
 fn a_peer_that_never_reads_is_disconnected_and_the_others_are_served() {
+    never_reading_peer_is_cut_off(false);
+}
+
+#[test]
+fn a_batching_node_disconnects_a_peer_that_never_reads_and_serves_the_others() {
+    never_reading_peer_is_cut_off(true);
+}
+
+/// A flooder that never reads and a healthy client against a node answering one request at
+/// a time (`handle_message`, `reply`) or in batches (`serve`).
+fn never_reading_peer_is_cut_off(batched: bool) {
     let config = NodeConfig {
         engine: EngineConfig::default().threads(1).limits(Limits {
             send_queue_bytes: 256 << 10,
@@ -93,8 +107,24 @@ fn a_peer_that_never_reads_is_disconnected_and_the_others_are_served() {
     let addr = server.start_server().unwrap();
     let server = Arc::new(server);
     let serving = Arc::clone(&server);
+    let done = Arc::new(AtomicBool::new(false));
+    let serving_done = Arc::clone(&done);
     let serve = std::thread::spawn(move || {
+        let done = serving_done;
         let mut overloaded = 0;
+        if batched {
+            let mut rx = rx;
+            let mut batcher = Batcher::new(BatchConfig::default());
+            loop {
+                match serving.serve(&mut rx, &mut batcher, Duration::from_millis(50)) {
+                    Some(Served::Answered(report)) => overloaded += report.unsent.len(),
+                    Some(_) => {}
+                    None if done.load(Ordering::Relaxed) => break,
+                    None => {}
+                }
+            }
+            return overloaded;
+        }
         for event in rx {
             if let NodeEvent::Message(m) = event {
                 if let Ok(HandleOutcome::Output(output)) = serving.handle_message(&m) {
@@ -155,6 +185,7 @@ fn a_peer_that_never_reads_is_disconnected_and_the_others_are_served() {
         .peers()
         .iter()
         .any(|p| p.info.as_ref().is_some_and(|i| i.name == "client")));
+    done.store(true, Ordering::Relaxed);
     server.shutdown();
     assert!(
         serve.join().unwrap() >= 1,

@@ -66,8 +66,10 @@ impl Receiver {
     }
 
     /// The next event if one is waiting. An inline engine is polled once (without waiting)
-    /// when nothing is.
-    fn try_recv(&mut self) -> Option<NetEvent> {
+    /// when nothing is. Unlike a zero-timeout [`Receiver::recv_timeout`], it leaves the
+    /// adaptive spinning's clock alone: a consumer that drains what is waiting (a node
+    /// gathering a batch) and then works still spins for the full window after its work.
+    pub(crate) fn try_recv(&mut self) -> Option<NetEvent> {
         if self.shared.is_inline() && self.all_empty() {
             self.shared.inline.drive(Some(Duration::ZERO));
         }

@@ -6,8 +6,13 @@
 //! leaving, and [`NetworkMessage`]s, received frames whose f32 data is still in the pooled
 //! receive buffer. [`DistributedNetwork::handle_message`] then does the learning work a
 //! message asks for, reading the data in place.
+//!
+//! A node that answers ForwardData for many peers runs [`DistributedNetwork::serve`] in its
+//! receive loop: the requests waiting together are answered by one batched forward pass
+//! (the `batching` module), and every other event comes back in order.
 
 mod averaging;
+mod batching;
 mod message;
 mod model;
 
@@ -17,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use crate::wire::SyncMode;
+pub use batching::{BatchConfig, Batcher, ForwardFailure, ForwardReport, Served};
 pub use message::{NetworkMessage, NodeEvent, PeerId};
 pub use model::{Model, ModelError};
 
@@ -224,10 +230,15 @@ impl<M: Model> DistributedNetwork<M> {
     /// read what it asked for), the peer is disconnected as a slow consumer (Disconnect
     /// OVERLOADED, logged) and the error returned; the other peers are not held up.
     pub fn reply(&self, request: &NetworkMessage, output: &[f32]) -> Result<(), NodeError> {
-        let peer = request.peer();
-        let layer_id = (self.network().layer_sizes().len() - 1) as u16;
+        let output_layer = self.network().layer_sizes().len() - 1;
+        self.answer(request.peer(), output_layer as u16, output)
+    }
+
+    /// [`DistributedNetwork::reply`] to `peer` with `output`, the activations of layer
+    /// `output_layer` (the network's output).
+    fn answer(&self, peer: PeerId, output_layer: u16, output: &[f32]) -> Result<(), NodeError> {
         let answer = Message::ForwardData {
-            layer_id,
+            layer_id: output_layer,
             data: Cow::Borrowed(output),
         };
         match self.handle.send(peer, &answer, Deadline::Now) {
@@ -418,16 +429,35 @@ impl<M: Model> DistributedNetwork<M> {
     /// fit, non-finite values) is refused: the peer is told which message and why (an Error
     /// APPLICATION, docs/PROTOCOL.md rule 6; it sees [`NodeEvent::Refused`]), the connection
     /// stays open, and the error comes back here too. A server loop logs it and carries on.
+    ///
+    /// A ForwardData runs alone through the network, and its output comes back here to send
+    /// on or back ([`DistributedNetwork::reply`]); [`DistributedNetwork::serve`] answers
+    /// ForwardData requests from many peers in batches.
     pub fn handle_message(&self, message: &NetworkMessage) -> Result<HandleOutcome, NodeError> {
         let outcome = self.apply(message);
         if let Err(e) = &outcome {
-            let (peer, sequence) = (message.peer(), message.sequence());
-            log::debug!("{} refuses message {sequence} from {peer}: {e}", self.name);
-            if let Err(refusal) = self.handle.refuse(peer, sequence, &e.to_string()) {
-                log::debug!("could not tell {peer} of the refusal: {refusal}");
-            }
+            self.refuse(message, e);
         }
         outcome
+    }
+
+    /// Tells the sender of `message` that it was refused, and why.
+    fn refuse(&self, message: &NetworkMessage, error: &NodeError) {
+        let (peer, sequence) = (message.peer(), message.sequence());
+        log::debug!(
+            "{} refuses message {sequence} from {peer}: {error}",
+            self.name
+        );
+        if let Err(refusal) = self.handle.refuse(peer, sequence, &error.to_string()) {
+            log::debug!("could not tell {peer} of the refusal: {refusal}");
+        }
+    }
+
+    /// Runs one ForwardData's `data` from weight layer `layer` to the output, refusing before
+    /// any compute a batch whose answer would not fit in a frame.
+    fn forward(&self, network: &mut M, layer: usize, data: &[f32]) -> Result<Vec<f32>, NodeError> {
+        self.check_work_fits(network, layer, data.len())?;
+        Ok(network.forward_from(layer, data)?)
     }
 
     /// Refuses, before any compute or allocation, a ForwardData batch whose activations or
@@ -457,9 +487,7 @@ impl<M: Model> DistributedNetwork<M> {
         let mut network = self.network();
         let outcome = match &view {
             Message::ForwardData { layer_id, data } => {
-                let layer = *layer_id as usize;
-                self.check_work_fits(&*network, layer, data.len())?;
-                HandleOutcome::Output(network.forward_from(layer, data)?)
+                HandleOutcome::Output(self.forward(&mut network, *layer_id as usize, data)?)
             }
             Message::BackwardData { layer_id, data } => {
                 let layer = *layer_id as usize;
@@ -607,6 +635,16 @@ impl NodeReceiver {
             }),
             NetEvent::Disconnected { conn, cause } => {
                 Some(NodeEvent::PeerDisconnected { peer: conn, cause })
+            }
+        }
+    }
+
+    /// The next event if one is waiting, without touching the receiver's adaptive spinning
+    /// (what [`DistributedNetwork::serve`] drains into a batch).
+    fn try_recv(&mut self) -> Option<NodeEvent> {
+        loop {
+            if let Some(event) = Self::convert(self.inner.try_recv()?) {
+                return Some(event);
             }
         }
     }

@@ -139,7 +139,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     use nnp::nn::{Activation, NeuralNetwork};
-    use nnp::node::{DistributedNetwork, HandleOutcome, NodeConfig, NodeEvent};
+    use nnp::node::{BatchConfig, Batcher, DistributedNetwork, NodeConfig, NodeEvent, Served};
     if let Some(path) = args.save {
         check_writable(path)?;
     }
@@ -215,43 +215,64 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     std::io::stdout().flush()?;
 
     let mut tally = Tally::default();
+    // ForwardData requests that wait together are answered by one batched pass.
+    let mut batcher = Batcher::new(BatchConfig::default());
     let stopped = loop {
         if let Some(signal) = signals.received() {
             break signal;
         }
-        let Some(event) = rx.recv_timeout(POLL) else {
+        if let Some(max) = args.max_messages {
+            batcher.set_config(BatchConfig {
+                max_batch: max.saturating_sub(tally.data_messages),
+                ..batcher.config()
+            });
+        }
+        let Some(served) = node.serve(&mut rx, &mut batcher, POLL) else {
             continue;
         };
-        match event {
-            NodeEvent::PeerConnected { peer, info } => {
+        match served {
+            Served::Event(NodeEvent::PeerConnected { peer, info }) => {
                 tally.peers_seen += 1;
                 log::info!("peer {peer} ({}) connected", info.name)
             }
-            NodeEvent::PeerDisconnected { peer, cause } => log::info!("peer {peer} left: {cause}"),
-            NodeEvent::Refused { peer, reason, .. } => {
+            Served::Event(NodeEvent::PeerDisconnected { peer, cause }) => {
+                log::info!("peer {peer} left: {cause}")
+            }
+            Served::Event(NodeEvent::Refused { peer, reason, .. }) => {
                 log::warn!("peer {peer} refused our answer: {reason}")
             }
-            NodeEvent::Message(message) => {
+            // Answers never wait: a peer that does not read them is disconnected as a slow
+            // consumer rather than stalling everyone else.
+            Served::Answered(report) => {
+                tally.data_messages += report.requests;
+                tally.answers_sent += report.answered;
+                tally.refused += report.refused.len();
+                for failure in &report.refused {
+                    log::warn!(
+                        "ForwardData from {} refused: {}",
+                        failure.peer,
+                        failure.error
+                    )
+                }
+                for failure in &report.unsent {
+                    log::warn!("could not answer {}: {}", failure.peer, failure.error)
+                }
+            }
+            Served::Applied { message, outcome } => {
                 let (peer, msg_type) = (message.peer(), message.msg_type());
                 tally.data_messages += 1;
-                match node.handle_message(&message) {
-                    // Never waits: a peer that does not read its answers is disconnected
-                    // as a slow consumer rather than stalling everyone else.
-                    Ok(HandleOutcome::Output(output)) => match node.reply(&message, &output) {
-                        Ok(()) => tally.answers_sent += 1,
-                        Err(e) => log::warn!("could not answer {peer}: {e}"),
-                    },
+                match outcome {
                     Ok(outcome) => log::info!("{msg_type:?} from {peer}: {outcome:?}"),
                     Err(e) => {
                         tally.refused += 1;
                         log::warn!("{msg_type:?} from {peer} refused: {e}")
                     }
                 }
-                if args.max_messages.is_some_and(|m| tally.data_messages >= m) {
-                    break "max-messages";
-                }
             }
             _ => {}
+        }
+        if args.max_messages.is_some_and(|m| tally.data_messages >= m) {
+            break "max-messages";
         }
     };
     log::info!("stopping ({stopped}): telling every peer, flushing what is queued");
