@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::frame::{Delivery, FrameBatch, OutFrame, ReceivedFrame, RxBlock, RxBudgets};
-use super::metrics::Counters;
+use super::metrics::EngineTraffic;
 use super::pacing::Pacer;
 use super::peer::ConnShared;
 use super::pool::{Block, BufferPool, SIZE_CLASSES};
 use super::stream::ByteStream;
 use super::NetEvent;
-use crate::session::{Inbound, Lane, Session};
+use crate::session::{Inbound, Lane, Session, TypeTally};
 use crate::wire::{frame_len, split_frame, Message, MsgType, ProtocolError};
 
 /// Bytes in wire order below which the next frames are scheduled.
@@ -129,7 +129,7 @@ pub(crate) struct ReadContext<'a> {
     /// The most one connection may hold of `rx_limit`.
     pub(crate) rx_conn_limit: usize,
     pub(crate) now: Instant,
-    pub(crate) traffic: &'a Counters,
+    pub(crate) traffic: &'a EngineTraffic,
     /// Counts the peers' refusals of our frames.
     pub(crate) refusals: &'a AtomicU64,
     /// Keep an empty read block when the socket runs dry (busy polling reads again at once;
@@ -290,6 +290,7 @@ impl Connection {
         }
         self.shared.counters.add_in(progress.frames, 0);
         cx.traffic.add_in(progress.frames, 0);
+        cx.traffic.add_types_in(&progress.by_type);
         if self.session.is_closed() {
             self.read_closed = true;
         }
@@ -422,7 +423,7 @@ impl Connection {
         len: usize,
         pool: &BufferPool,
         pace: Pace,
-        traffic: &Counters,
+        traffic: &EngineTraffic,
         budget: usize,
     ) -> Result<bool, ProtocolError> {
         let msg_type = message.msg_type();
@@ -458,6 +459,9 @@ impl Connection {
             self.session.on_sent(pace.now);
             self.shared.counters.add_out(frames, written as u64);
             traffic.add_out(frames, written as u64);
+            let mut sent = TypeTally::default();
+            sent.add(msg_type, frames, written as u64);
+            traffic.add_types_out(&sent);
         }
         if written == len {
             self.shared.release_queued(len);
@@ -543,7 +547,7 @@ impl Connection {
     pub(crate) fn flush(
         &mut self,
         pace: Pace,
-        traffic: &Counters,
+        traffic: &EngineTraffic,
         budget: usize,
     ) -> io::Result<Flushed> {
         let Some(lanes) = self.out.as_deref_mut() else {
@@ -583,13 +587,20 @@ impl Connection {
             };
             left = left.saturating_sub(written);
             self.session.on_sent(now);
-            let (frames, bytes) = Self::consume_written(lanes, &self.shared, written);
+            let mut sent = TypeTally::default();
+            let (frames, bytes) = Self::consume_written(lanes, &self.shared, written, &mut sent);
             self.shared.counters.add_out(frames, bytes);
             traffic.add_out(frames, bytes);
+            traffic.add_types_out(&sent);
         }
     }
 
-    fn consume_written(lanes: &mut Lanes, shared: &ConnShared, mut written: usize) -> (u64, u64) {
+    fn consume_written(
+        lanes: &mut Lanes,
+        shared: &ConnShared,
+        mut written: usize,
+        sent: &mut TypeTally,
+    ) -> (u64, u64) {
         let mut frames = 0;
         let bytes = written as u64;
         while written > 0 {
@@ -607,6 +618,7 @@ impl Connection {
             let frame = lanes.wire.pop_front().expect("front exists");
             lanes.wire_bytes -= frame.len;
             frames += u64::from(frame.frames);
+            frame.tally(sent);
             if frame.msg_type.is_data() {
                 shared.release_queued(frame.len);
             }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::pool::{Block, BufferPool};
 use super::ConnId;
+use crate::session::TypeTally;
 use crate::wire::{
     encode_frame, encode_layer_frame, parse_payload, Header, Message, MsgType, ProtocolError,
     HEADER_LEN,
@@ -380,6 +381,18 @@ impl OutFrame {
 
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.block.bytes()[self.start..self.start + self.len]
+    }
+
+    /// Counts the block's frames by type: a lone frame or a uniform batch at once, a mixed
+    /// batch through its headers.
+    pub(crate) fn tally(&self, tally: &mut TypeTally) {
+        if self.frames == 1 || self.stride.is_some() {
+            tally.add(self.msg_type, u64::from(self.frames), self.len as u64);
+            return;
+        }
+        for (_, len, msg_type) in self.each_frame() {
+            tally.add(msg_type.unwrap_or(self.msg_type), 1, len as u64);
+        }
     }
 }
 

@@ -1,4 +1,8 @@
 //! Counters and round-trip histograms: relaxed atomics on the hot path, merged on demand.
+//!
+//! Counting by message type costs a plain add per frame into a [`TypeTally`] the reading or
+//! writing code owns; the shared atomics are touched once per read or write call, for the
+//! types that call saw. [`super::exposition`] renders a snapshot in Prometheus' text format.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -6,7 +10,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::wire::ProtocolError;
+use crate::session::TypeTally;
+use crate::wire::{MsgType, ProtocolError};
 
 /// Number of error-kind slots: one per wire [`crate::wire::ErrorCode`] up to 15, plus I/O.
 const ERROR_KINDS: usize = 16;
@@ -57,10 +62,64 @@ pub struct CounterSnapshot {
     pub bytes_out: u64,
 }
 
+/// Frames and bytes of whole frames, by type, in one direction.
+#[derive(Debug, Default)]
+#[repr(align(128))] // Its own cache lines: one loop reads while another writes.
+pub(crate) struct TypeCounters {
+    frames: [AtomicU64; MsgType::ALL.len()],
+    bytes: [AtomicU64; MsgType::ALL.len()],
+}
+
+impl TypeCounters {
+    fn add(&self, tally: &TypeTally) {
+        for (msg_type, frames, bytes) in tally.iter() {
+            self.frames[msg_type.index()].fetch_add(frames, Relaxed);
+            self.bytes[msg_type.index()].fetch_add(bytes, Relaxed);
+        }
+    }
+}
+
+/// The engine's traffic: bytes and frames as they cross the sockets, and whole frames by type.
+#[derive(Debug, Default)]
+pub(crate) struct EngineTraffic {
+    all: Counters,
+    types_in: TypeCounters,
+    types_out: TypeCounters,
+}
+
+impl EngineTraffic {
+    pub(crate) fn add_in(&self, frames: u64, bytes: u64) {
+        self.all.add_in(frames, bytes);
+    }
+
+    pub(crate) fn add_out(&self, frames: u64, bytes: u64) {
+        self.all.add_out(frames, bytes);
+    }
+
+    /// Whole frames received, by type.
+    pub(crate) fn add_types_in(&self, tally: &TypeTally) {
+        self.types_in.add(tally);
+    }
+
+    /// Frames sent, by type (a frame's bytes count once all of them have left).
+    pub(crate) fn add_types_out(&self, tally: &TypeTally) {
+        self.types_out.add(tally);
+    }
+
+    fn by_type(&self) -> [CounterSnapshot; MsgType::ALL.len()] {
+        std::array::from_fn(|i| CounterSnapshot {
+            frames_in: self.types_in.frames[i].load(Relaxed),
+            frames_out: self.types_out.frames[i].load(Relaxed),
+            bytes_in: self.types_in.bytes[i].load(Relaxed),
+            bytes_out: self.types_out.bytes[i].load(Relaxed),
+        })
+    }
+}
+
 /// Engine-wide metrics.
 #[derive(Debug)]
 pub(crate) struct EngineMetrics {
-    pub(crate) traffic: Counters,
+    pub(crate) traffic: EngineTraffic,
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
     /// Data frames this node refused (Error APPLICATION sent).
@@ -74,7 +133,7 @@ pub(crate) struct EngineMetrics {
 impl Default for EngineMetrics {
     fn default() -> Self {
         EngineMetrics {
-            traffic: Counters::default(),
+            traffic: EngineTraffic::default(),
             connections_opened: AtomicU64::new(0),
             connections_closed: AtomicU64::new(0),
             refusals_sent: AtomicU64::new(0),
@@ -114,7 +173,8 @@ impl EngineMetrics {
             .map(|h| h.clone())
             .unwrap_or_else(|_| new_rtt_histogram());
         MetricsSnapshot {
-            traffic: self.traffic.snapshot(),
+            traffic: self.traffic.all.snapshot(),
+            by_type: self.traffic.by_type(),
             connections_opened: self.connections_opened.load(Relaxed),
             connections_closed: self.connections_closed.load(Relaxed),
             refusals_sent: self.refusals_sent.load(Relaxed),
@@ -128,8 +188,12 @@ impl EngineMetrics {
 /// A copy of the engine's metrics at one moment.
 #[derive(Debug, Clone)]
 pub struct MetricsSnapshot {
-    /// Frames and bytes over all connections.
+    /// Frames and bytes over all connections (bytes as they cross the sockets, frames once
+    /// whole).
     pub traffic: CounterSnapshot,
+    /// Whole frames and their bytes by type, indexed by [`MsgType::index`] (see
+    /// [`MetricsSnapshot::of_type`]). A frame sent counts once all its bytes have left.
+    pub by_type: [CounterSnapshot; MsgType::ALL.len()],
     /// Connections accepted or connected.
     pub connections_opened: u64,
     /// Connections closed.
@@ -146,6 +210,11 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
+    /// Frames and bytes of one type, in and out.
+    pub fn of_type(&self, msg_type: MsgType) -> CounterSnapshot {
+        self.by_type[msg_type.index()]
+    }
+
     /// Errors of every kind.
     pub fn total_errors(&self) -> u64 {
         self.errors_by_code.iter().sum()

@@ -51,6 +51,28 @@ const HANDSHAKING: u8 = 0;
 const ESTABLISHED: u8 = 1;
 const CLOSED: u8 = 2;
 
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnState {
+    /// Connected; the handshake has not completed.
+    Handshaking,
+    /// The handshake completed: data flows.
+    Established,
+    /// Closed or closing (its last frames may still be leaving).
+    Closed,
+}
+
+impl ConnState {
+    /// The state's name in lower case, as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnState::Handshaking => "handshaking",
+            ConnState::Established => "established",
+            ConnState::Closed => "closed",
+        }
+    }
+}
+
 /// A connection's state as the application threads see it.
 #[derive(Debug)]
 pub(crate) struct ConnShared {
@@ -64,6 +86,8 @@ pub(crate) struct ConnShared {
     queued: AtomicUsize,
     pub(crate) counters: Counters,
     last_rtt_ns: AtomicU64,
+    /// The round-trip time's variation, smoothed as RFC 3550 smooths interarrival jitter.
+    rtt_jitter_ns: AtomicU64,
     info: Mutex<Option<PeerInfo>>,
     /// Boxed: set once, at the end; an open connection pays one pointer for it.
     close_cause: Mutex<Option<Box<CloseCause>>>,
@@ -92,6 +116,7 @@ impl ConnShared {
             queued: AtomicUsize::new(0),
             counters: Counters::default(),
             last_rtt_ns: AtomicU64::new(0),
+            rtt_jitter_ns: AtomicU64::new(0),
             info: Mutex::new(None),
             close_cause: Mutex::new(None),
             signal: Mutex::new(()),
@@ -180,9 +205,34 @@ impl ConnShared {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Records a round trip (only the connection's loop calls this, one heartbeat at a time).
     pub(crate) fn set_rtt(&self, rtt: Duration) {
-        self.last_rtt_ns
-            .store(rtt.as_nanos() as u64, Ordering::Relaxed);
+        let ns = (rtt.as_nanos() as u64).max(1);
+        let previous = self.last_rtt_ns.swap(ns, Ordering::Relaxed);
+        if previous != 0 {
+            // J += (|D| - J) / 16, in integer nanoseconds.
+            let jitter = self.rtt_jitter_ns.load(Ordering::Relaxed) as i64;
+            let change = ns.abs_diff(previous) as i64;
+            let next = jitter + (change - jitter) / 16;
+            self.rtt_jitter_ns
+                .store(next.max(0) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The smoothed variation of the round-trip time, once two round trips were measured.
+    pub(crate) fn rtt_jitter(&self) -> Option<Duration> {
+        self.rtt()?;
+        Some(Duration::from_nanos(
+            self.rtt_jitter_ns.load(Ordering::Relaxed),
+        ))
+    }
+
+    pub(crate) fn state(&self) -> ConnState {
+        match self.state.load(Ordering::Acquire) {
+            HANDSHAKING => ConnState::Handshaking,
+            ESTABLISHED => ConnState::Established,
+            _ => ConnState::Closed,
+        }
     }
 
     pub(crate) fn rtt(&self) -> Option<Duration> {
@@ -197,8 +247,10 @@ impl ConnShared {
         PeerStatus {
             conn: self.id,
             addr: self.addr,
+            state: self.state(),
             info: self.info(),
             rtt: self.rtt(),
+            rtt_jitter: self.rtt_jitter(),
             queued_bytes: self.queued(),
             traffic: self.counters(),
         }
@@ -256,10 +308,16 @@ pub struct PeerStatus {
     pub conn: ConnId,
     /// The remote address.
     pub addr: SocketAddr,
+    /// Handshaking, established or closing.
+    pub state: ConnState,
     /// The handshake's result, once established.
     pub info: Option<PeerInfo>,
     /// The last heartbeat round-trip time.
     pub rtt: Option<Duration>,
+    /// How much the round-trip time varies: the mean change between consecutive round
+    /// trips, smoothed over about 16 of them (RFC 3550's interarrival jitter). Zero after
+    /// the first round trip.
+    pub rtt_jitter: Option<Duration>,
     /// Bytes waiting in the send queue.
     pub queued_bytes: usize,
     /// Frames and bytes on this connection.

@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use super::{Received, Session, State};
+use super::{Received, Session, State, TypeTally};
 use crate::wire::{
     check_frame_resumed, check_payload, parse_payload, FrameCheck, Header, MsgType, ProtocolError,
     HEADER_LEN,
@@ -73,6 +73,8 @@ pub struct ReadProgress {
     pub consumed: usize,
     /// Whole frames taken (data and control).
     pub frames: u64,
+    /// The same frames by type, with their bytes.
+    pub by_type: TypeTally,
     /// The bytes the unfinished frame at `consumed` needs in all, as far as is known: its
     /// whole length (checked against the cap) once its header has arrived, the header's
     /// length before. 0 when the session closed.
@@ -127,6 +129,7 @@ impl Session {
                     }
                     progress.consumed += len;
                     progress.frames += 1;
+                    progress.by_type.add(msg_type, 1, len as u64);
                 }
                 Ok(FrameCheck::Incomplete { needed }) => {
                     progress.needed = needed;

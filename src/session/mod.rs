@@ -29,9 +29,11 @@ use crate::wire::{
 
 mod inbound;
 mod refusal;
+mod tally;
 
 pub use inbound::{DataFrame, Inbound, Lane, ReadProgress};
 pub use refusal::{parse_refusal, refusal_text};
+pub use tally::TypeTally;
 
 /// The default of [`SessionConfig::max_handshake_payload`].
 pub const DEFAULT_MAX_HANDSHAKE_PAYLOAD: u32 = 64 * 1024;

@@ -168,6 +168,21 @@ impl MsgType {
         MsgType::Error,
     ];
 
+    /// The type's position in [`MsgType::ALL`] (0 to 8), for tables indexed by type.
+    pub fn index(self) -> usize {
+        match self {
+            MsgType::Handshake => 0,
+            MsgType::HandshakeAck => 1,
+            MsgType::ForwardData => 2,
+            MsgType::BackwardData => 3,
+            MsgType::HebbianData => 4,
+            MsgType::WeightSync => 5,
+            MsgType::Heartbeat => 6,
+            MsgType::Disconnect => 7,
+            MsgType::Error => 8,
+        }
+    }
+
     /// The type for a wire code, if it is one.
     pub fn from_u8(code: u8) -> Option<MsgType> {
         MsgType::ALL.into_iter().find(|t| *t as u8 == code)
@@ -207,6 +222,13 @@ mod test {
         assert_eq!(h.payload_len(), 10);
         assert_eq!(h.sequence(), 7);
         assert_eq!(h.checksum(), 0xdead_beef);
+    }
+
+    #[test]
+    fn test_index_is_the_position_in_all() {
+        for (i, t) in MsgType::ALL.into_iter().enumerate() {
+            assert_eq!(t.index(), i, "{t:?}");
+        }
     }
 
     #[test]

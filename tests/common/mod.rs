@@ -1,12 +1,15 @@
 //! Test (and bench) helpers: the real digits data set and the PCA fixture here; engines over
-//! loopback in [`net`], a hand-driven NNP client in [`raw_peer`].
+//! loopback in [`net`], a hand-driven NNP client in [`raw_peer`], recorded sessions with a
+//! node in [`traffic`] and the capture files made of them in [`pcap`].
 // Every test crate (and benches/nn.rs) compiles this whole module and uses a different subset
 // of it; this also covers the submodules.
 #![allow(dead_code)]
 
 pub(crate) mod memory;
 pub(crate) mod net;
+pub(crate) mod pcap;
 pub(crate) mod raw_peer;
+pub(crate) mod traffic;
 
 use std::io::Read;
 

@@ -1,4 +1,6 @@
-//! `nnp decode`: walk a byte stream, print every frame, report garbage and resynchronise.
+//! `nnp decode`: walk a byte stream, print every frame, report garbage and resynchronise. A
+//! packet capture (pcap or pcapng) is read per TCP connection instead
+//! ([`crate::decode_capture`]).
 
 use std::io::Read;
 
@@ -30,6 +32,9 @@ pub(crate) fn decode(
                 .read_to_end(&mut raw)
                 .map_err(|e| format!("could not read {source}: {}", explain::io(&e)))?;
         }
+    }
+    if !hex && crate::capture::is_capture(&raw) {
+        return crate::decode_capture::decode_capture(as_json, &source, &raw, max_payload);
     }
     let bytes = if hex {
         let text =

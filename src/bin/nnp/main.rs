@@ -4,8 +4,10 @@
 //! sets up logging and dispatches; each command lives in the module of its name.
 
 mod bench;
+mod capture;
 mod dataset;
 mod decode;
+mod decode_capture;
 mod demo;
 mod describe;
 mod encode;
@@ -13,6 +15,7 @@ mod explain;
 mod hex;
 mod send;
 mod serve;
+mod stats;
 
 use std::borrow::Cow;
 use std::process::ExitCode;
@@ -43,7 +46,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Decode raw NNP bytes (a file or standard input) and print every frame; exits non-zero if
-    /// it found garbage or a truncated frame.
+    /// it found garbage or a truncated frame. A packet capture (pcap or pcapng, e.g. from
+    /// tcpdump or Wireshark) is read per TCP connection: the frames of both directions, with
+    /// sequence gaps, replays, checksum errors and lost bytes flagged (exit status 1 if any),
+    /// and the capabilities each handshake agreed.
     Decode {
         /// File to read; standard input if absent.
         file: Option<std::path::PathBuf>,
@@ -110,6 +116,19 @@ enum Command {
         /// its directory must exist and be writable).
         #[arg(long, value_name = "PATH")]
         save: Option<std::path::PathBuf>,
+        /// Serve the node's metrics in Prometheus' text format at http://ADDR/metrics (e.g.
+        /// 127.0.0.1:9100; port 0 picks one, printed at start). Off unless given.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics: Option<String>,
+    },
+    /// Read a node's metrics (`nnp serve --metrics ADDR`) and print them as tables: traffic by
+    /// message type, errors, refusals, connections, round trips, and each peer.
+    Stats {
+        /// The metrics endpoint: HOST:PORT, or a URL (http://HOST:PORT/metrics).
+        addr: String,
+        /// Seconds to wait for the endpoint.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
     },
     /// Connect to a node, send one data message, and report what came of it: ForwardData waits
     /// for the answer; the others wait up to 1 s (or --timeout if less) for a refusal. Exits
@@ -434,6 +453,7 @@ fn run(cli: &Cli) -> CliResult {
             max_messages,
             weights,
             save,
+            metrics,
         } => serve::serve(
             cli.json,
             serve::ServeArgs {
@@ -447,8 +467,14 @@ fn run(cli: &Cli) -> CliResult {
                 max_messages: *max_messages,
                 weights: weights.as_deref(),
                 save: save.as_deref(),
+                metrics: metrics.as_deref(),
             },
         ),
+        Command::Stats { addr, timeout } => {
+            let timeout = Duration::try_from_secs_f64(*timeout)
+                .map_err(|_| format!("--timeout {timeout}: not a number of seconds >= 0"))?;
+            stats::stats(cli.json, addr, timeout)
+        }
         Command::Send {
             to,
             kind,

@@ -33,6 +33,8 @@ pub(crate) struct ServeArgs<'a> {
     pub(crate) max_messages: Option<usize>,
     pub(crate) weights: Option<&'a Path>,
     pub(crate) save: Option<&'a Path>,
+    /// Where to serve the metrics, if anywhere.
+    pub(crate) metrics: Option<&'a str>,
 }
 
 /// SIGINT and SIGTERM, as flags the serve loop reads.
@@ -185,6 +187,13 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
             explain::node(&e)
         )
     })?;
+    let metrics = match args.metrics {
+        Some(at) => Some(
+            nnp::net::MetricsEndpoint::start(at, node.engine().clone())
+                .map_err(|e| format!("--metrics {at}: could not listen: {}", explain::net(&e)))?,
+        ),
+        None => None,
+    };
     let offered = capability_names(args.capabilities);
     let layers_text: Vec<String> = sizes.iter().map(|n| n.to_string()).collect();
     if as_json {
@@ -196,6 +205,7 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
                 "layers": sizes,
                 "mode": args.mode.name(),
                 "capabilities": offered,
+                "metrics": metrics.as_ref().map(|m| format!("http://{}/metrics", m.local_addr())),
             })
         );
     } else {
@@ -210,6 +220,9 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
                 offered.join(", ")
             }
         );
+    }
+    if let (false, Some(m)) = (as_json, &metrics) {
+        println!("metrics at http://{}/metrics", m.local_addr());
     }
     use std::io::Write as _;
     std::io::stdout().flush()?;
