@@ -11,8 +11,9 @@
 //! Order: every block is announced (its command queued) while the lock is held, before any
 //! other send can append to it, and any other way of handing the loop work for the
 //! connection (a large frame, a `Sender`'s block, a refusal, a close) seals the open block
-//! first. So each block's command precedes every command queued after a frame in it, and
-//! frames leave in the order their sends returned.
+//! and queues its command under the same lock. So each block's command precedes every
+//! command queued after a frame in it, no frame appended after such work can join a block
+//! announced before it, and frames leave in the order their sends returned.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -165,12 +166,15 @@ impl OpenBlocks {
         Ok(())
     }
 
-    /// Closes the open block to appends: work queued for the connection after this call
-    /// must leave after every frame already in it.
-    pub(crate) fn seal(&self) {
-        if let Some(open) = self.lock().back_mut() {
+    /// Closes the open block to appends and runs `queue` (it hands the loop other work for
+    /// the connection) before any other send can open a new block: the work leaves after
+    /// every frame already in a block, and before every frame appended after this call.
+    pub(crate) fn sealed<R>(&self, queue: impl FnOnce() -> R) -> R {
+        let mut blocks = self.lock();
+        if let Some(open) = blocks.back_mut() {
             open.open = false;
         }
+        queue()
     }
 
     /// The oldest block, for the loop (one per announcing command).

@@ -226,8 +226,6 @@ impl Sender {
         };
         let frame = batch.into_out_frame();
         let len = frame.len;
-        // After the frames that plain sends on the connection coalesced before this flush.
-        self.conn.open.seal();
         let mut command = Command::Send {
             conn: self.conn.id,
             slot: self.conn.slot().unwrap_or(usize::MAX),
@@ -235,7 +233,8 @@ impl Sender {
         };
         let lane = &self.engine.loops[self.conn.loop_index];
         loop {
-            match lane.submit(command) {
+            // After the frames that plain sends on the connection coalesced before this flush.
+            match self.conn.open.sealed(|| lane.submit(command)) {
                 Ok(()) => {
                     self.engine.inline.drive(None);
                     return Ok(());

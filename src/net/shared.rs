@@ -207,7 +207,6 @@ impl EngineShared {
     pub(crate) fn submit(&self, shared: &ConnShared, frame: OutFrame) -> Result<(), NetError> {
         let len = frame.len;
         let slot = shared.slot().unwrap_or(usize::MAX);
-        shared.open.seal();
         let Some(frame) = self.inline.send_now(shared.id, slot, frame) else {
             return Ok(());
         };
@@ -216,7 +215,8 @@ impl EngineShared {
             slot,
             frame,
         };
-        if self.loops[shared.loop_index].submit(command).is_err() {
+        let lane = &self.loops[shared.loop_index];
+        if shared.open.sealed(|| lane.submit(command)).is_err() {
             shared.release_queued(len);
             return Err(NetError::CommandQueueFull {
                 capacity: self.config.limits.command_queue_capacity,
@@ -228,8 +228,8 @@ impl EngineShared {
 
     /// Hands `command` to the connection's loop, driving an inline engine after it.
     pub(crate) fn command(&self, shared: &ConnShared, command: Command) -> Result<(), NetError> {
-        shared.open.seal();
-        if self.loops[shared.loop_index].submit(command).is_err() {
+        let lane = &self.loops[shared.loop_index];
+        if shared.open.sealed(|| lane.submit(command)).is_err() {
             return Err(NetError::CommandQueueFull {
                 capacity: self.config.limits.command_queue_capacity,
             });
