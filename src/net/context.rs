@@ -6,6 +6,7 @@
 //! see only this, so that a loop never depends on the handles that drive it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -19,6 +20,27 @@ use super::peer::{ConnId, ConnShared, PeerStatus};
 use super::pool::BufferPool;
 use crate::session::SessionConfig;
 
+/// Hashes a [`ConnId`] (a counter the engine assigns, never a peer's input) by one
+/// multiplication by 2^64 / phi, which spreads consecutive ids over the table.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// State shared by the loops and every handle.
 pub(crate) struct LoopContext {
     pub(crate) config: EngineConfig,
@@ -27,7 +49,9 @@ pub(crate) struct LoopContext {
     pub(crate) metrics: EngineMetrics,
     /// Every loop's command queue and waker.
     pub(crate) loops: Vec<Arc<LoopHandle>>,
-    conns: RwLock<HashMap<ConnId, Arc<ConnShared>>>,
+    /// Looked up on every send: connection ids are the engine's own counter, so a
+    /// multiplicative hash spreads them without SipHash's cost.
+    conns: RwLock<HashMap<ConnId, Arc<ConnShared>, BuildHasherDefault<IdHasher>>>,
     next_id: AtomicU64,
     next_loop: AtomicUsize,
     consumer_waker: Waker,
@@ -46,7 +70,7 @@ impl LoopContext {
             pool: BufferPool::new(),
             metrics: EngineMetrics::default(),
             loops,
-            conns: RwLock::new(HashMap::new()),
+            conns: RwLock::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             next_loop: AtomicUsize::new(0),
             consumer_waker,
