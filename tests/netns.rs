@@ -1,0 +1,215 @@
+//! Across hosts: `nnp serve` in one Linux network namespace and `nnp bench` in another, joined
+//! by a veth pair whose both ends are rate-limited to 100 Mbit/s with `tc ... tbf`, so the
+//! traffic crosses a real (if virtual) link with its own addresses, not loopback. Checks that
+//! every request is answered across the link, that the rate the link allowed is the rate seen
+//! (the bytes went through the limiter), and prints the figures beside loopback's.
+//!
+//! Needs root and iproute2; ignored by default (`cargo test --release --test netns --
+//! --ignored --nocapture`, which `.ci/run` runs). Where namespaces cannot be made it says why
+//! and passes without running.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// The link's rate, in bits per second.
+const LINK_BITS: f64 = 100e6;
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, program])
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program} in {ns}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {} in {ns}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Two namespaces joined by a rate-limited veth pair; removed on drop.
+struct Link {
+    server_ns: String,
+    client_ns: String,
+    server_ip: String,
+}
+
+impl Link {
+    fn new() -> Result<Link, String> {
+        let id = std::process::id() % 100_000;
+        let link = Link {
+            server_ns: format!("nnp-srv-{id}"),
+            client_ns: format!("nnp-cli-{id}"),
+            server_ip: format!("10.77.{}.1", id % 250),
+        };
+        let client_ip = format!("10.77.{}.2", id % 250);
+        let (veth_s, veth_c) = (format!("nnps{id}"), format!("nnpc{id}"));
+        ip(&["netns", "add", &link.server_ns])?;
+        ip(&["netns", "add", &link.client_ns])?;
+        ip(&[
+            "link",
+            "add",
+            &veth_s,
+            "netns",
+            &link.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &veth_c,
+            "netns",
+            &link.client_ns,
+        ])?;
+        for (ns, dev, addr) in [
+            (&link.server_ns, &veth_s, &link.server_ip),
+            (&link.client_ns, &veth_c, &client_ip),
+        ] {
+            in_ns(
+                ns,
+                "ip",
+                &["addr", "add", &format!("{addr}/24"), "dev", dev],
+            )?;
+            in_ns(ns, "ip", &["link", "set", dev, "up"])?;
+            in_ns(ns, "ip", &["link", "set", "lo", "up"])?;
+            in_ns(
+                ns,
+                "tc",
+                &[
+                    "qdisc", "add", "dev", dev, "root", "tbf", "rate", "100mbit", "burst",
+                    "32kbit", "latency", "50ms",
+                ],
+            )?;
+        }
+        Ok(link)
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair, and so the pair.
+        let _ = ip(&["netns", "del", &self.server_ns]);
+        let _ = ip(&["netns", "del", &self.client_ns]);
+    }
+}
+
+/// A child process killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `nnp serve` on `host` (inside `ns` if given); returns it and the address it printed.
+fn serve(ns: Option<&str>, host: &str) -> (Running, String) {
+    let nnp = env!("CARGO_BIN_EXE_nnp");
+    let mut command = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, nnp]);
+            c
+        }
+        None => Command::new(nnp),
+    };
+    let mut child = command
+        .args([
+            "serve", "--host", host, "--port", "0", "--layers", "64,32,10",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (Running(child), addr)
+}
+
+/// `nnp bench WHAT --to addr --values 64 --json` (inside `ns` if given); its JSON report.
+fn bench(ns: Option<&str>, what: &str, to: &str, count: &str) -> serde_json::Value {
+    let nnp = env!("CARGO_BIN_EXE_nnp");
+    let mut command = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, nnp]);
+            c
+        }
+        None => Command::new(nnp),
+    };
+    let out = command
+        .args([
+            "bench", what, "--to", to, "--values", "64", "--count", count, "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nnp bench {what} --to {to}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+#[ignore = "needs root and iproute2: makes two network namespaces joined by a veth pair"]
+fn a_node_serves_a_client_in_another_namespace_over_a_rate_limited_link() {
+    let link = match Link::new() {
+        Ok(link) => link,
+        Err(why) => {
+            eprintln!("SKIPPED: network namespaces cannot be made here ({why})");
+            return;
+        }
+    };
+    let (_server, addr) = serve(Some(&link.server_ns), &link.server_ip);
+    assert!(addr.starts_with(&link.server_ip), "{addr}");
+
+    let across = bench(Some(&link.client_ns), "throughput", &addr, "20000");
+    assert_eq!(across["messages"], 20000, "{across}");
+    let frame_bytes = across["frame_bytes"].as_f64().unwrap();
+    let rate = across["messages_per_s"].as_f64().unwrap();
+    let link_bytes = LINK_BITS / 8.0;
+    // Every request was answered, at no more than the link carries: the bytes went through
+    // the limiter, not around it.
+    assert!(
+        rate * frame_bytes <= link_bytes * 1.15,
+        "{rate:.0} requests/s of {frame_bytes} bytes is more than a 100 Mbit/s link carries"
+    );
+    let rtt = bench(Some(&link.client_ns), "rtt", &addr, "2000");
+
+    let (_local, local_addr) = serve(None, "127.0.0.1");
+    let local = bench(None, "throughput", &local_addr, "20000");
+    let local_rate = local["messages_per_s"].as_f64().unwrap();
+    eprintln!(
+        "across a 100 Mbit/s veth link: {rate:.0} requests/s answered ({:.1} Mbit/s of requests, {:.0}% of the link), rtt p50 {} us p99 {} us; on loopback {local_rate:.0} requests/s",
+        rate * frame_bytes * 8.0 / 1e6,
+        100.0 * rate * frame_bytes / link_bytes,
+        rtt["rtt"]["p50_us"],
+        rtt["rtt"]["p99_us"],
+    );
+}
