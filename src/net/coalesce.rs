@@ -23,12 +23,8 @@ use super::frame::{encode_into, OutFrame};
 use super::pool::{Block, BufferPool};
 use crate::wire::{Message, MsgType, ProtocolError};
 
-/// The block a batch of small frames is encoded into once it is worth one (a `Sender`'s
-/// block, and an open block that a stream of sends outgrew).
+/// The block a batch of small frames is encoded into: a `Sender`'s, and each open block.
 pub(crate) const BATCH_BLOCK: usize = 64 * 1024;
-/// The first open block of a connection whose loop has taken everything before it: a lone
-/// message does not hold a 64 KiB block, and a burst moves on to [`BATCH_BLOCK`]s.
-const FIRST_OPEN_BLOCK: usize = 4 * 1024;
 
 /// Small data frames encoded back to back into one pooled block.
 #[derive(Debug)]
@@ -151,12 +147,11 @@ impl OpenBlocks {
                 return Ok(());
             }
         }
-        let size = if blocks.is_empty() {
-            FIRST_OPEN_BLOCK
-        } else {
-            BATCH_BLOCK
-        };
-        let mut batch = Batch::new(pool.take(size.max(len)));
+        // A whole batch block even for what may stay a lone frame: the block goes back to the
+        // pool once written, and a stream whose loop keeps up then costs one command per
+        // block rather than per few frames (4 KiB first blocks measured 0.57x-0.97x the
+        // `Sender` where these give 0.69x-1.10x, alternated).
+        let mut batch = Batch::new(pool.take(BATCH_BLOCK.max(len)));
         batch.push(message, len)?;
         blocks.push_back(Pending { batch, open: true });
         if let Err(e) = announce() {

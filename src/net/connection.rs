@@ -109,8 +109,6 @@ pub(crate) struct Connection {
     pub(crate) half_closed_at: Option<Instant>,
     /// The poll reported the peer's end of stream: read on to it even after a short read.
     pub(crate) peer_finished: bool,
-    /// Bytes of this connection's frames handed on and not yet released.
-    rx_held: Arc<AtomicUsize>,
 }
 
 /// The clock and the bulk rate a flush schedules by.
@@ -170,7 +168,6 @@ impl Connection {
             read_closed: false,
             half_closed_at: None,
             peer_finished: false,
-            rx_held: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -229,7 +226,7 @@ impl Connection {
     /// has not released leave room to read more.
     pub(crate) fn may_receive(&self, cx: &ReadContext<'_>) -> bool {
         cx.rx_budget.load(Ordering::Relaxed) <= cx.rx_limit
-            && self.rx_held.load(Ordering::Relaxed) <= cx.rx_conn_limit
+            && self.shared.rx_held.load(Ordering::Relaxed) <= cx.rx_conn_limit
     }
 
     /// Whether the peer's end of stream may be a half-close to linger on: the session is
@@ -310,7 +307,7 @@ impl Connection {
             });
             let budgets = RxBudgets {
                 event_loop: Arc::clone(cx.rx_budget),
-                conn: Arc::clone(&self.rx_held),
+                conn: Arc::clone(&self.shared),
             };
             let shared = Arc::new(RxBlock::new(block, budgets));
             let batch = |frames| {

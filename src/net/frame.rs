@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::peer::ConnShared;
 use super::pool::{Block, BufferPool};
 use super::ConnId;
 use crate::session::TypeTally;
@@ -25,18 +26,18 @@ pub(crate) struct RxBlock {
 #[derive(Debug, Clone)]
 pub(crate) struct RxBudgets {
     pub(crate) event_loop: Arc<AtomicUsize>,
-    pub(crate) conn: Arc<AtomicUsize>,
+    pub(crate) conn: Arc<ConnShared>,
 }
 
 impl RxBudgets {
     fn add(&self, bytes: usize) {
         self.event_loop.fetch_add(bytes, Ordering::Relaxed);
-        self.conn.fetch_add(bytes, Ordering::Relaxed);
+        self.conn.rx_held.fetch_add(bytes, Ordering::Relaxed);
     }
 
     fn sub(&self, bytes: usize) {
         self.event_loop.fetch_sub(bytes, Ordering::Relaxed);
-        self.conn.fetch_sub(bytes, Ordering::Relaxed);
+        self.conn.rx_held.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -530,14 +531,19 @@ mod tests {
         let mut block = pool.take(4096);
         encode_frame(&msg, 41, &mut &mut block.bytes_mut()[64..64 + len]).unwrap();
         let storage = block.bytes().as_ptr();
-        let conn_budget = Arc::new(AtomicUsize::new(0));
+        let conn = Arc::new(ConnShared::new(
+            ConnId(3),
+            "127.0.0.1:1".parse().unwrap(),
+            0,
+            1 << 20,
+        ));
         let budgets = RxBudgets {
             event_loop: Arc::clone(&budget),
-            conn: Arc::clone(&conn_budget),
+            conn: Arc::clone(&conn),
         };
         let rx = Arc::new(RxBlock::new(block, budgets));
         assert_eq!(budget.load(Ordering::Relaxed), 4096);
-        assert_eq!(conn_budget.load(Ordering::Relaxed), 4096);
+        assert_eq!(conn.rx_held.load(Ordering::Relaxed), 4096);
         let frame = ReceivedFrame::new(rx, 64, len, MsgType::ForwardData, ConnId(3));
 
         // A second view shares the block: the frame comes back, untouched.
@@ -555,7 +561,7 @@ mod tests {
         assert_eq!(
             (
                 budget.load(Ordering::Relaxed),
-                conn_budget.load(Ordering::Relaxed)
+                conn.rx_held.load(Ordering::Relaxed)
             ),
             (0, 0),
             "no longer counted as received"

@@ -102,6 +102,8 @@ pub(crate) struct ConnShared {
     wake_below: usize,
     /// Small frames from plain sends, coalescing until the loop takes them.
     pub(crate) open: OpenBlocks,
+    /// Bytes of this connection's received frames handed on and not yet released.
+    pub(crate) rx_held: AtomicUsize,
 }
 
 impl ConnShared {
@@ -124,6 +126,7 @@ impl ConnShared {
             waiters: AtomicUsize::new(0),
             wake_below: queue_limit - queue_limit / 8,
             open: OpenBlocks::default(),
+            rx_held: AtomicUsize::new(0),
         }
     }
 
