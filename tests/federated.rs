@@ -1,0 +1,230 @@
+//! Federated learning over real sockets on loopback: a coordinator and workers on threads
+//! (the library), then as separate `nnp` processes (the command line), on the digits set.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::{load_digits, stratified_split, Digits};
+use nnp::nn::{Activation, NeuralNetwork};
+use nnp::node::DistributedNetwork;
+use nnp::patterns::federated::{
+    partition, Aggregator, Coordinator, CoordinatorConfig, Partition, Poison, Worker, WorkerConfig,
+};
+
+const LAYERS: [usize; 3] = [64, 32, 10];
+
+fn network(seed: u64) -> NeuralNetwork {
+    NeuralNetwork::builder(&LAYERS)
+        .hidden_activation(Activation::Relu)
+        .output_activation(Activation::Softmax)
+        .seed(seed)
+        .build()
+        .unwrap()
+}
+
+/// The digits split 75/25 (stratified), the training part dealt to `shards` workers.
+struct Split {
+    shards: Vec<(Vec<f32>, Vec<usize>)>,
+    test: (Vec<f32>, Vec<usize>),
+}
+
+fn split(d: &Digits, shards: usize, how: Partition) -> Split {
+    let (train, test) = stratified_split(&d.y, 3);
+    let train_labels: Vec<usize> = train.iter().map(|&i| d.y[i]).collect();
+    let shards = (0..shards)
+        .map(|k| {
+            let mine: Vec<usize> = partition(&train_labels, k, shards, how)
+                .into_iter()
+                .map(|j| train[j])
+                .collect();
+            d.select(&mine)
+        })
+        .collect();
+    Split {
+        shards,
+        test: d.select(&test),
+    }
+}
+
+/// A worker on its own thread, taking part until the coordinator leaves.
+fn spawn_worker(
+    name: String,
+    addr: SocketAddr,
+    (inputs, labels): (Vec<f32>, Vec<usize>),
+    seed: u64,
+    config: WorkerConfig,
+) -> JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut worker =
+            Worker::connect(&name, addr, network(seed), inputs, &labels, config).unwrap();
+        worker.run().unwrap()
+    })
+}
+
+/// Runs up to `rounds` rounds with one worker per shard (the last one `poison`ed if given),
+/// stopping early once the held-out accuracy reaches `stop_at`; returns the accuracy after
+/// each round.
+fn federate(
+    data: &Split,
+    aggregator: Aggregator,
+    epochs: usize,
+    rounds: usize,
+    poison: Option<Poison>,
+    stop_at: f32,
+) -> Vec<f32> {
+    let config = CoordinatorConfig {
+        min_workers: data.shards.len(),
+        aggregator,
+        ..CoordinatorConfig::default()
+    };
+    let mut coordinator = Coordinator::new("127.0.0.1", 0, network(1), config).unwrap();
+    let addr = coordinator.local_addr();
+    let last = data.shards.len() - 1;
+    let workers: Vec<_> = data
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(k, shard)| {
+            let config = WorkerConfig {
+                epochs,
+                poison: if k == last { poison } else { None },
+                ..WorkerConfig::default()
+            };
+            spawn_worker(
+                format!("worker-{k}"),
+                addr,
+                shard.clone(),
+                10 + k as u64,
+                config,
+            )
+        })
+        .collect();
+    let mut accuracy = Vec::new();
+    for _ in 0..rounds {
+        let report = coordinator.run_round().unwrap();
+        assert!(report.aggregated, "{report:?}");
+        assert_eq!(report.contributors.len(), data.shards.len(), "{report:?}");
+        let (x, y) = &data.test;
+        accuracy.push(coordinator.network().accuracy(x, y).unwrap());
+        if *accuracy.last().unwrap() >= stop_at {
+            break;
+        }
+    }
+    coordinator.shutdown();
+    for w in workers {
+        assert_eq!(w.join().unwrap(), accuracy.len());
+    }
+    accuracy
+}
+
+#[test]
+fn three_workers_on_label_skewed_shards_reach_95_percent() {
+    let d = load_digits();
+    let data = split(&d, 3, Partition::LabelSkew { own: 0.8 });
+    // Each worker holds mostly its own three or four classes.
+    for (k, (_, labels)) in data.shards.iter().enumerate() {
+        let own = labels.iter().filter(|&&l| l % 3 == k).count();
+        assert!(
+            own * 10 > labels.len() * 7,
+            "shard {k}: {own} of {}",
+            labels.len()
+        );
+    }
+    let accuracy = federate(&data, Aggregator::FedAvg, 2, 30, None, 0.95);
+    println!("FedAvg, non-IID, 3 workers: accuracy per round {accuracy:.3?}");
+    let last = *accuracy.last().unwrap();
+    assert!(last >= 0.95, "after {} rounds: {last}", accuracy.len());
+}
+
+#[test]
+fn a_robust_aggregator_survives_a_poisoned_worker_that_wrecks_fedavg() {
+    let d = load_digits();
+    let data = split(&d, 3, Partition::Iid);
+    let poison = Some(Poison::Scale(-4.0));
+    let rounds = 12;
+    let fedavg = federate(&data, Aggregator::FedAvg, 2, rounds, poison, 2.0);
+    let median = federate(&data, Aggregator::Median, 2, rounds, poison, 2.0);
+    let trimmed = federate(
+        &data,
+        Aggregator::TrimmedMean { trim: 0.2 },
+        2,
+        rounds,
+        poison,
+        2.0,
+    );
+    println!("one worker sends its weights x -4, accuracy per round:");
+    println!(
+        "  fedavg       {fedavg:.3?}\n  median       {median:.3?}\n  trimmed-mean {trimmed:.3?}"
+    );
+    let (fedavg, median, trimmed) = (fedavg[rounds - 1], median[rounds - 1], trimmed[rounds - 1]);
+    assert!(median >= 0.93, "median: {median}");
+    assert!(trimmed >= 0.93, "trimmed mean: {trimmed}");
+    assert!(
+        fedavg < median - 0.2,
+        "FedAvg {fedavg} should fall well below the median's {median}"
+    );
+}
+
+#[test]
+fn a_silent_worker_is_left_out_at_the_deadline_and_a_departed_one_at_once() {
+    let d = load_digits();
+    let data = split(&d, 1, Partition::Iid);
+    let deadline = Duration::from_millis(800);
+    let config = CoordinatorConfig {
+        min_workers: 1,
+        round_deadline: deadline,
+        ..CoordinatorConfig::default()
+    };
+    let mut coordinator = Coordinator::new("127.0.0.1", 0, network(1), config).unwrap();
+    let addr = coordinator.local_addr();
+    let honest = spawn_worker(
+        "honest".into(),
+        addr,
+        data.shards[0].clone(),
+        5,
+        WorkerConfig::default(),
+    );
+    // A node with the model's layers that never answers the weights it is sent.
+    let (silent, _inbox) = DistributedNetwork::new("silent", "127.0.0.1", 0, network(2)).unwrap();
+    silent.connect_to("127.0.0.1", addr.port()).unwrap();
+    coordinator
+        .wait_for_workers(2, Duration::from_secs(10))
+        .unwrap();
+
+    let report = coordinator.run_round().unwrap();
+    let names = |c: &[nnp::patterns::federated::Contribution]| {
+        c.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&report.contributors), ["honest"], "{report:?}");
+    assert_eq!(names(&report.left_out), ["silent"], "{report:?}");
+    assert!(report.aggregated);
+    // Left out at the deadline, not waited for beyond it (generous slack for a loaded host).
+    assert!(report.duration >= deadline, "{:?}", report.duration);
+    assert!(
+        report.duration < deadline + Duration::from_secs(2),
+        "{:?}",
+        report.duration
+    );
+
+    // The silent node leaves during the next round: the round ends without waiting for the
+    // deadline, and it is no longer a worker afterwards.
+    let silent = std::sync::Arc::new(silent);
+    let leaving = std::sync::Arc::clone(&silent);
+    let leaver = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        leaving.shutdown();
+    });
+    let report = coordinator.run_round().unwrap();
+    leaver.join().unwrap();
+    assert_eq!(names(&report.contributors), ["honest"], "{report:?}");
+    assert_eq!(names(&report.left_out), ["silent"], "{report:?}");
+    assert!(report.duration < deadline, "{:?}", report.duration);
+    let report = coordinator.run_round().unwrap();
+    assert!(report.left_out.is_empty(), "{report:?}");
+    assert_eq!(coordinator.rounds(), 3);
+    coordinator.shutdown();
+    assert_eq!(honest.join().unwrap(), 3);
+}
