@@ -228,3 +228,143 @@ fn a_silent_worker_is_left_out_at_the_deadline_and_a_departed_one_at_once() {
     coordinator.shutdown();
     assert_eq!(honest.join().unwrap(), 3);
 }
+
+/// Reads the coordinator's JSON lines, one at a time.
+struct JsonLines(std::io::Lines<std::io::BufReader<std::process::ChildStdout>>);
+
+impl JsonLines {
+    fn next(&mut self) -> serde_json::Value {
+        let line = self
+            .0
+            .next()
+            .expect("the coordinator ended its output early")
+            .unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+}
+
+/// Kills the processes a failed test leaves behind.
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn nnp_worker(addr: &str, shard: usize) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args([
+            "--json",
+            "federated",
+            "worker",
+            "--connect",
+            addr,
+            "--noniid",
+        ])
+        .args(["--shard", &format!("{shard}/3"), "--epochs", "2"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn worker_processes_learn_survive_a_sigkill_and_rejoin() {
+    use std::io::BufRead;
+    let (rounds, deadline_ms) = (30u64, 3000.0);
+    let mut coordinator = std::process::Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args([
+            "--json",
+            "federated",
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--workers", "3", "--rounds", &rounds.to_string()])
+        .args(["--deadline-ms", "3000", "--pause-ms", "60"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = JsonLines(std::io::BufReader::new(coordinator.stdout.take().unwrap()).lines());
+    let mut processes = Processes(vec![coordinator]);
+    let listening = lines.next();
+    assert_eq!(listening["event"], "listening", "{listening}");
+    let addr = listening["addr"].as_str().unwrap().to_owned();
+    for k in 1..=3 {
+        processes.0.push(nnp_worker(&addr, k));
+    }
+
+    let (mut killed_at, mut restarted_at) = (None, None);
+    let mut reports = Vec::new();
+    let summary = loop {
+        let line = lines.next();
+        if line["event"] == "summary" {
+            break line;
+        }
+        assert_eq!(line["event"], "round", "{line}");
+        let round = line["round"].as_u64().unwrap();
+        if round == 2 {
+            // SIGKILL: the worker gets no chance to say goodbye.
+            processes.0[3].kill().unwrap();
+            processes.0[3].wait().unwrap();
+            killed_at = Some(round);
+        }
+        if round == 4 {
+            processes.0.push(nnp_worker(&addr, 3));
+            restarted_at = Some(round);
+        }
+        reports.push(line);
+    };
+    let (killed_at, restarted_at) = (killed_at.unwrap(), restarted_at.unwrap());
+    assert_eq!(reports.len() as u64, rounds);
+    let has_worker_3 = |r: &serde_json::Value| {
+        r["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "worker-3")
+    };
+    for r in &reports {
+        let ms = r["round_ms"].as_f64().unwrap();
+        // A round that waited for the dead worker would last the whole deadline: it is
+        // dropped as soon as its connection closes instead.
+        assert!(ms < deadline_ms, "no round waits on a dead worker: {r}");
+        assert!(r["aggregated"].as_bool().unwrap(), "{r}");
+    }
+    // Between the kill and the restart, the rounds go on with the two others.
+    let after_kill = &reports[killed_at as usize + 1];
+    assert!(!has_worker_3(after_kill), "{after_kill}");
+    assert_eq!(
+        after_kill["workers"].as_array().unwrap().len(),
+        2,
+        "{after_kill}"
+    );
+    // The restarted worker is sent the current weights and contributes again.
+    let rejoined = reports[restarted_at as usize..]
+        .iter()
+        .filter(|r| has_worker_3(r))
+        .count();
+    assert!(
+        rejoined >= 5,
+        "worker-3 contributed to {rejoined} rounds after its restart"
+    );
+    let accuracy = summary["accuracy"].as_f64().unwrap();
+    println!(
+        "processes: accuracy {accuracy:.3}, worker-3 back for {rejoined} rounds, round p50 {:.1} ms, max {:.1} ms, {} bytes out / {} in",
+        summary["round_p50_ms"], summary["round_max_ms"], summary["bytes_out"], summary["bytes_in"]
+    );
+    assert!(accuracy >= 0.95, "{summary}");
+    assert!(processes.0[0].wait().unwrap().success());
+    // The workers leave when the coordinator does.
+    for k in [1, 2, 4] {
+        assert!(
+            processes.0[k].wait().unwrap().success(),
+            "worker process {k}"
+        );
+    }
+}

@@ -34,7 +34,9 @@ pub struct CoordinatorConfig {
     pub join_timeout: Duration,
     /// How the workers' weights are combined.
     pub aggregator: Aggregator,
-    /// The transport's settings.
+    /// The transport's settings. The default closes a connection as soon as its worker's
+    /// end of stream arrives (`linger` zero): a worker that stopped sending, or died, can
+    /// send no weights, and a round should not wait for it.
     pub engine: EngineConfig,
 }
 
@@ -45,7 +47,10 @@ impl Default for CoordinatorConfig {
             round_deadline: Duration::from_secs(10),
             join_timeout: Duration::from_secs(30),
             aggregator: Aggregator::FedAvg,
-            engine: NodeConfig::default().engine,
+            engine: EngineConfig {
+                linger: Duration::ZERO,
+                ..NodeConfig::default().engine
+            },
         }
     }
 }

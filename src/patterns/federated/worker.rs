@@ -35,7 +35,8 @@ pub struct WorkerConfig {
     pub poison: Option<Poison>,
     /// How long [`Worker::connect`] keeps trying to reach the coordinator.
     pub connect_timeout: Duration,
-    /// The node's settings.
+    /// The node's settings. The default closes the connection as soon as the coordinator's
+    /// end of stream arrives (`linger` zero), so a worker whose coordinator died stops at once.
     pub node: NodeConfig,
 }
 
@@ -47,7 +48,13 @@ impl Default for WorkerConfig {
             learning_rate: 0.01,
             poison: None,
             connect_timeout: Duration::from_secs(10),
-            node: NodeConfig::default(),
+            node: NodeConfig {
+                engine: crate::net::EngineConfig {
+                    linger: Duration::ZERO,
+                    ..NodeConfig::default().engine
+                },
+                ..NodeConfig::default()
+            },
         }
     }
 }
