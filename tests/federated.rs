@@ -168,6 +168,49 @@ fn a_robust_aggregator_survives_a_poisoned_worker_that_wrecks_fedavg() {
     );
 }
 
+/// How far the global weights move in one round of one worker with FedProx's `mu`.
+fn one_round_moves_the_model(shard: &(Vec<f32>, Vec<usize>), mu: f32) -> f32 {
+    let mut coordinator =
+        Coordinator::new("127.0.0.1", 0, network(1), CoordinatorConfig::default()).unwrap();
+    let before: Vec<f32> = (0..2)
+        .flat_map(|l| coordinator.network().layer_params(l).to_vec())
+        .collect();
+    let config = WorkerConfig {
+        epochs: 3,
+        proximal_mu: mu,
+        ..WorkerConfig::default()
+    };
+    let worker = spawn_worker(
+        "w".into(),
+        coordinator.local_addr(),
+        shard.clone(),
+        5,
+        config,
+    );
+    assert!(coordinator.run_round().unwrap().aggregated);
+    let after: Vec<f32> = (0..2)
+        .flat_map(|l| coordinator.network().layer_params(l).to_vec())
+        .collect();
+    coordinator.shutdown();
+    worker.join().unwrap();
+    let squared: f32 = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
+    squared.sqrt()
+}
+
+#[test]
+fn the_proximal_term_keeps_a_worker_near_the_global_weights() {
+    let d = load_digits();
+    let data = split(&d, 3, Partition::LabelSkew { own: 0.8 });
+    let plain = one_round_moves_the_model(&data.shards[0], 0.0);
+    let prox = one_round_moves_the_model(&data.shards[0], 1.0);
+    println!("one round moved the weights by {plain:.3} (mu 0), {prox:.3} (mu 1)");
+    assert!(prox < plain * 0.8, "mu 1: {prox}, mu 0: {plain}");
+}
+
 #[test]
 fn a_silent_worker_is_left_out_at_the_deadline_and_a_departed_one_at_once() {
     let d = load_digits();

@@ -4,9 +4,10 @@
 //! Every round the coordinator sends the current global weights to each connected worker
 //! (WeightSync `Replace`, every layer, in frames of at most
 //! [`crate::node::WEIGHT_SYNC_CHUNK`] values, so a model of any size crosses), each worker
-//! trains some local epochs on its own data and sends its weights back with its sample count
-//! in the same frames, and the coordinator combines them with an [`Aggregator`]: FedAvg,
-//! or a coordinate-wise median or trimmed mean that one worker sending garbage cannot wreck.
+//! trains some local epochs on its own data (optionally with FedProx's proximal term,
+//! [`WorkerConfig::proximal_mu`]) and sends its weights back with its sample count in the same
+//! frames, and the coordinator combines them with an [`Aggregator`]: FedAvg, or a
+//! coordinate-wise median or trimmed mean that one worker sending garbage cannot wreck.
 //!
 //! The coordinator collects each worker's weights apart (not through the node's running
 //! average) so that robust aggregators can see every worker's value of every parameter. A
@@ -41,6 +42,7 @@
 mod aggregate;
 mod coordinator;
 mod partition;
+mod proximal;
 mod worker;
 
 use std::time::Duration;

@@ -41,6 +41,7 @@ pub(crate) struct WorkerArgs<'a> {
     pub(crate) shard: (usize, usize),
     pub(crate) noniid: bool,
     pub(crate) epochs: usize,
+    pub(crate) proximal_mu: f32,
     pub(crate) poison: Option<Poison>,
     pub(crate) layers: &'a [usize],
     pub(crate) data: Option<&'a Path>,
@@ -224,6 +225,7 @@ pub(crate) fn worker(as_json: bool, args: &WorkerArgs<'_>) -> CliResult {
     let name = format!("worker-{k}");
     let config = WorkerConfig {
         epochs: args.epochs,
+        proximal_mu: args.proximal_mu,
         poison: args.poison,
         ..WorkerConfig::default()
     };

@@ -242,6 +242,10 @@ enum FederatedRole {
         /// Local epochs per round.
         #[arg(long, default_value_t = 2)]
         epochs: usize,
+        /// FedProx's proximal term: keeps local training near the round's global weights
+        /// (0: plain local training).
+        #[arg(long, default_value_t = 0.0)]
+        proximal_mu: f32,
         /// Send garbage instead of the trained weights: `scale` (x -4) or `random`.
         #[arg(long, value_name = "KIND", value_parser = federated::parse_poison)]
         poison: Option<nnp::patterns::federated::Poison>,
@@ -597,6 +601,7 @@ fn run(cli: &Cli) -> CliResult {
                 shard,
                 noniid,
                 epochs,
+                proximal_mu,
                 poison,
                 layers,
                 data,
@@ -607,6 +612,7 @@ fn run(cli: &Cli) -> CliResult {
                     shard: *shard,
                     noniid: *noniid,
                     epochs: *epochs,
+                    proximal_mu: *proximal_mu,
                     poison: *poison,
                     layers,
                     data: data.as_deref(),

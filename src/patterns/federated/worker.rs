@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::proximal::Proximal;
 use super::FederatedError;
 use crate::nn::{one_hot, Adam, Loss, NeuralNetwork};
 use crate::node::{DistributedNetwork, NodeConfig, NodeEvent, NodeReceiver, PeerId, SyncMode};
@@ -31,6 +32,10 @@ pub struct WorkerConfig {
     pub batch_size: usize,
     /// Adam's step size (the optimizer's moments carry over from round to round).
     pub learning_rate: f32,
+    /// FedProx's `mu`: the local loss gets `mu / 2 * |w - w_global|^2`, keeping the worker
+    /// near the round's global weights (for label-skewed data; 0.01 to 1 are usual). 0 is
+    /// plain local training.
+    pub proximal_mu: f32,
     /// Send garbage instead of the trained weights.
     pub poison: Option<Poison>,
     /// How long [`Worker::connect`] keeps trying to reach the coordinator.
@@ -46,6 +51,7 @@ impl Default for WorkerConfig {
             epochs: 1,
             batch_size: 16,
             learning_rate: 0.01,
+            proximal_mu: 0.0,
             poison: None,
             connect_timeout: Duration::from_secs(10),
             node: NodeConfig {
@@ -77,7 +83,7 @@ pub struct Worker {
     coordinator: PeerId,
     inputs: Vec<f32>,
     targets: Vec<f32>,
-    optimizer: Adam,
+    optimizer: Proximal<Adam>,
     config: WorkerConfig,
     /// Parameters in a full set of weights, and how many of the set in progress are in.
     total: usize,
@@ -144,7 +150,7 @@ impl Worker {
             coordinator,
             inputs,
             targets,
-            optimizer: Adam::new(config.learning_rate),
+            optimizer: Proximal::new(Adam::new(config.learning_rate), config.proximal_mu),
             rng: 0x2545_F491_4F6C_DD1D ^ samples as u64,
             config,
             total,
@@ -206,6 +212,7 @@ impl Worker {
         let mut loss = f32::NAN;
         {
             let mut network = self.node.network();
+            self.optimizer.anchor_at(&network);
             for _ in 0..self.config.epochs {
                 loss = network.train_epoch(
                     &self.inputs,
