@@ -470,3 +470,50 @@ fn the_median_keeps_a_poisoned_worker_process_from_wrecking_the_model() {
     assert!(median >= 0.93, "median: {median}");
     assert!(fedavg < median - 0.2, "fedavg {fedavg}, median {median}");
 }
+
+#[test]
+fn a_worker_slower_than_the_deadline_never_has_a_late_answer_taken_for_a_fresh_one() {
+    let d = load_digits();
+    let data = split(&d, 2, Partition::Iid);
+    let deadline = Duration::from_millis(50);
+    let config = CoordinatorConfig {
+        min_workers: 1,
+        round_deadline: deadline,
+        ..CoordinatorConfig::default()
+    };
+    let mut coordinator = Coordinator::new("127.0.0.1", 0, network(1), config).unwrap();
+    let addr = coordinator.local_addr();
+    let fast = spawn_worker(
+        "fast".into(),
+        addr,
+        data.shards[0].clone(),
+        5,
+        WorkerConfig::default(),
+    );
+    // About 0.7 ms an epoch here: each answer comes about four deadlines after its weights
+    // were sent, so it arrives during a later round, answering an earlier one.
+    let slow_config = WorkerConfig {
+        epochs: 300,
+        ..WorkerConfig::default()
+    };
+    let slow = spawn_worker("slow".into(), addr, data.shards[1].clone(), 6, slow_config);
+    coordinator
+        .wait_for_workers(2, Duration::from_secs(10))
+        .unwrap();
+    for _ in 0..16 {
+        let report = coordinator.run_round().unwrap();
+        let names: Vec<&str> = report
+            .contributors
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["fast"], "{report:?}");
+        assert_eq!(report.left_out.len(), 1, "{report:?}");
+    }
+    coordinator.shutdown();
+    assert_eq!(fast.join().unwrap(), 16);
+    // It answered the sets it finished while the coordinator was there, and stopped cleanly
+    // once the coordinator had gone.
+    let answered = slow.join().unwrap();
+    assert!((1..16).contains(&answered), "{answered}");
+}

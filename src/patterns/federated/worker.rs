@@ -5,8 +5,11 @@ use std::time::{Duration, Instant};
 
 use super::proximal::Proximal;
 use super::FederatedError;
+use crate::net::NetError;
 use crate::nn::{one_hot, Adam, Loss, NeuralNetwork};
-use crate::node::{DistributedNetwork, NodeConfig, NodeEvent, NodeReceiver, PeerId, SyncMode};
+use crate::node::{
+    DistributedNetwork, NodeConfig, NodeError, NodeEvent, NodeReceiver, PeerId, SyncMode,
+};
 use crate::wire::MsgType;
 
 /// Garbage a worker sends instead of its trained weights: the attack robust aggregators are
@@ -187,7 +190,7 @@ impl Worker {
                     }
                     if self.received >= self.total {
                         self.received = 0;
-                        return self.train_and_answer().map(Some);
+                        return self.train_and_answer();
                     }
                 }
                 NodeEvent::Message(message) => log::warn!(
@@ -207,7 +210,9 @@ impl Worker {
         Ok(self.rounds)
     }
 
-    fn train_and_answer(&mut self) -> Result<WorkerRound, FederatedError> {
+    /// Trains on the weights just received and sends the result; `None` if the coordinator
+    /// went away meanwhile.
+    fn train_and_answer(&mut self) -> Result<Option<WorkerRound>, FederatedError> {
         let started = Instant::now();
         let mut loss = f32::NAN;
         {
@@ -239,15 +244,29 @@ impl Worker {
         let training = started.elapsed();
         let layers = self.node.network().layer_count();
         for layer in 0..layers {
-            self.node
-                .send_weight_sync(self.coordinator, layer as u16, SyncMode::Replace)?;
+            match self
+                .node
+                .send_weight_sync(self.coordinator, layer as u16, SyncMode::Replace)
+            {
+                Ok(()) => {}
+                Err(NodeError::Net(
+                    NetError::UnknownConnection(_) | NetError::Closed(_) | NetError::Shutdown,
+                )) => {
+                    log::info!(
+                        "{}: the coordinator left while this worker trained",
+                        self.node.name()
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         self.rounds += 1;
-        Ok(WorkerRound {
+        Ok(Some(WorkerRound {
             round: self.rounds,
             loss,
             training,
-        })
+        }))
     }
 }
 
