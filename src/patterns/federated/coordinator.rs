@@ -223,10 +223,16 @@ impl Coordinator {
                         asked.push((peer, slot.name.clone()));
                     }
                 }
-                Err(e) => log::warn!(
-                    "round {}: could not send the weights to worker {peer}: {e}",
-                    self.round
-                ),
+                Err(e) => {
+                    // Part of a set may have gone: the worker's count of what it received
+                    // would no longer match ours. It can connect again and start afresh.
+                    log::warn!(
+                        "round {}: could not send the weights to worker {peer}: {e}; disconnected",
+                        self.round
+                    );
+                    self.node.disconnect(peer);
+                    self.workers.remove(&peer);
+                }
             }
         }
 
