@@ -13,6 +13,7 @@
 //!   session/  handshake, sequence numbers, heartbeats, timeouts           (no I/O, no clock)
 //!   net/      mio event loops, buffer pool, rings to the consumer         (the only I/O)
 //!   node/     DistributedNetwork: the user API joining net and nn
+//!   patterns/ learning across nodes: federated rounds                 (on the node API)
 //! ```
 //!
 //! # Quick start
@@ -61,6 +62,7 @@
 pub mod net;
 pub mod nn;
 pub mod node;
+pub mod patterns;
 pub mod session;
 pub mod wire;
 

@@ -12,6 +12,7 @@ mod demo;
 mod describe;
 mod encode;
 mod explain;
+mod federated;
 mod hex;
 mod send;
 mod serve;
@@ -161,6 +162,12 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
     },
+    /// Federated learning on the digits, one role per process: a coordinator holding the
+    /// held-out images and N workers, each training on its own shard and sending only weights.
+    Federated {
+        #[command(subcommand)]
+        role: FederatedRole,
+    },
     /// Measure round trips or throughput over loopback (against a self-spawned echo node).
     Bench {
         /// What to measure.
@@ -179,6 +186,80 @@ enum Command {
         /// `nnp serve`, instead of a self-spawned echo node; `--values` must match its input.
         #[arg(long, value_name = "HOST:PORT")]
         to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FederatedRole {
+    /// Waits for --workers, runs --rounds, evaluates the model on held-out digits after each
+    /// round, and prints a closing table (with --json, only JSON lines).
+    Coordinator {
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7979")]
+        listen: String,
+        /// Workers to wait for before the first round.
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// Workers a round needs; with fewer answers in time the weights are kept.
+        #[arg(long, default_value_t = 1)]
+        min_workers: usize,
+        /// Rounds to run.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// A round's deadline: a worker whose weights are not in by then is left out of it.
+        #[arg(long, default_value_t = 10_000)]
+        deadline_ms: u64,
+        /// Pause between rounds (gives restarted workers time to rejoin).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+        /// How the workers' weights are combined.
+        #[arg(long, default_value = "fedavg", value_parser = ["fedavg", "median", "trimmed-mean"])]
+        aggregator: String,
+        /// Neuron counts, input first (64 inputs and 10 outputs for the digits).
+        #[arg(
+            long,
+            value_name = "N,N,...",
+            value_delimiter = ',',
+            default_value = "64,32,10"
+        )]
+        layers: Vec<usize>,
+        /// The digits data [default: data/digits.csv.gz].
+        #[arg(long, value_name = "PATH")]
+        data: Option<std::path::PathBuf>,
+    },
+    /// Connects to the coordinator and trains on its shard every round, until the coordinator
+    /// leaves.
+    Worker {
+        /// The coordinator, host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: String,
+        /// This worker's shard of the training data, K of N (from 1).
+        #[arg(long, value_name = "K/N", value_parser = federated::parse_shard)]
+        shard: (usize, usize),
+        /// Deal the data by label: each shard holds mostly its own classes.
+        #[arg(long)]
+        noniid: bool,
+        /// Local epochs per round.
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// FedProx's proximal term: keeps local training near the round's global weights
+        /// (0: plain local training).
+        #[arg(long, default_value_t = 0.0)]
+        proximal_mu: f32,
+        /// Send garbage instead of the trained weights: `scale` (x -4) or `random`.
+        #[arg(long, value_name = "KIND", value_parser = federated::parse_poison)]
+        poison: Option<nnp::patterns::federated::Poison>,
+        /// Neuron counts, as the coordinator's.
+        #[arg(
+            long,
+            value_name = "N,N,...",
+            value_delimiter = ',',
+            default_value = "64,32,10"
+        )]
+        layers: Vec<usize>,
+        /// The digits data [default: data/digits.csv.gz].
+        #[arg(long, value_name = "PATH")]
+        data: Option<std::path::PathBuf>,
     },
 }
 
@@ -490,6 +571,54 @@ fn run(cli: &Cli) -> CliResult {
             rounds,
             data,
         } => demo::demo(cli.json, *quick, *rounds, data.as_deref()),
+        Command::Federated { role } => match role {
+            FederatedRole::Coordinator {
+                listen,
+                workers,
+                min_workers,
+                rounds,
+                deadline_ms,
+                pause_ms,
+                aggregator,
+                layers,
+                data,
+            } => federated::coordinator(
+                cli.json,
+                &federated::CoordinatorArgs {
+                    listen,
+                    workers: *workers,
+                    min_workers: *min_workers,
+                    rounds: *rounds,
+                    deadline: Duration::from_millis(*deadline_ms),
+                    pause: Duration::from_millis(*pause_ms),
+                    aggregator: aggregator.parse()?,
+                    layers,
+                    data: data.as_deref(),
+                },
+            ),
+            FederatedRole::Worker {
+                connect,
+                shard,
+                noniid,
+                epochs,
+                proximal_mu,
+                poison,
+                layers,
+                data,
+            } => federated::worker(
+                cli.json,
+                &federated::WorkerArgs {
+                    connect,
+                    shard: *shard,
+                    noniid: *noniid,
+                    epochs: *epochs,
+                    proximal_mu: *proximal_mu,
+                    poison: *poison,
+                    layers,
+                    data: data.as_deref(),
+                },
+            ),
+        },
     }
 }
 

@@ -1,0 +1,7 @@
+//! Learning patterns built on the node API: several processes, each a
+//! [`crate::node::DistributedNetwork`], learning one model together over NNP.
+//!
+//! * [`federated`]: a coordinator and workers; the workers' data never leaves them, only
+//!   weights cross the wire (WeightSync), and the coordinator aggregates them each round.
+
+pub mod federated;
