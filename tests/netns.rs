@@ -4,12 +4,16 @@
 //! every request is answered across the link, that the rate the link allowed is the rate seen
 //! (the bytes went through the limiter), and prints the figures beside loopback's.
 //!
+//! The same namespaces carry a federated run (a coordinator process on one side, three worker
+//! processes on the other), which must learn as it does on loopback.
+//!
 //! Needs root and iproute2; ignored by default (`cargo test --release --test netns --
 //! --ignored --nocapture`, which `.ci/run` runs). Where namespaces cannot be made it says why
 //! and passes without running.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The link's rate, in bits per second.
 const LINK_BITS: f64 = 100e6;
@@ -54,7 +58,9 @@ struct Link {
 
 impl Link {
     fn new() -> Result<Link, String> {
-        let id = std::process::id() % 100_000;
+        // Unique per link: tests of one process run in parallel.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = (std::process::id() % 100_000) * 10 + NEXT.fetch_add(1, Ordering::Relaxed) % 10;
         let link = Link {
             server_ns: format!("nnp-srv-{id}"),
             client_ns: format!("nnp-cli-{id}"),
@@ -211,5 +217,91 @@ fn a_node_serves_a_client_in_another_namespace_over_a_rate_limited_link() {
         100.0 * rate * frame_bytes / link_bytes,
         rtt["rtt"]["p50_us"],
         rtt["rtt"]["p99_us"],
+    );
+}
+
+/// `nnp federated` with its coordinator in one namespace and its three worker processes (label-
+/// skewed shards) in the other, or all on loopback without `link`; returns the coordinator's
+/// summary line.
+fn federated_run(link: Option<&Link>) -> serde_json::Value {
+    let nnp = env!("CARGO_BIN_EXE_nnp");
+    let in_namespace = |ns: Option<&str>| match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, nnp]);
+            c
+        }
+        None => Command::new(nnp),
+    };
+    let listen = match link {
+        Some(link) => format!("{}:0", link.server_ip),
+        None => "127.0.0.1:0".to_owned(),
+    };
+    let mut coordinator = in_namespace(link.map(|l| l.server_ns.as_str()))
+        .args(["--json", "federated", "coordinator", "--listen", &listen])
+        .args(["--workers", "3", "--rounds", "12", "--deadline-ms", "20000"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(coordinator.stdout.take().unwrap()).lines();
+    let mut running = vec![Running(coordinator)];
+    let mut next = move || -> serde_json::Value {
+        let line = lines.next().expect("the coordinator reports").unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    let addr = next()["addr"].as_str().unwrap().to_owned();
+    for k in 1..=3 {
+        let worker = in_namespace(link.map(|l| l.client_ns.as_str()))
+            .args(["federated", "worker", "--connect", &addr, "--noniid"])
+            .args(["--shard", &format!("{k}/3")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        running.push(Running(worker));
+    }
+    loop {
+        let line = next();
+        if line["event"] == "summary" {
+            return line;
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and iproute2: makes two network namespaces joined by a veth pair"]
+fn federated_learning_across_namespaces_learns_as_on_loopback() {
+    let link = match Link::new() {
+        Ok(link) => link,
+        Err(why) => {
+            eprintln!("SKIPPED: network namespaces cannot be made here ({why})");
+            return;
+        }
+    };
+    let across = federated_run(Some(&link));
+    let local = federated_run(None);
+    let accuracy = |s: &serde_json::Value| s["accuracy"].as_f64().unwrap();
+    for (name, summary) in [("across the link", &across), ("on loopback", &local)] {
+        assert!(accuracy(summary) >= 0.95, "{name}: {summary}");
+        assert_eq!(summary["rounds_with_left_out"], 0, "{name}: {summary}");
+    }
+    assert!(
+        (accuracy(&across) - accuracy(&local)).abs() <= 0.02,
+        "across {across}, loopback {local}"
+    );
+    // What the link needs for the bytes of a round, against what a round took.
+    let bytes = across["bytes_out"].as_f64().unwrap() + across["bytes_in"].as_f64().unwrap();
+    let per_round = bytes / across["rounds"].as_f64().unwrap();
+    eprintln!(
+        "federated, 3 workers, 12 rounds: accuracy {:.3} across a 100 Mbit/s link, {:.3} on loopback; a round p50 {:.1} ms across (the link needs {:.2} ms for its {:.0} bytes, both ways), {:.1} ms on loopback",
+        accuracy(&across),
+        accuracy(&local),
+        across["round_p50_ms"].as_f64().unwrap(),
+        per_round * 8.0 / LINK_BITS * 1e3,
+        per_round,
+        local["round_p50_ms"].as_f64().unwrap(),
     );
 }
