@@ -61,7 +61,12 @@ struct Member {
 }
 
 fn spawn_member(name: &str, network: NeuralNetwork) -> Member {
-    let (node, events) = DistributedNetwork::new(name, "127.0.0.1", 0, network).unwrap();
+    spawn_member_on(name, network, 0)
+}
+
+/// [`spawn_member`] listening on `port` (0: any free port).
+fn spawn_member_on(name: &str, network: NeuralNetwork, port: u16) -> Member {
+    let (node, events) = DistributedNetwork::new(name, "127.0.0.1", port, network).unwrap();
     let addr = node.start_server().unwrap();
     let node = Arc::new(node);
     let delay_ms = Arc::new(AtomicU64::new(0));
@@ -259,6 +264,47 @@ fn with_a_member_stopped_answers_keep_coming_from_the_other_two() {
         assert_close(&answer.scores, &mean, &format!("request {i}, the mean"));
     }
     assert_eq!(after, 60);
+    ensemble.shutdown();
+    stop(members);
+}
+
+#[test]
+fn a_member_that_comes_back_on_its_address_is_asked_again() {
+    let trained = train_members();
+    let mut members = spawn_members(&trained.members[..2]);
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
+    let config = EnsembleConfig {
+        deadline: Duration::from_secs(5),
+        reconnect_every: Duration::from_millis(20),
+        ..EnsembleConfig::default()
+    };
+    let mut ensemble = Ensemble::connect(&addrs, config).unwrap();
+    let (x, _) = &trained.test;
+    let gone = members.remove(1);
+    gone.node.shutdown();
+    gone.thread.join().unwrap();
+    let mut answered = Vec::new();
+    for i in 0..40 {
+        if i == 10 {
+            members.push(spawn_member_on(
+                "member-1-again",
+                trained.members[1].clone(),
+                addrs[1].port(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let input = row(x, i);
+        let answer = ensemble.predict(input).unwrap();
+        if let Ok(out) = &answer.members[1] {
+            assert!(i >= 10, "request {i}: answered while stopped");
+            let want = local_output(&trained.members[1], input);
+            assert_close(out, &want, &format!("request {i}"));
+        }
+        answered.push(answer.answered());
+    }
+    assert!(answered[1..10].iter().all(|a| a == &[0]), "{answered:?}");
+    // Tried again every 20 ms: back well before the last requests.
+    assert!(answered[30..].iter().all(|a| a == &[0, 1]), "{answered:?}");
     ensemble.shutdown();
     stop(members);
 }
