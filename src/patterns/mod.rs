@@ -3,5 +3,8 @@
 //!
 //! * [`federated`]: a coordinator and workers; the workers' data never leaves them, only
 //!   weights cross the wire (WeightSync), and the coordinator aggregates them each round.
+//! * [`ensemble`]: one input to N member nodes, their outputs combined (mean of probabilities
+//!   or majority vote); a member that misses the deadline is left out of that answer.
 
+pub mod ensemble;
 pub mod federated;

@@ -48,7 +48,10 @@ pub(crate) struct WorkerArgs<'a> {
 }
 
 /// The model every role builds: ReLU hidden layers, a softmax output.
-fn network(layers: &[usize], seed: u64) -> Result<NeuralNetwork, Box<dyn std::error::Error>> {
+pub(crate) fn network(
+    layers: &[usize],
+    seed: u64,
+) -> Result<NeuralNetwork, Box<dyn std::error::Error>> {
     if layers.first() != Some(&64) || layers.last() != Some(&10) {
         return Err(
             format!("--layers {layers:?}: the digits need 64 inputs and 10 outputs").into(),
@@ -61,14 +64,14 @@ fn network(layers: &[usize], seed: u64) -> Result<NeuralNetwork, Box<dyn std::er
         .build()?)
 }
 
-fn digits(data: Option<&Path>) -> Result<dataset::Dataset, Box<dyn std::error::Error>> {
+pub(crate) fn digits(data: Option<&Path>) -> Result<dataset::Dataset, Box<dyn std::error::Error>> {
     Ok(match data {
         Some(path) => dataset::digits(path)?,
         None => dataset::digits(&dataset::default_digits_path()?)?,
     })
 }
 
-fn resolve(addr: &str) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+pub(crate) fn resolve(addr: &str) -> Result<SocketAddr, Box<dyn std::error::Error>> {
     addr.to_socket_addrs()
         .map_err(|e| format!("{addr}: {e}"))?
         .next()

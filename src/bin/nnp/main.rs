@@ -11,6 +11,7 @@ mod decode_capture;
 mod demo;
 mod describe;
 mod encode;
+mod ensemble;
 mod explain;
 mod federated;
 mod hex;
@@ -168,6 +169,38 @@ enum Command {
         #[command(subcommand)]
         role: FederatedRole,
     },
+    /// Ask member nodes (`nnp serve --weights FILE`) to classify the held-out digits, combine
+    /// their answers, and print the ensemble's accuracy beside each member's (with --json, a
+    /// JSON object per line). `nnp ensemble train` makes a member's weights file.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Ensemble {
+        #[command(subcommand)]
+        train: Option<EnsembleTrain>,
+        /// The members, HOST:PORT, comma-separated.
+        #[arg(
+            long,
+            value_name = "HOST:PORT,...",
+            value_delimiter = ',',
+            required = true
+        )]
+        members: Vec<String>,
+        /// A request's deadline: a member whose answer is not in by then is left out of it.
+        #[arg(long, default_value_t = 500)]
+        deadline_ms: u64,
+        /// How the answers are combined: mean (of probabilities) or vote (majority).
+        #[arg(long, default_value = "mean", value_parser = ["mean", "vote"])]
+        combine: String,
+        /// Rows per request.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// The share of the data evaluated (seeded, stratified, as `nnp ensemble train` holds
+        /// it out; 1: every row).
+        #[arg(long, default_value_t = 0.25)]
+        held_out: f64,
+        /// The digits data [default: data/digits.csv.gz].
+        #[arg(long, value_name = "PATH")]
+        data: Option<std::path::PathBuf>,
+    },
     /// Measure round trips or throughput over loopback (against a self-spawned echo node).
     Bench {
         /// What to measure.
@@ -186,6 +219,37 @@ enum Command {
         /// `nnp serve`, instead of a self-spawned echo node; `--values` must match its input.
         #[arg(long, value_name = "HOST:PORT")]
         to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnsembleTrain {
+    /// Trains a member on its shard of the digits (the held-out quarter `nnp ensemble`
+    /// evaluates on is never used) and writes its weights file, for `nnp serve --weights`.
+    Train {
+        /// This member's shard of the training data, K of N (from 1).
+        #[arg(long, value_name = "K/N", value_parser = federated::parse_shard)]
+        shard: (usize, usize),
+        /// Where to write the weights.
+        #[arg(long, value_name = "PATH")]
+        save: std::path::PathBuf,
+        /// Training epochs.
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        /// The initial weights' seed [default: 100 + K].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Neuron counts, input first (64 inputs and 10 outputs for the digits).
+        #[arg(
+            long,
+            value_name = "N,N,...",
+            value_delimiter = ',',
+            default_value = "64,32,10"
+        )]
+        layers: Vec<usize>,
+        /// The digits data [default: data/digits.csv.gz].
+        #[arg(long, value_name = "PATH")]
+        data: Option<std::path::PathBuf>,
     },
 }
 
@@ -571,6 +635,47 @@ fn run(cli: &Cli) -> CliResult {
             rounds,
             data,
         } => demo::demo(cli.json, *quick, *rounds, data.as_deref()),
+        Command::Ensemble {
+            train:
+                Some(EnsembleTrain::Train {
+                    shard,
+                    save,
+                    epochs,
+                    seed,
+                    layers,
+                    data,
+                }),
+            ..
+        } => ensemble::train(
+            cli.json,
+            &ensemble::TrainArgs {
+                shard: *shard,
+                save,
+                epochs: *epochs,
+                seed: *seed,
+                layers,
+                data: data.as_deref(),
+            },
+        ),
+        Command::Ensemble {
+            train: None,
+            members,
+            deadline_ms,
+            combine,
+            batch,
+            held_out,
+            data,
+        } => ensemble::ensemble(
+            cli.json,
+            &ensemble::EnsembleArgs {
+                members,
+                deadline: Duration::from_millis(*deadline_ms),
+                combine: combine.parse()?,
+                batch: *batch,
+                held_out: *held_out,
+                data: data.as_deref(),
+            },
+        ),
         Command::Federated { role } => match role {
             FederatedRole::Coordinator {
                 listen,
