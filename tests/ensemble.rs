@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::process::Processes;
 use common::{load_digits, stratified_split};
 use nnp::nn::{one_hot, Activation, Adam, FitConfig, Loss, NeuralNetwork};
 use nnp::node::{DistributedNetwork, HandleOutcome, NodeEvent};
@@ -396,18 +397,6 @@ fn a_member_that_refuses_is_left_out_with_its_reason() {
     }
     ensemble.shutdown();
     stop(members);
-}
-
-/// Kills the processes a failed test leaves behind.
-struct Processes(Vec<std::process::Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// `nnp serve --weights path` on a free port; returns the process and its address.

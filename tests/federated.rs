@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::process::Processes;
 use common::{load_digits, stratified_split, Digits};
 use nnp::nn::{Activation, NeuralNetwork};
 use nnp::node::DistributedNetwork;
@@ -283,18 +284,6 @@ impl JsonLines {
             .expect("the coordinator ended its output early")
             .unwrap();
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-    }
-}
-
-/// Kills the processes a failed test leaves behind.
-struct Processes(Vec<std::process::Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -18,35 +18,42 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The link's rate, in bits per second.
 const LINK_BITS: f64 = 100e6;
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+/// Runs `command`; an error with its words and stderr unless it succeeds.
+fn run(mut command: Command) -> Result<(), String> {
+    let words = format!("{command:?}");
+    let out = command.output().map_err(|e| format!("{words}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "ip {}: {}",
-            args.join(" "),
+            "{words}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
     Ok(())
 }
 
+fn ip(args: &[&str]) -> Result<(), String> {
+    let mut command = Command::new("ip");
+    command.args(args);
+    run(command)
+}
+
 fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program} in {ns}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{program} {} in {ns}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns, program]).args(args);
+    run(command)
+}
+
+/// The `nnp` binary, run inside namespace `ns` if given.
+fn nnp_in(ns: Option<&str>) -> Command {
+    let nnp = env!("CARGO_BIN_EXE_nnp");
+    match ns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns, nnp]);
+            command
+        }
+        None => Command::new(nnp),
     }
-    Ok(())
 }
 
 /// Two namespaces joined by a rate-limited veth pair; removed on drop.
@@ -128,15 +135,7 @@ impl Drop for Running {
 
 /// `nnp serve` on `host` (inside `ns` if given); returns it and the address it printed.
 fn serve(ns: Option<&str>, host: &str) -> (Running, String) {
-    let nnp = env!("CARGO_BIN_EXE_nnp");
-    let mut command = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, nnp]);
-            c
-        }
-        None => Command::new(nnp),
-    };
+    let mut command = nnp_in(ns);
     let mut child = command
         .args([
             "serve", "--host", host, "--port", "0", "--layers", "64,32,10",
@@ -159,15 +158,7 @@ fn serve(ns: Option<&str>, host: &str) -> (Running, String) {
 
 /// `nnp bench WHAT --to addr --values 64 --json` (inside `ns` if given); its JSON report.
 fn bench(ns: Option<&str>, what: &str, to: &str, count: &str) -> serde_json::Value {
-    let nnp = env!("CARGO_BIN_EXE_nnp");
-    let mut command = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, nnp]);
-            c
-        }
-        None => Command::new(nnp),
-    };
+    let mut command = nnp_in(ns);
     let out = command
         .args([
             "bench", what, "--to", to, "--values", "64", "--count", count, "--json",
@@ -224,20 +215,11 @@ fn a_node_serves_a_client_in_another_namespace_over_a_rate_limited_link() {
 /// skewed shards) in the other, or all on loopback without `link`; returns the coordinator's
 /// summary line.
 fn federated_run(link: Option<&Link>) -> serde_json::Value {
-    let nnp = env!("CARGO_BIN_EXE_nnp");
-    let in_namespace = |ns: Option<&str>| match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, nnp]);
-            c
-        }
-        None => Command::new(nnp),
-    };
     let listen = match link {
         Some(link) => format!("{}:0", link.server_ip),
         None => "127.0.0.1:0".to_owned(),
     };
-    let mut coordinator = in_namespace(link.map(|l| l.server_ns.as_str()))
+    let mut coordinator = nnp_in(link.map(|l| l.server_ns.as_str()))
         .args(["--json", "federated", "coordinator", "--listen", &listen])
         .args(["--workers", "3", "--rounds", "12", "--deadline-ms", "20000"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -253,7 +235,7 @@ fn federated_run(link: Option<&Link>) -> serde_json::Value {
     };
     let addr = next()["addr"].as_str().unwrap().to_owned();
     for k in 1..=3 {
-        let worker = in_namespace(link.map(|l| l.client_ns.as_str()))
+        let worker = nnp_in(link.map(|l| l.client_ns.as_str()))
             .args(["federated", "worker", "--connect", &addr, "--noniid"])
             .args(["--shard", &format!("{k}/3")])
             .current_dir(env!("CARGO_MANIFEST_DIR"))

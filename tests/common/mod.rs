@@ -8,6 +8,7 @@
 pub(crate) mod memory;
 pub(crate) mod net;
 pub(crate) mod pcap;
+pub(crate) mod process;
 pub(crate) mod raw_peer;
 pub(crate) mod traffic;
 

@@ -64,20 +64,7 @@ pub(crate) fn bench(
     to: Option<&str>,
 ) -> CliResult {
     let (server, addr, echo) = match to {
-        Some(to) => {
-            use std::net::ToSocketAddrs;
-            let addr = to
-                .to_socket_addrs()
-                .map_err(|e| {
-                    format!(
-                        "--to {to:?} is not an address to connect to ({}): give host:port, e.g. 127.0.0.1:7878",
-                        explain::io(&e)
-                    )
-                })?
-                .next()
-                .ok_or_else(|| format!("--to {to:?} resolves to no address"))?;
-            (None, addr, None)
-        }
+        Some(to) => (None, explain::address("--to", to)?, None),
         None => {
             let (engine, addr, echo) = echo_node(busy_poll)?;
             (Some(engine), addr, Some(echo))

@@ -133,7 +133,7 @@ pub(crate) fn ensemble(as_json: bool, args: &EnsembleArgs<'_>) -> CliResult {
     let members: Vec<SocketAddr> = args
         .members
         .iter()
-        .map(|m| crate::federated::resolve(m))
+        .map(|m| explain::address("--members", m))
         .collect::<Result<_, _>>()?;
     if members.is_empty() {
         return Err("--members: give at least one HOST:PORT".into());

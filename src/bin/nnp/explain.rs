@@ -20,6 +20,29 @@ pub(crate) fn io(e: &std::io::Error) -> String {
     }
 }
 
+/// The socket addresses `value` (given as `flag`) names, or an error naming both.
+pub(crate) fn addresses(flag: &str, value: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> = value
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!(
+                "{flag} {value:?} is not an address ({}): give host:port, e.g. 127.0.0.1:7878",
+                io(&e)
+            )
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{flag} {value:?} resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// The first address `value` (given as `flag`) names, or an error naming both.
+pub(crate) fn address(flag: &str, value: &str) -> Result<std::net::SocketAddr, String> {
+    Ok(addresses(flag, value)?[0])
+}
+
 /// A transport error; a socket error as its bare reason.
 pub(crate) fn net(e: &NetError) -> String {
     match e {

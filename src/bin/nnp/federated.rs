@@ -5,7 +5,6 @@
 //! sends a sample, only weights. Both sides split the data the same seeded way, so a worker
 //! needs nothing from the coordinator but its address.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use nnp::patterns::federated::{
 };
 use serde_json::json;
 
-use crate::{dataset, CliResult};
+use crate::{dataset, explain, CliResult};
 
 /// The seed of the held-out split, shared by every role.
 const SPLIT_SEED: u64 = 0;
@@ -71,13 +70,6 @@ pub(crate) fn digits(data: Option<&Path>) -> Result<dataset::Dataset, Box<dyn st
     })
 }
 
-pub(crate) fn resolve(addr: &str) -> Result<SocketAddr, Box<dyn std::error::Error>> {
-    addr.to_socket_addrs()
-        .map_err(|e| format!("{addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr}: no address").into())
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -86,7 +78,7 @@ fn ms(d: Duration) -> f64 {
 /// round and a closing table (with --json, a JSON object per line and nothing else).
 pub(crate) fn coordinator(as_json: bool, args: &CoordinatorArgs<'_>) -> CliResult {
     let (_, test) = digits(args.data)?.split(HELD_OUT, SPLIT_SEED);
-    let addr = resolve(args.listen)?;
+    let addr = explain::address("--listen", args.listen)?;
     let config = CoordinatorConfig {
         min_workers: args.min_workers,
         round_deadline: args.deadline,
@@ -234,7 +226,7 @@ pub(crate) fn worker(as_json: bool, args: &WorkerArgs<'_>) -> CliResult {
     };
     let mut worker = Worker::connect(
         &name,
-        resolve(args.connect)?,
+        explain::address("--connect", args.connect)?,
         network(args.layers, 100 + k as u64)?,
         shard.inputs,
         &shard.labels,

@@ -4,7 +4,6 @@
 //! answer: they wait a short window (1 s, or `--timeout` if less) for a refusal, and say that
 //! none came. A refusal (the node's reason: which layer, what it expected) exits non-zero.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use nnp::net::{CloseCause, Engine, EngineConfig, NetEvent, ReceivedFrame};
@@ -30,23 +29,6 @@ enum Outcome {
     ClosedQuietly(DisconnectReason),
 }
 
-/// `--to` as socket addresses, or an error naming it.
-fn resolve(to: &str) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> = to
-        .to_socket_addrs()
-        .map_err(|e| {
-            format!(
-                "--to {to:?} is not an address to connect to ({}): give host:port, e.g. 127.0.0.1:7878",
-                explain::io(&e)
-            )
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("--to {to:?} resolves to no address"));
-    }
-    Ok(addrs)
-}
-
 pub(crate) fn send(
     as_json: bool,
     to: &str,
@@ -56,7 +38,7 @@ pub(crate) fn send(
 ) -> CliResult {
     let control = ControlArgs::default();
     let msg = crate::message(kind.into(), args, &control);
-    let addrs = resolve(to)?;
+    let addrs = explain::addresses("--to", to)?;
     let config = EngineConfig::default().threads(1).connect_timeout(timeout);
     let (engine, handle, mut rx) = Engine::start(config)?;
     let conn = handle
