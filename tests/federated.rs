@@ -203,6 +203,57 @@ fn one_round_moves_the_model(shard: &(Vec<f32>, Vec<usize>), mu: f32) -> f32 {
 }
 
 #[test]
+fn with_a_fraction_the_workers_take_turns_and_the_model_still_learns() {
+    let d = load_digits();
+    let data = split(&d, 3, Partition::Iid);
+    let config = CoordinatorConfig {
+        min_workers: 1,
+        // ceil(0.3 x 3) = 1 worker a round.
+        fraction: 0.3,
+        ..CoordinatorConfig::default()
+    };
+    let mut coordinator = Coordinator::new("127.0.0.1", 0, network(1), config).unwrap();
+    let addr = coordinator.local_addr();
+    let workers: Vec<_> = (0..3)
+        .map(|k| {
+            spawn_worker(
+                format!("worker-{k}"),
+                addr,
+                data.shards[k].clone(),
+                10 + k as u64,
+                WorkerConfig::default(),
+            )
+        })
+        .collect();
+    coordinator
+        .wait_for_workers(3, Duration::from_secs(10))
+        .unwrap();
+    let (x, y) = &data.test;
+    let before = coordinator.network().accuracy(x, y).unwrap();
+    let mut asked = Vec::new();
+    for _ in 0..6 {
+        let report = coordinator.run_round().unwrap();
+        assert!(report.aggregated, "{report:?}");
+        assert_eq!(report.contributors.len(), 1, "{report:?}");
+        assert!(report.left_out.is_empty(), "{report:?}");
+        asked.push(report.contributors[0].name.clone());
+    }
+    let after = coordinator.network().accuracy(x, y).unwrap();
+    coordinator.shutdown();
+    // Each worker trained in two of the six rounds, never twice in a row.
+    for k in 0..3 {
+        let name = format!("worker-{k}");
+        assert_eq!(asked.iter().filter(|n| **n == name).count(), 2, "{asked:?}");
+    }
+    assert!(asked.windows(2).all(|w| w[0] != w[1]), "{asked:?}");
+    for w in workers {
+        assert_eq!(w.join().unwrap(), 2);
+    }
+    println!("accuracy {before:.3} -> {after:.3} over {asked:?}");
+    assert!(after > before + 0.3, "{before} -> {after}");
+}
+
+#[test]
 fn the_proximal_term_keeps_a_worker_near_the_global_weights() {
     let d = load_digits();
     let data = split(&d, 3, Partition::LabelSkew { own: 0.8 });

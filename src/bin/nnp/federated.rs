@@ -26,6 +26,7 @@ pub(crate) struct CoordinatorArgs<'a> {
     pub(crate) listen: &'a str,
     pub(crate) workers: usize,
     pub(crate) min_workers: usize,
+    pub(crate) fraction: f64,
     pub(crate) rounds: usize,
     pub(crate) deadline: Duration,
     pub(crate) pause: Duration,
@@ -81,6 +82,7 @@ pub(crate) fn coordinator(as_json: bool, args: &CoordinatorArgs<'_>) -> CliResul
     let addr = explain::address("--listen", args.listen)?;
     let config = CoordinatorConfig {
         min_workers: args.min_workers,
+        fraction: args.fraction,
         round_deadline: args.deadline,
         aggregator: args.aggregator,
         ..CoordinatorConfig::default()
@@ -275,6 +277,16 @@ pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), String> {
         return Err(bad());
     }
     Ok((k, n))
+}
+
+/// `--fraction F`: the share of the workers asked each round, above 0 and at most 1.
+pub(crate) fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!(
+            "{s:?}: expected a share above 0 and at most 1, e.g. 0.5"
+        )),
+    }
 }
 
 /// `--poison scale|random`: what a poisoned worker sends instead of its weights.

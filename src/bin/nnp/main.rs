@@ -267,6 +267,10 @@ enum FederatedRole {
         /// Workers a round needs; with fewer answers in time the weights are kept.
         #[arg(long, default_value_t = 1)]
         min_workers: usize,
+        /// The share of the connected workers asked each round (at least --min-workers);
+        /// the workers take turns.
+        #[arg(long, default_value_t = 1.0, value_parser = federated::parse_fraction)]
+        fraction: f64,
         /// Rounds to run.
         #[arg(long, default_value_t = 20)]
         rounds: usize,
@@ -681,6 +685,7 @@ fn run(cli: &Cli) -> CliResult {
                 listen,
                 workers,
                 min_workers,
+                fraction,
                 rounds,
                 deadline_ms,
                 pause_ms,
@@ -693,6 +698,7 @@ fn run(cli: &Cli) -> CliResult {
                     listen,
                     workers: *workers,
                     min_workers: *min_workers,
+                    fraction: *fraction,
                     rounds: *rounds,
                     deadline: Duration::from_millis(*deadline_ms),
                     pause: Duration::from_millis(*pause_ms),

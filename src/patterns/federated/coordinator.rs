@@ -25,6 +25,12 @@ pub struct CoordinatorConfig {
     /// Workers a round needs: it waits (up to `join_timeout`) for this many to be connected
     /// before it starts, and keeps the global weights unchanged if fewer answer in time.
     pub min_workers: usize,
+    /// The share of the connected workers asked to train in each round (Flower's
+    /// `fraction_fit`), 0.0 to 1.0: `ceil(fraction x connected)` workers, never fewer than
+    /// `min_workers` (nor more than are connected). The workers take turns: each round asks
+    /// the ones after those the last round asked, in the order they joined, so over rounds
+    /// every worker trains equally often. 1.0 (the default) asks every worker every round.
+    pub fraction: f64,
     /// How long a round waits for the workers' weights once it has sent its own. A worker
     /// whose weights are not all in by then is left out of the round. Set it above the
     /// slowest worker's local training plus the transfer both ways.
@@ -44,6 +50,7 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
             min_workers: 1,
+            fraction: 1.0,
             round_deadline: Duration::from_secs(10),
             join_timeout: Duration::from_secs(30),
             aggregator: Aggregator::FedAvg,
@@ -107,6 +114,8 @@ pub struct Coordinator {
     shapes: Vec<(usize, usize)>,
     workers: BTreeMap<PeerId, Slot>,
     round: usize,
+    /// Where the next round's turn starts in the joined workers, with `fraction` below 1.
+    next_turn: usize,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -148,6 +157,7 @@ impl Coordinator {
             shapes,
             workers: BTreeMap::new(),
             round: 0,
+            next_turn: 0,
         })
     }
 
@@ -202,8 +212,9 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Runs one round: waits for `min_workers`, sends them the global weights, collects
-    /// their weights until every one is in or the deadline passes, and aggregates.
+    /// Runs one round: waits for `min_workers`, sends the global weights to the workers whose
+    /// turn it is (all of them with `fraction` 1.0), collects their weights until every one is
+    /// in or the deadline passes, and aggregates.
     pub fn run_round(&mut self) -> Result<RoundReport, FederatedError> {
         let started = Instant::now();
         self.wait_for_workers(self.config.min_workers, self.config.join_timeout)?;
@@ -213,8 +224,7 @@ impl Coordinator {
         let deadline = sent_at + self.config.round_deadline;
 
         let mut asked = Vec::new();
-        let peers: Vec<PeerId> = self.workers.keys().copied().collect();
-        for peer in peers {
+        for peer in self.take_turns() {
             match self.send_weights(peer) {
                 Ok(()) => {
                     if let Some(slot) = self.workers.get_mut(&peer) {
@@ -294,6 +304,27 @@ impl Coordinator {
             joining,
             duration: sent_at.elapsed(),
         })
+    }
+
+    /// The workers asked this round: `fraction` of those connected, at least `min_workers`,
+    /// starting where the last round's turn ended. Connection ids grow as workers join, so
+    /// the map's order is the order of joining.
+    fn take_turns(&mut self) -> Vec<PeerId> {
+        let peers: Vec<PeerId> = self.workers.keys().copied().collect();
+        let wanted = (self.config.fraction.clamp(0.0, 1.0) * peers.len() as f64).ceil() as usize;
+        let count = wanted.max(self.config.min_workers).min(peers.len());
+        if count == peers.len() {
+            return peers;
+        }
+        let start = self.next_turn % peers.len();
+        self.next_turn = start + count;
+        peers
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(count)
+            .copied()
+            .collect()
     }
 
     /// Closes every connection (the workers see the coordinator leave) and stops the node.
