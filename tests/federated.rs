@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::process::Processes;
+use common::proxy::{Faults, Proxy};
 use common::{load_digits, stratified_split, Digits};
 use nnp::nn::{Activation, NeuralNetwork};
 use nnp::node::DistributedNetwork;
@@ -251,6 +252,146 @@ fn with_a_fraction_the_workers_take_turns_and_the_model_still_learns() {
     }
     println!("accuracy {before:.3} -> {after:.3} over {asked:?}");
     assert!(after > before + 0.3, "{before} -> {after}");
+}
+
+/// A worker on its own thread that reports how its run ended instead of panicking.
+fn spawn_fallible_worker(
+    name: &str,
+    addr: SocketAddr,
+    (inputs, labels): (Vec<f32>, Vec<usize>),
+    seed: u64,
+) -> JoinHandle<Result<usize, nnp::patterns::federated::FederatedError>> {
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let mut worker = Worker::connect(
+            &name,
+            addr,
+            network(seed),
+            inputs,
+            &labels,
+            WorkerConfig::default(),
+        )?;
+        worker.run()
+    })
+}
+
+#[test]
+fn a_worker_behind_a_slow_link_is_waited_for_and_contributes_every_round() {
+    let d = load_digits();
+    let data = split(&d, 2, Partition::Iid);
+    let config = CoordinatorConfig {
+        min_workers: 2,
+        ..CoordinatorConfig::default()
+    };
+    let mut coordinator = Coordinator::new("127.0.0.1", 0, network(1), config).unwrap();
+    let delay = Duration::from_millis(40);
+    let proxy = Proxy::start(
+        coordinator.local_addr(),
+        Faults {
+            delay,
+            ..Faults::default()
+        },
+    );
+    let near = spawn_worker(
+        "near".into(),
+        coordinator.local_addr(),
+        data.shards[0].clone(),
+        10,
+        WorkerConfig::default(),
+    );
+    let far = spawn_worker(
+        "far".into(),
+        proxy.addr(),
+        data.shards[1].clone(),
+        11,
+        WorkerConfig::default(),
+    );
+    for _ in 0..3 {
+        let report = coordinator.run_round().unwrap();
+        assert_eq!(report.contributors.len(), 2, "{report:?}");
+        // The far worker's weights crossed the delayed link both ways.
+        assert!(report.duration >= 2 * delay, "{:?}", report.duration);
+    }
+    coordinator.shutdown();
+    assert_eq!(near.join().unwrap(), 3);
+    assert_eq!(far.join().unwrap(), 3);
+}
+
+#[test]
+fn a_link_cut_mid_frame_leaves_its_worker_out_at_once_and_a_new_one_rejoins() {
+    let d = load_digits();
+    let data = split(&d, 3, Partition::Iid);
+    let deadline = Duration::from_secs(20);
+    let config = CoordinatorConfig {
+        min_workers: 2,
+        round_deadline: deadline,
+        ..CoordinatorConfig::default()
+    };
+    let mut coordinator = Coordinator::new("127.0.0.1", 0, network(1), config).unwrap();
+    let addr = coordinator.local_addr();
+    // One set of weights is 2,410 f32 (9,640 bytes) in two frames: a cut after 14,800 bytes
+    // from the worker falls inside the first frame of its second answer.
+    let proxy = Proxy::start(
+        addr,
+        Faults {
+            cut_upstream_after: Some(14_800),
+            ..Faults::default()
+        },
+    );
+    let steady: Vec<_> = (0..2)
+        .map(|k| {
+            spawn_worker(
+                format!("worker-{k}"),
+                addr,
+                data.shards[k].clone(),
+                10 + k as u64,
+                WorkerConfig::default(),
+            )
+        })
+        .collect();
+    let cut = spawn_fallible_worker("worker-2", proxy.addr(), data.shards[2].clone(), 12);
+    coordinator
+        .wait_for_workers(3, Duration::from_secs(10))
+        .unwrap();
+
+    let first = coordinator.run_round().unwrap();
+    assert_eq!(first.contributors.len(), 3, "{first:?}");
+    let second = coordinator.run_round().unwrap();
+    assert_eq!(proxy.cuts(), 1);
+    let left_out: Vec<_> = second.left_out.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(left_out, ["worker-2"], "{second:?}");
+    assert_eq!(second.contributors.len(), 2, "{second:?}");
+    assert!(second.aggregated, "{second:?}");
+    // Dropped when its connection closed, not at the deadline.
+    assert!(second.duration < deadline / 2, "{:?}", second.duration);
+    let ended = cut.join().unwrap();
+    println!("the cut worker's run ended with {ended:?}");
+
+    // A worker on the same shard connects afresh and is sent the current weights.
+    let again = spawn_worker(
+        "worker-2-again".into(),
+        addr,
+        data.shards[2].clone(),
+        12,
+        WorkerConfig::default(),
+    );
+    coordinator
+        .wait_for_workers(3, Duration::from_secs(10))
+        .unwrap();
+    let mut accuracy = 0.0;
+    for _ in 0..8 {
+        let report = coordinator.run_round().unwrap();
+        assert_eq!(report.contributors.len(), 3, "{report:?}");
+        let (x, y) = &data.test;
+        accuracy = coordinator.network().accuracy(x, y).unwrap();
+    }
+    coordinator.shutdown();
+    for w in steady {
+        assert_eq!(w.join().unwrap(), 10);
+    }
+    assert_eq!(again.join().unwrap(), 8);
+    println!("accuracy after the cut and 8 more rounds: {accuracy:.3}");
+    assert!(accuracy >= 0.9, "{accuracy}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub(crate) mod memory;
 pub(crate) mod net;
 pub(crate) mod pcap;
 pub(crate) mod process;
+pub(crate) mod proxy;
 pub(crate) mod raw_peer;
 pub(crate) mod traffic;
 
