@@ -7,8 +7,10 @@
 //! `cargo bench --bench throughput` (NNP_BENCH_SECONDS scales the run length;
 //! NNP_BENCH_FILTER=Forward runs only the streams whose name contains it, NNP_BENCH_RUN=inline
 //! only the NNP runs whose label contains it; NNP_BENCH_PROFILE=1 runs the NNP streams alone,
-//! with no baseline and no ratio, so that a profile shows only NNP). The `Sender` runs receive
-//! through `Receiver::poll` (frames lent in place).
+//! with no baseline and no ratio, so that a profile shows only NNP; NNP_BENCH_PAIRS, default 5,
+//! is the number of rounds of the closing comparison of plain `send` and the node API with the
+//! `Sender`, run back to back in each round). The `Sender` runs receive through
+//! `Receiver::poll` (frames lent in place).
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -307,8 +309,6 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
     if matches!(msg, Message::ForwardData { .. }) {
         runs.insert(2, (Api::Node, false, "node API"));
     }
-    // Each run's median ratio to the raw stream, for the ratios to the `Sender` at the end.
-    let mut ratios: Vec<(&str, f64)> = Vec::new();
     // The machine is shared and its speed drifts between runs: each NNP run is paired with
     // a raw run just before it, and the median of the pairs' ratios is reported.
     let repeats: usize = env_or("NNP_BENCH_REPEATS", 3);
@@ -366,7 +366,6 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
             hand_low,
             hand_high,
         );
-        ratios.push((label, ratio));
         // CPU time per message, each side's median over the runs.
         let cpu = |side: fn(&(Rate, Rate, Rate)) -> &Rate| {
             let mut send: Vec<f64> = runs.iter().map(|r| side(r).cpu_ns.0).collect();
@@ -389,16 +388,55 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
         );
     }
     // What a user who sends one message per call gets, beside the `Sender` of the same
-    // engine: each run's median ratio to its raw stream, divided.
-    let ratio_of = |label: &str| ratios.iter().find(|r| r.0 == label).map(|r| r.1);
-    for (label, sender) in [
-        ("send, loop thread", "Sender, loop thread"),
-        ("node API", "Sender, loop thread"),
-        ("send, inline", "Sender, inline"),
-    ] {
-        if let (Some(a), Some(b)) = (ratio_of(label), ratio_of(sender)) {
-            println!("{name:<18} {label:<19} {:.2}x the {sender}", a / b);
+    // engine. The rows above pair each NNP run with raw runs and sit minutes apart, so their
+    // quotient carries the raw stream's noise and the machine's drift: here the three are
+    // run back to back in each round (`Sender`, plain `send`, node API) and each round's
+    // rates are divided directly, the median of the rounds reported.
+    let wanted = |label: &str| only.as_deref().is_none_or(|o| label.contains(o));
+    let pairs: usize = env_or("NNP_BENCH_PAIRS", 5);
+    if profile || pairs == 0 || !wanted("Sender, loop thread") {
+        return;
+    }
+    let mut versus: Vec<(Api, bool, &str, &str)> = Vec::new();
+    if wanted("send, loop thread") {
+        versus.push((
+            Api::PerFrame,
+            false,
+            "send, loop thread",
+            "Sender, loop thread",
+        ));
+    }
+    if matches!(msg, Message::ForwardData { .. }) && wanted("node API") {
+        versus.push((Api::Node, false, "node API", "Sender, loop thread"));
+    }
+    if wanted("send, inline") && wanted("Sender, inline") {
+        versus.push((Api::PerFrame, true, "send, inline", "Sender, inline"));
+    }
+    let mut quotients = vec![Vec::new(); versus.len()];
+    for _ in 0..pairs {
+        let sender = nnp_stream(msg, count, Api::Batched, false).msgs_per_s;
+        let sender_inline = versus
+            .iter()
+            .any(|v| v.1)
+            .then(|| nnp_stream(msg, count, Api::Batched, true).msgs_per_s);
+        for (i, &(api, inline, _, _)) in versus.iter().enumerate() {
+            let base = if inline {
+                sender_inline.unwrap()
+            } else {
+                sender
+            };
+            quotients[i].push(nnp_stream(msg, count, api, inline).msgs_per_s / base);
         }
+    }
+    for ((_, _, label, sender), mut q) in versus.into_iter().zip(quotients) {
+        q.sort_by(f64::total_cmp);
+        println!(
+            "{name:<18} {label:<19} {:.2}x the {sender} (rates in the same round, median of {}; range {:.2}x-{:.2}x)",
+            q[q.len() / 2],
+            q.len(),
+            q[0],
+            q[q.len() - 1]
+        );
     }
 }
 
