@@ -4,8 +4,9 @@
 //! every request is answered across the link, that the rate the link allowed is the rate seen
 //! (the bytes went through the limiter), and prints the figures beside loopback's.
 //!
-//! The same namespaces carry a federated run (a coordinator process on one side, three worker
-//! processes on the other), which must learn as it does on loopback.
+//! A federated run puts its coordinator and each of its three worker processes on hosts of their
+//! own: four namespaces, each joined by its own rate-limited veth pair to a bridge in a fifth
+//! (the switch), and must learn as it does on loopback.
 //!
 //! Needs root and iproute2; ignored by default (`cargo test --release --test netns --
 //! --ignored --nocapture`, which `.ci/run` runs). Where namespaces cannot be made it says why
@@ -123,6 +124,82 @@ impl Drop for Link {
     }
 }
 
+/// Hosts on one switch: each host a namespace whose veth pair leads to a bridge in the
+/// switch's namespace, rate-limited to 100 Mbit/s both ways (on the host's end and on the
+/// switch's port); removed on drop. Every host reaches every other through the bridge.
+struct Lan {
+    switch: String,
+    hosts: Vec<String>,
+    ips: Vec<String>,
+}
+
+impl Lan {
+    fn new(count: usize) -> Result<Lan, String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = (std::process::id() % 10_000) * 10 + NEXT.fetch_add(1, Ordering::Relaxed) % 10;
+        let mut lan = Lan {
+            switch: format!("nnp-sw-{id}"),
+            hosts: Vec::new(),
+            ips: Vec::new(),
+        };
+        ip(&["netns", "add", &lan.switch])?;
+        in_ns(&lan.switch, "ip", &["link", "add", "br0", "type", "bridge"])?;
+        in_ns(&lan.switch, "ip", &["link", "set", "br0", "up"])?;
+        let limit = |ns: &str, dev: &str| {
+            in_ns(
+                ns,
+                "tc",
+                &[
+                    "qdisc", "add", "dev", dev, "root", "tbf", "rate", "100mbit", "burst",
+                    "32kbit", "latency", "50ms",
+                ],
+            )
+        };
+        for k in 0..count {
+            let host = format!("nnp-h{k}-{id}");
+            let addr = format!("10.78.{}.{}", id % 250, k + 1);
+            let (inside, port) = (format!("nnph{k}x{id}"), format!("nnpp{k}x{id}"));
+            ip(&["netns", "add", &host])?;
+            lan.hosts.push(host.clone());
+            ip(&[
+                "link",
+                "add",
+                &inside,
+                "netns",
+                &host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &lan.switch,
+            ])?;
+            in_ns(&lan.switch, "ip", &["link", "set", &port, "master", "br0"])?;
+            in_ns(&lan.switch, "ip", &["link", "set", &port, "up"])?;
+            limit(&lan.switch, &port)?;
+            in_ns(
+                &host,
+                "ip",
+                &["addr", "add", &format!("{addr}/24"), "dev", &inside],
+            )?;
+            in_ns(&host, "ip", &["link", "set", &inside, "up"])?;
+            in_ns(&host, "ip", &["link", "set", "lo", "up"])?;
+            limit(&host, &inside)?;
+            lan.ips.push(addr);
+        }
+        Ok(lan)
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain([&self.switch]) {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
 /// A child process killed on drop.
 struct Running(Child);
 
@@ -211,15 +288,16 @@ fn a_node_serves_a_client_in_another_namespace_over_a_rate_limited_link() {
     );
 }
 
-/// `nnp federated` with its coordinator in one namespace and its three worker processes (label-
-/// skewed shards) in the other, or all on loopback without `link`; returns the coordinator's
-/// summary line.
-fn federated_run(link: Option<&Link>) -> serde_json::Value {
-    let listen = match link {
-        Some(link) => format!("{}:0", link.server_ip),
+/// `nnp federated` with its coordinator on the first host of `lan` and its three worker
+/// processes (label-skewed shards) on the next three, or all on loopback without `lan`;
+/// returns the coordinator's summary line.
+fn federated_run(lan: Option<&Lan>) -> serde_json::Value {
+    let listen = match lan {
+        Some(lan) => format!("{}:0", lan.ips[0]),
         None => "127.0.0.1:0".to_owned(),
     };
-    let mut coordinator = nnp_in(link.map(|l| l.server_ns.as_str()))
+    let host = |k: usize| lan.map(|l| l.hosts[k].as_str());
+    let mut coordinator = nnp_in(host(0))
         .args(["--json", "federated", "coordinator", "--listen", &listen])
         .args(["--workers", "3", "--rounds", "12", "--deadline-ms", "20000"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -235,7 +313,7 @@ fn federated_run(link: Option<&Link>) -> serde_json::Value {
     };
     let addr = next()["addr"].as_str().unwrap().to_owned();
     for k in 1..=3 {
-        let worker = nnp_in(link.map(|l| l.client_ns.as_str()))
+        let worker = nnp_in(host(k))
             .args(["federated", "worker", "--connect", &addr, "--noniid"])
             .args(["--shard", &format!("{k}/3")])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -254,16 +332,16 @@ fn federated_run(link: Option<&Link>) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "needs root and iproute2: makes two network namespaces joined by a veth pair"]
+#[ignore = "needs root and iproute2: makes five network namespaces joined by veth pairs"]
 fn federated_learning_across_namespaces_learns_as_on_loopback() {
-    let link = match Link::new() {
-        Ok(link) => link,
+    let lan = match Lan::new(4) {
+        Ok(lan) => lan,
         Err(why) => {
             eprintln!("SKIPPED: network namespaces cannot be made here ({why})");
             return;
         }
     };
-    let across = federated_run(Some(&link));
+    let across = federated_run(Some(&lan));
     let local = federated_run(None);
     let accuracy = |s: &serde_json::Value| s["accuracy"].as_f64().unwrap();
     for (name, summary) in [("across the link", &across), ("on loopback", &local)] {
@@ -278,7 +356,7 @@ fn federated_learning_across_namespaces_learns_as_on_loopback() {
     let bytes = across["bytes_out"].as_f64().unwrap() + across["bytes_in"].as_f64().unwrap();
     let per_round = bytes / across["rounds"].as_f64().unwrap();
     eprintln!(
-        "federated, 3 workers, 12 rounds: accuracy {:.3} across a 100 Mbit/s link, {:.3} on loopback; a round p50 {:.1} ms across (the link needs {:.2} ms for its {:.0} bytes, both ways), {:.1} ms on loopback",
+        "federated, 3 workers, 12 rounds, each process on its own host: accuracy {:.3} across 100 Mbit/s links, {:.3} on loopback; a round p50 {:.1} ms across (the coordinator's link needs {:.2} ms for its {:.0} bytes, both ways), {:.1} ms on loopback",
         accuracy(&across),
         accuracy(&local),
         across["round_p50_ms"].as_f64().unwrap(),
