@@ -14,6 +14,7 @@ mod encode;
 mod ensemble;
 mod explain;
 mod federated;
+mod hebbian;
 mod hex;
 mod send;
 mod serve;
@@ -168,6 +169,39 @@ enum Command {
     Federated {
         #[command(subcommand)]
         role: FederatedRole,
+    },
+    /// One peer of a federated Hebbian mesh on the digits: holds the digits of --classes,
+    /// shares the Hebbian correlations of its shard with --peers others each round (never a
+    /// sample), and prints how close its layer came to the first principal component of all
+    /// the digits, beside its shard alone (with --json, a JSON object per line).
+    Hebbian {
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Peers started before this one, to connect to (repeatable).
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: Vec<String>,
+        /// Other peers in the mesh: rounds start once this many are connected.
+        #[arg(long, default_value_t = 2)]
+        peers: usize,
+        /// The digit classes this peer holds.
+        #[arg(long, value_name = "N,N,...", value_delimiter = ',', required = true)]
+        classes: Vec<usize>,
+        /// Units in the layer (Oja for one, Sanger for more).
+        #[arg(long, default_value_t = 1)]
+        units: usize,
+        /// Rounds of exchange.
+        #[arg(long, default_value_t = 150)]
+        rounds: usize,
+        /// The base learning rate every peer shares.
+        #[arg(long, default_value_t = 0.5)]
+        learning_rate: f32,
+        /// This peer's share of all the peers' samples [default: its digits / all digits].
+        #[arg(long)]
+        share: Option<f32>,
+        /// The digits data [default: data/digits.csv.gz].
+        #[arg(long, value_name = "PATH")]
+        data: Option<std::path::PathBuf>,
     },
     /// Ask member nodes (`nnp serve --weights FILE`) to classify the held-out digits, combine
     /// their answers, and print the ensemble's accuracy beside each member's (with --json, a
@@ -677,6 +711,30 @@ fn run(cli: &Cli) -> CliResult {
                 combine: combine.parse()?,
                 batch: *batch,
                 held_out: *held_out,
+                data: data.as_deref(),
+            },
+        ),
+        Command::Hebbian {
+            listen,
+            connect,
+            peers,
+            classes,
+            units,
+            rounds,
+            learning_rate,
+            share,
+            data,
+        } => hebbian::run(
+            cli.json,
+            &hebbian::HebbianArgs {
+                listen,
+                connect,
+                peers: *peers,
+                classes,
+                units: *units,
+                rounds: *rounds,
+                learning_rate: *learning_rate,
+                share: *share,
                 data: data.as_deref(),
             },
         ),
