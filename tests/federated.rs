@@ -157,13 +157,27 @@ fn a_robust_aggregator_survives_a_poisoned_worker_that_wrecks_fedavg() {
         poison,
         2.0,
     );
+    let krum = federate(
+        &data,
+        Aggregator::Krum { byzantine: 1 },
+        2,
+        rounds,
+        poison,
+        2.0,
+    );
     println!("one worker sends its weights x -4, accuracy per round:");
     println!(
-        "  fedavg       {fedavg:.3?}\n  median       {median:.3?}\n  trimmed-mean {trimmed:.3?}"
+        "  fedavg       {fedavg:.3?}\n  median       {median:.3?}\n  trimmed-mean {trimmed:.3?}\n  krum         {krum:.3?}"
     );
-    let (fedavg, median, trimmed) = (fedavg[rounds - 1], median[rounds - 1], trimmed[rounds - 1]);
+    let (fedavg, median, trimmed, krum) = (
+        fedavg[rounds - 1],
+        median[rounds - 1],
+        trimmed[rounds - 1],
+        krum[rounds - 1],
+    );
     assert!(median >= 0.93, "median: {median}");
     assert!(trimmed >= 0.93, "trimmed mean: {trimmed}");
+    assert!(krum >= 0.93, "krum: {krum}");
     assert!(
         fedavg < median - 0.2,
         "FedAvg {fedavg} should fall well below the median's {median}"

@@ -315,7 +315,7 @@ enum FederatedRole {
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
         /// How the workers' weights are combined.
-        #[arg(long, default_value = "fedavg", value_parser = ["fedavg", "median", "trimmed-mean"])]
+        #[arg(long, default_value = "fedavg", value_parser = ["fedavg", "median", "trimmed-mean", "krum"])]
         aggregator: String,
         /// Neuron counts, input first (64 inputs and 10 outputs for the digits).
         #[arg(

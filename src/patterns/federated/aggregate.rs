@@ -3,7 +3,9 @@
 //! FedAvg weighs every worker by its sample count; it is the best estimate when every worker
 //! is honest, and one worker sending garbage moves it anywhere. The coordinate-wise median and
 //! trimmed mean look at each parameter's values across workers and ignore the extremes, so a
-//! minority of garbage workers cannot drag a parameter outside the honest workers' range.
+//! minority of garbage workers cannot drag a parameter outside the honest workers' range. Krum
+//! looks at whole models instead: it keeps the one update closest to its nearest neighbours,
+//! so an update far from every other (garbage) is never chosen.
 
 /// How a round's weights are combined, parameter by parameter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,6 +23,15 @@ pub enum Aggregator {
         /// The fraction dropped at each end, 0.0 to 0.5.
         trim: f32,
     },
+    /// Krum (Blanchard et al., 2017): each update is scored by the summed squared distances,
+    /// over the whole model, to its `n - byzantine - 2` nearest other updates, and the update
+    /// with the lowest score becomes the global model as it is; sample counts are ignored.
+    /// Tolerates `byzantine` garbage workers out of `n > 2 x byzantine + 2`; with fewer
+    /// updates the nearest one neighbour counts.
+    Krum {
+        /// Garbage workers to tolerate.
+        byzantine: usize,
+    },
 }
 
 impl Aggregator {
@@ -30,16 +41,51 @@ impl Aggregator {
             Aggregator::FedAvg => "fedavg",
             Aggregator::Median => "median",
             Aggregator::TrimmedMean { .. } => "trimmed-mean",
+            Aggregator::Krum { .. } => "krum",
         }
     }
 
+    /// For an aggregator that picks one whole update (Krum), which: the index into
+    /// `models`, each a worker's layers. `None` for the aggregators that combine parameter by
+    /// parameter ([`Aggregator::combine`]), or when there is no update.
+    pub fn pick(&self, models: &[&[Vec<f32>]]) -> Option<usize> {
+        let Aggregator::Krum { byzantine } = *self else {
+            return None;
+        };
+        let n = models.len();
+        if n <= 2 {
+            return (n > 0).then_some(0);
+        }
+        let distance = |a: &[Vec<f32>], b: &[Vec<f32>]| -> f64 {
+            a.iter()
+                .zip(b)
+                .flat_map(|(x, y)| x.iter().zip(y))
+                .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+                .sum()
+        };
+        let neighbours = n.saturating_sub(byzantine + 2).max(1);
+        (0..n)
+            .map(|i| {
+                let mut d: Vec<f64> = (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| distance(models[i], models[j]))
+                    .collect();
+                d.sort_by(f64::total_cmp);
+                (d[..neighbours].iter().sum::<f64>(), i)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, i)| i)
+    }
+
     /// Combines one layer's parameters from every update `(values, samples)`; all `values`
-    /// have the same length. `None` when there is no update.
+    /// have the same length. `None` when there is no update. Krum, which picks a whole
+    /// update ([`Aggregator::pick`]), combines a lone layer as the median does.
     pub fn combine(&self, updates: &[(&[f32], u32)]) -> Option<Vec<f32>> {
         let len = updates.first()?.0.len();
         debug_assert!(updates.iter().all(|(v, _)| v.len() == len));
         Some(match self {
             Aggregator::FedAvg => weighted_mean(updates, len),
+            Aggregator::Krum { .. } => return Aggregator::Median.combine(updates),
             Aggregator::Median | Aggregator::TrimmedMean { .. } => {
                 let n = updates.len();
                 let cut = match self {
@@ -69,14 +115,16 @@ impl Aggregator {
 impl std::str::FromStr for Aggregator {
     type Err = String;
 
-    /// `fedavg`, `median` or `trimmed-mean` (trimming 0.2 at each end).
+    /// `fedavg`, `median`, `trimmed-mean` (trimming 0.2 at each end) or `krum` (tolerating
+    /// one garbage worker).
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
             "fedavg" => Ok(Aggregator::FedAvg),
             "median" => Ok(Aggregator::Median),
             "trimmed-mean" => Ok(Aggregator::TrimmedMean { trim: 0.2 }),
+            "krum" => Ok(Aggregator::Krum { byzantine: 1 }),
             other => Err(format!(
-                "unknown aggregator {other:?}: fedavg, median or trimmed-mean"
+                "unknown aggregator {other:?}: fedavg, median, trimmed-mean or krum"
             )),
         }
     }
@@ -118,6 +166,24 @@ fn mean(values: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn krum_picks_an_honest_model_and_never_the_garbage_one() {
+        let honest: Vec<Vec<Vec<f32>>> = (0..4)
+            .map(|k| vec![vec![1.0 + 0.01 * k as f32, -1.0], vec![0.5]])
+            .collect();
+        let garbage = vec![vec![1e3f32, 1e3], vec![-1e3]];
+        for at in 0..5 {
+            let mut models: Vec<&[Vec<f32>]> = honest.iter().map(|m| &m[..]).collect();
+            models.insert(at, &garbage);
+            let picked = Aggregator::Krum { byzantine: 1 }.pick(&models).unwrap();
+            assert_ne!(picked, at, "Krum picked the garbage model at {at}");
+            // The most central honest model: 1.01 or 1.02 in the first parameter.
+            let first = models[picked][0][0];
+            assert!((1.005..1.025).contains(&first), "picked {first}");
+        }
+        assert_eq!(Aggregator::FedAvg.pick(&[&honest[0]]), None);
+    }
 
     #[test]
     fn fedavg_weighs_by_samples() {

@@ -286,13 +286,26 @@ impl Coordinator {
         let aggregated = !updates.is_empty() && updates.len() >= self.config.min_workers;
         if aggregated {
             let mut network = self.node.network();
-            for layer in 0..self.shapes.len() {
-                let of_layer: Vec<(&[f32], u32)> = updates
-                    .iter()
-                    .map(|(values, samples)| (&values[layer][..], *samples))
-                    .collect();
-                if let Some(combined) = self.config.aggregator.combine(&of_layer) {
-                    network.write_layer_params(layer, 0, &combined)?;
+            let models: Vec<&[Vec<f32>]> = updates.iter().map(|(v, _)| &v[..]).collect();
+            if let Some(chosen) = self.config.aggregator.pick(&models) {
+                log::debug!(
+                    "round {}: {} picked {}'s weights",
+                    self.round,
+                    self.config.aggregator.name(),
+                    contributors[chosen].name
+                );
+                for (layer, values) in updates[chosen].0.iter().enumerate() {
+                    network.write_layer_params(layer, 0, values)?;
+                }
+            } else {
+                for layer in 0..self.shapes.len() {
+                    let of_layer: Vec<(&[f32], u32)> = updates
+                        .iter()
+                        .map(|(values, samples)| (&values[layer][..], *samples))
+                        .collect();
+                    if let Some(combined) = self.config.aggregator.combine(&of_layer) {
+                        network.write_layer_params(layer, 0, &combined)?;
+                    }
                 }
             }
         }
