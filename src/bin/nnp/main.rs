@@ -15,6 +15,7 @@ mod ensemble;
 mod explain;
 mod federated;
 mod hex;
+mod limits;
 mod send;
 mod serve;
 mod stats;
@@ -122,6 +123,8 @@ enum Command {
         /// 127.0.0.1:9100; port 0 picks one, printed at start). Off unless given.
         #[arg(long, value_name = "HOST:PORT")]
         metrics: Option<String>,
+        #[command(flatten)]
+        limits: limits::LimitArgs,
     },
     /// Read a node's metrics (`nnp serve --metrics ADDR`) and print them as tables: traffic by
     /// message type, errors, refusals, connections, round trips, and each peer.
@@ -599,6 +602,7 @@ fn run(cli: &Cli) -> CliResult {
             weights,
             save,
             metrics,
+            limits,
         } => serve::serve(
             cli.json,
             serve::ServeArgs {
@@ -613,6 +617,7 @@ fn run(cli: &Cli) -> CliResult {
                 weights: weights.as_deref(),
                 save: save.as_deref(),
                 metrics: metrics.as_deref(),
+                limits,
             },
         ),
         Command::Stats { addr, timeout } => {
