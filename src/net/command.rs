@@ -8,6 +8,7 @@ use crossbeam_queue::ArrayQueue;
 use mio::net::TcpListener;
 use mio::{Token, Waker};
 
+use super::admission::AdmissionTicket;
 use super::frame::OutFrame;
 use super::peer::{ConnId, ConnShared};
 use super::stream::ByteStream;
@@ -24,6 +25,8 @@ pub(crate) enum Command {
         stream: Box<dyn ByteStream>,
         role: Role,
         shared: Arc<ConnShared>,
+        /// An accepted connection's place under the connection limits.
+        ticket: Option<AdmissionTicket>,
     },
     /// Send an encoded frame (its bytes are already counted in the queue).
     Send {

@@ -70,6 +70,54 @@ pub struct Limits {
     /// Commands each loop's queue holds; a full queue refuses with
     /// [`super::NetError::CommandQueueFull`].
     pub command_queue_capacity: usize,
+    /// Accepted connections open at once; one more is told Disconnect OVERLOADED and closed
+    /// at once, before it costs a buffer. Connections this node opens do not count. Keep it
+    /// below the process's file-descriptor limit (`ulimit -n`).
+    pub max_connections: usize,
+    /// Accepted connections open at once from one IP address (the same refusal): one host
+    /// cannot take every slot. Raise it for many peers behind one address (a NAT, a proxy).
+    pub max_connections_per_address: usize,
+    /// How long a connection may stay backed up (its peer not reading: the socket is full
+    /// and either nothing was written since the last check or the send queue is full, so
+    /// sends to it would wait) before it is closed with Disconnect OVERLOADED, its queued
+    /// frames dropped. `None` lets sends wait (or refuse) for as long as the peer lags.
+    /// Shorter frees a stuck peer's memory and unblocks its senders sooner; longer forgives
+    /// longer pauses (a peer's garbage-collection stall, a slow link).
+    pub slow_consumer_timeout: Option<Duration>,
+    /// What one peer may send per second once its handshake is done; `None` (the default):
+    /// no limit. See [`RateLimit`].
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A per-peer limit on the frames and bytes it sends, with a burst allowance (the generic
+/// cell rate algorithm, as the `governor` crate applies it). A data frame over the limit is
+/// refused (an Error APPLICATION naming it, docs/PROTOCOL.md "Limits"; the session stays
+/// open); a peer with more than `close_after_refusals` frames refused within one second is
+/// closed with Disconnect OVERLOADED. Control frames count towards the limit, and towards
+/// the refusals when over it, but are not refused one by one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Frames per second (`None`: not limited).
+    pub frames_per_second: Option<u64>,
+    /// Bytes per second, headers included (`None`: not limited). A frame larger than the
+    /// burst's bytes passes when the peer owes nothing, then holds its next frames back.
+    pub bytes_per_second: Option<u64>,
+    /// How far ahead of the rates a peer may get: a peer quiet for this long may send this
+    /// long's worth at once.
+    pub burst: Duration,
+    /// Refused frames within one second after which the peer is closed.
+    pub close_after_refusals: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            frames_per_second: None,
+            bytes_per_second: None,
+            burst: Duration::from_secs(1),
+            close_after_refusals: 1000,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -80,6 +128,10 @@ impl Default for Limits {
             rx_in_flight_per_conn: 8 * 1024 * 1024,
             event_ring_capacity: 16 * 1024,
             command_queue_capacity: 64 * 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            slow_consumer_timeout: Some(Duration::from_secs(10)),
+            rate_limit: None,
         }
     }
 }

@@ -17,17 +17,22 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::admission::AdmissionTicket;
+use super::config::RateLimit;
 use super::frame::{Delivery, FrameBatch, OutFrame, ReceivedFrame, RxBlock, RxBudgets};
-use super::metrics::EngineTraffic;
+use super::metrics::{EngineTraffic, LimitCounters};
 use super::pacing::Pacer;
 use super::peer::ConnShared;
 use super::pool::{Block, BufferPool, SIZE_CLASSES};
+use super::rate::{RateLimiter, Verdict};
 use super::stream::ByteStream;
 use super::NetEvent;
 use crate::session::{Inbound, Lane, Session, TypeTally};
-use crate::wire::{frame_len, split_frame, Message, MsgType, ProtocolError};
+use crate::wire::{
+    frame_len, split_frame, DisconnectReason, Header, Message, MsgType, ProtocolError,
+};
 
 /// Bytes in wire order below which the next frames are scheduled.
 const WIRE_LOW_WATER: usize = 64 * 1024;
@@ -109,6 +114,16 @@ pub(crate) struct Connection {
     pub(crate) half_closed_at: Option<Instant>,
     /// The poll reported the peer's end of stream: read on to it even after a short read.
     pub(crate) peer_finished: bool,
+    /// An accepted connection's place under the connection limits, given back on drop.
+    pub(crate) admission: Option<AdmissionTicket>,
+    /// The peer's rate limits, from its first data frame (when the engine has them).
+    rate: Option<RateLimiter>,
+    /// The last flush stopped at a full socket.
+    socket_full: bool,
+    /// Since when the peer has not been taking what the node sends it (see
+    /// [`Connection::backed_up`]), and the bytes written at the last check.
+    backed_up_since: Option<Instant>,
+    bytes_out_seen: u64,
 }
 
 /// The clock and the bulk rate a flush schedules by.
@@ -133,6 +148,10 @@ pub(crate) struct ReadContext<'a> {
     /// Keep an empty read block when the socket runs dry (busy polling reads again at once;
     /// the loop's tick releases it when the connection goes quiet).
     pub(crate) keep_rx: bool,
+    /// The per-peer rate limit, if any.
+    pub(crate) rate_limit: Option<&'a RateLimit>,
+    /// Counts what the limits refused.
+    pub(crate) limits: &'a LimitCounters,
 }
 
 /// Bytes `write` put in the socket, retried on EINTR; 0 on any other error (the frame stays
@@ -168,6 +187,11 @@ impl Connection {
             read_closed: false,
             half_closed_at: None,
             peer_finished: false,
+            admission: None,
+            rate: None,
+            socket_full: false,
+            backed_up_since: None,
+            bytes_out_seen: 0,
         }
     }
 
@@ -259,10 +283,35 @@ impl Connection {
         let mut refusals: Vec<(usize, NetEvent)> = Vec::new();
         let start = self.rx_start;
         let conn = self.shared.id;
-        let progress = self.session.read(
-            cx.now,
-            &block.bytes()[start..self.rx_filled],
-            |inbound| match inbound {
+        let bytes = &block.bytes()[start..self.rx_filled];
+        // Data frames over the peer's rate limit: their sequence numbers, to refuse.
+        let mut over_rate: Vec<u64> = Vec::new();
+        let mut rate_close = false;
+        let (mut data_frames, mut data_bytes) = (0u64, 0u64);
+        let rate = &mut self.rate;
+        let progress = self.session.read(cx.now, bytes, |inbound| {
+            if let (Inbound::Data(frame), Some(limit)) = (&inbound, cx.rate_limit) {
+                data_frames += 1;
+                data_bytes += frame.len as u64;
+                if rate_close {
+                    return;
+                }
+                let limiter = rate.get_or_insert_with(|| RateLimiter::new(limit, cx.now));
+                match limiter.admit(cx.now, 1, frame.len as u64) {
+                    Verdict::Admit => {}
+                    Verdict::Refuse => {
+                        let header = Header::ref_from_buf(&bytes[frame.start..])
+                            .expect("a checked frame has a header");
+                        over_rate.push(header.sequence());
+                        return;
+                    }
+                    Verdict::Close => {
+                        rate_close = true;
+                        return;
+                    }
+                }
+            }
+            match inbound {
                 Inbound::Data(frame) if frame.lane() == Lane::Bulk => {
                     bulk.push((start + frame.start, frame.len))
                 }
@@ -279,8 +328,8 @@ impl Connection {
                         reason,
                     },
                 )),
-            },
-        );
+            }
+        });
         if !refusals.is_empty() {
             cx.refusals
                 .fetch_add(refusals.len() as u64, Ordering::Relaxed);
@@ -288,6 +337,18 @@ impl Connection {
         self.shared.counters.add_in(progress.frames, 0);
         cx.traffic.add_in(progress.frames, 0);
         cx.traffic.add_types_in(&progress.by_type);
+        if let Some(limiter) = self.rate.as_mut() {
+            // Control frames count towards the limits too (the session has already answered
+            // them; over the limit they count towards closing).
+            let control_frames = progress.frames - data_frames;
+            let all_bytes: u64 = progress.by_type.iter().map(|(_, _, b)| b).sum();
+            if control_frames > 0
+                && limiter.admit(cx.now, control_frames, all_bytes - data_bytes) == Verdict::Close
+            {
+                rate_close = true;
+            }
+            self.limit_rate(cx, over_rate, rate_close);
+        }
         if self.session.is_closed() {
             self.read_closed = true;
         }
@@ -367,6 +428,73 @@ impl Connection {
                 self.rx_start = 0;
                 self.rx_filled = tail;
             }
+        }
+    }
+
+    /// Refuses the data frames `over_rate` (Error APPLICATION, the session stays open), or
+    /// closes a peer that kept on over its rate limit (Disconnect OVERLOADED); counts both
+    /// and logs the first of each on this connection.
+    fn limit_rate(&mut self, cx: &ReadContext<'_>, over_rate: Vec<u64>, close: bool) {
+        let Some(limiter) = self.rate.as_mut() else {
+            return;
+        };
+        let addr = self.shared.addr;
+        if !over_rate.is_empty() || close {
+            if !std::mem::replace(&mut limiter.logged, true) {
+                log::warn!(
+                    "peer {addr} ({}) is over its rate limit: its data frames are refused \
+                     (counted, not logged, from now on)",
+                    self.shared.id
+                );
+            }
+            cx.limits
+                .rate_refused
+                .fetch_add(over_rate.len() as u64, Ordering::Relaxed);
+            for sequence in over_rate {
+                self.session
+                    .refuse(sequence, "over this node's rate limit: send more slowly");
+            }
+        }
+        if close && !self.session.is_closed() {
+            log::warn!(
+                "peer {addr} ({}) kept on over its rate limit: disconnected (OVERLOADED)",
+                self.shared.id
+            );
+            LimitCounters::count(&cx.limits.rate_closed);
+            self.session.close(
+                DisconnectReason::OVERLOADED,
+                "too many frames over this node's rate limit",
+            );
+        }
+    }
+
+    /// Whether the peer has not been taking what the node sends it for `timeout`: at each
+    /// check (the loop's tick) the socket was full and either nothing was written since the
+    /// previous check or the send queue was at least `full_at` bytes (sends to it would
+    /// wait). One check that finds it otherwise starts the clock again.
+    pub(crate) fn backed_up(&mut self, now: Instant, full_at: usize, timeout: Duration) -> bool {
+        let written = self.shared.counters.bytes_out.load(Ordering::Relaxed);
+        let stalled = written == self.bytes_out_seen && self.wants_write();
+        self.bytes_out_seen = written;
+        if !(self.socket_full && (stalled || self.shared.queued() >= full_at)) {
+            self.backed_up_since = None;
+            return false;
+        }
+        let since = *self.backed_up_since.get_or_insert(now);
+        now.duration_since(since) >= timeout
+    }
+
+    /// Drops the application frames not yet in wire order (a slow consumer is being cut
+    /// off: what it did not read will not reach it).
+    pub(crate) fn drop_unsent(&mut self) {
+        if let Some(lanes) = self.out.as_deref_mut() {
+            let dropped: usize = lanes
+                .urgent
+                .drain(..)
+                .chain(lanes.bulk.drain(..))
+                .map(|f| f.len)
+                .sum();
+            self.shared.release_queued(dropped);
         }
     }
 
@@ -548,6 +676,7 @@ impl Connection {
         budget: usize,
     ) -> io::Result<Flushed> {
         let Some(lanes) = self.out.as_deref_mut() else {
+            self.socket_full = false;
             return Ok(Flushed::All);
         };
         let now = pace.now;
@@ -556,6 +685,7 @@ impl Connection {
             let paced =
                 Self::schedule(lanes, &mut self.session, &self.shared, WIRE_LOW_WATER, pace);
             if lanes.wire.is_empty() {
+                self.socket_full = false;
                 return Ok(paced.map_or(Flushed::All, Flushed::Paced));
             }
             if left == 0 {
@@ -578,7 +708,10 @@ impl Connection {
             let written = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.socket_full = true;
+                    return Ok(Flushed::Blocked);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };

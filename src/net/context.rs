@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use mio::Waker;
 
+use super::admission::Admission;
 use super::command::LoopHandle;
 use super::config::EngineConfig;
 use super::metrics::EngineMetrics;
@@ -57,6 +58,8 @@ pub(crate) struct LoopContext {
     consumer_waker: Waker,
     /// Set while the receiver sleeps in its poll, so loops wake it only then.
     pub(crate) consumer_sleeping: AtomicBool,
+    /// The accepted connections open, against the connection limits.
+    pub(crate) admission: Arc<Admission>,
 }
 
 impl LoopContext {
@@ -75,6 +78,10 @@ impl LoopContext {
             next_loop: AtomicUsize::new(0),
             consumer_waker,
             consumer_sleeping: AtomicBool::new(false),
+            admission: Admission::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_address,
+            ),
             config,
         }
     }

@@ -99,6 +99,28 @@ pub fn prometheus_text(metrics: &MetricsSnapshot, peers: &[PeerStatus]) -> Strin
         "Connections closed.",
         metrics.connections_closed,
     );
+    out.family(
+        "nnp_limit_refusals_total",
+        "counter",
+        "What the limits refused: connections over max_connections or \
+         max_connections_per_address, handshakes past their deadline, slow consumers closed, \
+         data frames over a peer's rate limit (rate_refused), peers closed for keeping on \
+         over it (rate_closed).",
+    );
+    let refused = &metrics.limit_refusals;
+    for (limit, count) in [
+        ("max_connections", refused.max_connections),
+        (
+            "max_connections_per_address",
+            refused.max_connections_per_address,
+        ),
+        ("handshake_timeout", refused.handshake_timeout),
+        ("slow_consumer", refused.slow_consumer),
+        ("rate_refused", refused.rate_refused),
+        ("rate_closed", refused.rate_closed),
+    ] {
+        out.sample("nnp_limit_refusals_total", &[("limit", limit)], count);
+    }
 
     out.family("nnp_connections", "gauge", "Open connections by state.");
     for state in [

@@ -102,6 +102,7 @@ impl EngineHandle {
             stream: Box::new(PlainTcp(stream)),
             role: Role::Initiator,
             shared: Arc::clone(&shared),
+            ticket: None,
         };
         if let Err(e) = self.shared.command(&shared, command) {
             self.shared.forget(shared.id);

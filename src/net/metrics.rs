@@ -128,6 +128,56 @@ pub(crate) struct EngineMetrics {
     pub(crate) refusals_received: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS],
     rtt_ns: Mutex<Histogram<u64>>,
+    /// What the engine's limits refused.
+    pub(crate) limits: LimitCounters,
+}
+
+/// What the engine's limits refused, one counter per limit ([`super::Limits`],
+/// [`crate::session::SessionConfig::handshake_timeout`]).
+#[derive(Debug, Default)]
+pub(crate) struct LimitCounters {
+    pub(crate) max_connections: AtomicU64,
+    pub(crate) max_connections_per_address: AtomicU64,
+    pub(crate) handshake_timeout: AtomicU64,
+    pub(crate) slow_consumer: AtomicU64,
+    pub(crate) rate_refused: AtomicU64,
+    pub(crate) rate_closed: AtomicU64,
+}
+
+impl LimitCounters {
+    pub(crate) fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> LimitRefusals {
+        LimitRefusals {
+            max_connections: self.max_connections.load(Relaxed),
+            max_connections_per_address: self.max_connections_per_address.load(Relaxed),
+            handshake_timeout: self.handshake_timeout.load(Relaxed),
+            slow_consumer: self.slow_consumer.load(Relaxed),
+            rate_refused: self.rate_refused.load(Relaxed),
+            rate_closed: self.rate_closed.load(Relaxed),
+        }
+    }
+}
+
+/// What the engine's limits refused since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitRefusals {
+    /// Connections refused because [`super::Limits::max_connections`] were open.
+    pub max_connections: u64,
+    /// Connections refused because [`super::Limits::max_connections_per_address`] from
+    /// their address were open.
+    pub max_connections_per_address: u64,
+    /// Connections closed because their handshake did not complete within
+    /// [`crate::session::SessionConfig::handshake_timeout`].
+    pub handshake_timeout: u64,
+    /// Connections closed as slow consumers ([`super::Limits::slow_consumer_timeout`]).
+    pub slow_consumer: u64,
+    /// Data frames refused over a peer's [`super::RateLimit`].
+    pub rate_refused: u64,
+    /// Connections closed for keeping on over their [`super::RateLimit`].
+    pub rate_closed: u64,
 }
 
 impl Default for EngineMetrics {
@@ -140,6 +190,7 @@ impl Default for EngineMetrics {
             refusals_received: AtomicU64::new(0),
             errors: Default::default(),
             rtt_ns: Mutex::new(new_rtt_histogram()),
+            limits: LimitCounters::default(),
         }
     }
 }
@@ -181,6 +232,7 @@ impl EngineMetrics {
             refusals_received: self.refusals_received.load(Relaxed),
             errors_by_code: std::array::from_fn(|i| self.errors[i].load(Relaxed)),
             rtt_ns: rtt,
+            limit_refusals: self.limits.snapshot(),
         }
     }
 }
@@ -207,6 +259,8 @@ pub struct MetricsSnapshot {
     pub errors_by_code: [u64; ERROR_KINDS],
     /// Heartbeat round-trip times in nanoseconds.
     pub rtt_ns: Histogram<u64>,
+    /// What the engine's limits refused.
+    pub limit_refusals: LimitRefusals,
 }
 
 impl MetricsSnapshot {

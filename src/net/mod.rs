@@ -18,6 +18,7 @@
 //! from the caller's memory (head encoded on the stack; the values of a frame over 1 KiB
 //! handed to `writev` in place), queuing only what the socket does not take.
 
+mod admission;
 mod coalesce;
 mod command;
 mod config;
@@ -37,6 +38,7 @@ mod metrics_endpoint;
 mod pacing;
 mod peer;
 mod pool;
+mod rate;
 mod receiver;
 mod sender;
 mod shared;
@@ -44,7 +46,7 @@ mod socket;
 mod stream;
 mod timer;
 
-pub use config::{Driver, EngineConfig, Latency, Limits};
+pub use config::{Driver, EngineConfig, Latency, Limits, RateLimit};
 pub use deadline::Deadline;
 pub use engine::Engine;
 pub use error::NetError;
@@ -52,7 +54,7 @@ pub use event::{NetEvent, Polled};
 pub use exposition::{prometheus_text, PROMETHEUS_CONTENT_TYPE};
 pub use frame::{FrameView, ReceivedFrame};
 pub use handle::EngineHandle;
-pub use metrics::{new_rtt_histogram, CounterSnapshot, MetricsSnapshot};
+pub use metrics::{new_rtt_histogram, CounterSnapshot, LimitRefusals, MetricsSnapshot};
 pub use metrics_endpoint::MetricsEndpoint;
 pub use peer::{CloseCause, ConnId, ConnState, PeerStatus};
 pub use pool::BufferPool;

@@ -19,7 +19,11 @@ pub(crate) struct RawPeer {
 
 impl RawPeer {
     pub(crate) fn connect(addr: SocketAddr) -> RawPeer {
-        let stream = TcpStream::connect(addr).unwrap();
+        RawPeer::connect_with(TcpStream::connect(addr).unwrap())
+    }
+
+    /// A peer over a socket already connected (bound to a chosen address, tuned...).
+    pub(crate) fn connect_with(stream: TcpStream) -> RawPeer {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();

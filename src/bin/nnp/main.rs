@@ -16,6 +16,7 @@ mod explain;
 mod federated;
 mod hebbian;
 mod hex;
+mod limits;
 mod send;
 mod serve;
 mod stats;
@@ -123,6 +124,8 @@ enum Command {
         /// 127.0.0.1:9100; port 0 picks one, printed at start). Off unless given.
         #[arg(long, value_name = "HOST:PORT")]
         metrics: Option<String>,
+        #[command(flatten)]
+        limits: limits::LimitArgs,
     },
     /// Read a node's metrics (`nnp serve --metrics ADDR`) and print them as tables: traffic by
     /// message type, errors, refusals, connections, round trips, and each peer.
@@ -637,6 +640,7 @@ fn run(cli: &Cli) -> CliResult {
             weights,
             save,
             metrics,
+            limits,
         } => serve::serve(
             cli.json,
             serve::ServeArgs {
@@ -651,6 +655,7 @@ fn run(cli: &Cli) -> CliResult {
                 weights: weights.as_deref(),
                 save: save.as_deref(),
                 metrics: metrics.as_deref(),
+                limits,
             },
         ),
         Command::Stats { addr, timeout } => {

@@ -35,6 +35,8 @@ pub(crate) struct ServeArgs<'a> {
     pub(crate) save: Option<&'a Path>,
     /// Where to serve the metrics, if anywhere.
     pub(crate) metrics: Option<&'a str>,
+    /// What peers may cost the node.
+    pub(crate) limits: &'a crate::limits::LimitArgs,
 }
 
 /// SIGINT and SIGTERM, as flags the serve loop reads.
@@ -171,9 +173,11 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
         }
     };
     let sizes = network.layer_sizes().to_vec();
+    let defaults = NodeConfig::default();
     let config = NodeConfig {
         capabilities: args.capabilities,
-        ..NodeConfig::default()
+        engine: args.limits.apply(defaults.engine.clone())?,
+        ..defaults
     };
     let signals = Signals::install()
         .map_err(|e| format!("could not handle SIGINT and SIGTERM: {}", explain::io(&e)))?;
@@ -267,7 +271,14 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
                         failure.error
                     )
                 }
-                for failure in &report.unsent {
+                // A peer that is gone was logged when it left (a flood cut off leaves
+                // hundreds of answers behind it): not once per answer.
+                for failure in report.unsent.iter().filter(|f| {
+                    !matches!(
+                        f.error,
+                        nnp::node::NodeError::Net(nnp::net::NetError::UnknownConnection(_))
+                    )
+                }) {
                     log::warn!("could not answer {}: {}", failure.peer, failure.error)
                 }
             }

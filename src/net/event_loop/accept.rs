@@ -1,7 +1,8 @@
-//! Taking connections in: accepting from listeners, placing each on its loop, and adopting
-//! a socket with a new session.
+//! Taking connections in: accepting from listeners (or turning away those over the
+//! connection limits), placing each on its loop, and adopting a socket with a new session.
 
 use super::*;
+use crate::net::admission::AdmissionTicket;
 
 impl EventLoop {
     pub(super) fn adopt(
@@ -9,6 +10,7 @@ impl EventLoop {
         mut stream: Box<dyn ByteStream>,
         role: Role,
         shared: Arc<ConnShared>,
+        ticket: Option<AdmissionTicket>,
     ) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -33,7 +35,9 @@ impl EventLoop {
             shared.addr
         );
         shared.set_slot(key);
-        entry.insert(Connection::new(stream, session, shared));
+        let mut connection = Connection::new(stream, session, shared);
+        connection.admission = ticket;
+        entry.insert(connection);
         self.context
             .metrics
             .connections_opened
@@ -48,11 +52,19 @@ impl EventLoop {
             loop {
                 match self.listeners[i].accept() {
                     Ok((socket, addr)) => {
+                        let counters = &self.context.metrics.limits;
+                        let ticket = match self.context.admission.admit(addr, counters) {
+                            Ok(ticket) => ticket,
+                            Err(refusal) => {
+                                self.context.admission.turn_away(socket, refusal);
+                                continue;
+                            }
+                        };
                         tune_socket(&socket, &self.context.config);
                         if let Err(e) = socket.set_nodelay(true) {
                             log::warn!("TCP_NODELAY failed for {addr}: {e}");
                         }
-                        self.dispatch_accepted(Box::new(PlainTcp(socket)), addr);
+                        self.dispatch_accepted(Box::new(PlainTcp(socket)), addr, ticket);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -68,16 +80,22 @@ impl EventLoop {
     }
 
     /// Places an accepted connection on its loop: this one, or another through its queue.
-    pub(super) fn dispatch_accepted(&mut self, stream: Box<dyn ByteStream>, addr: SocketAddr) {
+    pub(super) fn dispatch_accepted(
+        &mut self,
+        stream: Box<dyn ByteStream>,
+        addr: SocketAddr,
+        ticket: AdmissionTicket,
+    ) {
         let shared = self.context.new_conn(addr);
         if shared.loop_index == self.index {
-            self.adopt(stream, Role::Acceptor, shared);
+            self.adopt(stream, Role::Acceptor, shared, Some(ticket));
             return;
         }
         let command = Command::Adopt {
             stream,
             role: Role::Acceptor,
             shared: Arc::clone(&shared),
+            ticket: Some(ticket),
         };
         if self.context.loops[shared.loop_index]
             .submit(command)

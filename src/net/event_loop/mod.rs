@@ -30,6 +30,7 @@ use super::connection::{Connection, Flushed, Pace, ReadContext, ReadOutcome};
 use super::context::LoopContext;
 use super::event::NetEvent;
 use super::frame::{Delivery, OutFrame};
+use super::metrics::LimitCounters;
 use super::peer::{CloseCause, ConnId, ConnShared};
 use super::socket::tune_socket;
 use super::stream::{ByteStream, PlainTcp};
@@ -289,7 +290,8 @@ impl EventLoop {
                     stream,
                     role,
                     shared,
-                } => self.adopt(stream, role, shared),
+                    ticket,
+                } => self.adopt(stream, role, shared, ticket),
                 Command::Send { conn, slot, frame } => match self.slot_of(conn, slot) {
                     Some(key) => {
                         self.conns[key].enqueue(frame);
@@ -397,6 +399,17 @@ impl EventLoop {
                         if !matches!(e, ProtocolError::Remote { .. }) {
                             self.context.metrics.count_error(e);
                         }
+                        if matches!(e, ProtocolError::IdleTimeout { .. })
+                            && !conn.shared.is_established()
+                        {
+                            LimitCounters::count(&self.context.metrics.limits.handshake_timeout);
+                            log::warn!(
+                                "peer {} ({}) did not complete its handshake within {:?}: closed",
+                                conn.shared.addr,
+                                conn.shared.id,
+                                self.context.session_config.handshake_timeout
+                            );
+                        }
                     }
                     let cause = match error {
                         Some(e) => CloseCause::Protocol(e),
@@ -445,6 +458,10 @@ impl EventLoop {
         self.context.pool.trim();
         self.end_lingering(now);
         self.end_closing(now);
+        let limits = &self.context.config.limits;
+        let slow_consumer_timeout = limits.slow_consumer_timeout;
+        // A send queue this full makes senders wait (they are woken only below it).
+        let queue_full_at = limits.send_queue_bytes - limits.send_queue_bytes / 8;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
@@ -453,7 +470,34 @@ impl EventLoop {
                 conn.session.handle_timeout(now);
                 self.after_session(key);
             }
+            let conn = &mut self.conns[key];
+            if let Some(timeout) = slow_consumer_timeout {
+                if !conn.session.is_closed() && conn.backed_up(now, queue_full_at, timeout) {
+                    self.cut_off_slow_consumer(key, timeout);
+                }
+            }
         }
+    }
+
+    /// Closes a connection whose peer has not been reading for `timeout`: its unsent frames
+    /// are dropped and a Disconnect OVERLOADED queued (it leaves if the peer ever reads
+    /// again; the linger bounds the wait for it).
+    fn cut_off_slow_consumer(&mut self, key: usize, timeout: Duration) {
+        let conn = &mut self.conns[key];
+        log::warn!(
+            "peer {} ({}) has not read what this node sends it for {timeout:?} ({} bytes \
+             queued): disconnected as a slow consumer (OVERLOADED)",
+            conn.shared.addr,
+            conn.shared.id,
+            conn.shared.queued()
+        );
+        LimitCounters::count(&self.context.metrics.limits.slow_consumer);
+        conn.drop_unsent();
+        conn.session.close(
+            DisconnectReason::OVERLOADED,
+            "slow consumer: what this node sends is not being read",
+        );
+        self.after_session(key);
     }
 
     /// Drops the closed connections whose last frames have not been written within the

@@ -26,6 +26,8 @@ impl EventLoop {
             traffic: &engine.metrics.traffic,
             refusals: &engine.metrics.refusals_received,
             keep_rx: engine.config.latency.busy_poll,
+            rate_limit: engine.config.limits.rate_limit.as_ref(),
+            limits: &engine.metrics.limits,
         };
         let mut closing = Vec::new();
         for &key in &keys {
