@@ -5,6 +5,9 @@
 //!   weights cross the wire (WeightSync), and the coordinator aggregates them each round.
 //! * [`ensemble`]: one input to N member nodes, their outputs combined (mean of probabilities
 //!   or majority vote); a member that misses the deadline is left out of that answer.
+//! * [`pipeline`]: the layers of one network on different nodes; activations go forward and
+//!   gradients back in micro-batches, on a GPipe or 1F1B schedule.
 
 pub mod ensemble;
 pub mod federated;
+pub mod pipeline;
