@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::thread::JoinHandle;
 
+use common::process::Processes;
 use common::{load_digits, permutation, stratified_split};
 use nnp::nn::{one_hot, Activation, Loss, NeuralNetwork, Sgd};
 use nnp::patterns::pipeline::{Driver, DriverConfig, Schedule, Stage, StageConfig};
@@ -169,4 +170,129 @@ fn three_stages_learn_the_digits_to_97_percent() {
         thread.join().unwrap();
     }
     assert!(accuracy >= 0.97, "held-out accuracy {accuracy}");
+}
+
+/// Reads JSON lines from a child's standard output.
+struct JsonLines(std::io::Lines<std::io::BufReader<std::process::ChildStdout>>);
+
+impl JsonLines {
+    fn next(&mut self) -> serde_json::Value {
+        let line = self.0.next().expect("the output ended early").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+}
+
+/// `nnp pipeline stage` for weight layers `range`, listening on `listen`; returns the process
+/// and the address it listens on.
+fn nnp_stage(listen: &str, range: &Range<usize>) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args(["--json", "pipeline", "stage", "--listen", listen])
+        .args(["--range", &format!("{}..{}", range.start, range.end)])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = JsonLines(std::io::BufReader::new(child.stdout.take().unwrap()).lines());
+    let listening = lines.next();
+    assert_eq!(listening["event"], "listening", "{listening}");
+    (child, listening["addr"].as_str().unwrap().to_owned())
+}
+
+/// Three stage processes and a driver process (`--json`, `args` added); returns the stage
+/// processes (killed when dropped), their addresses, and the driver's output.
+fn nnp_pipeline(args: &[&str]) -> (Processes, Vec<String>, std::process::Child, JsonLines) {
+    use std::io::BufRead;
+    let mut processes = Processes(Vec::new());
+    let mut addrs = Vec::new();
+    for range in &STAGES {
+        let (child, addr) = nnp_stage("127.0.0.1:0", range);
+        processes.0.push(child);
+        addrs.push(addr);
+    }
+    let mut driver = std::process::Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args(["--json", "pipeline", "driver", "--stages", &addrs.join(",")])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = JsonLines(std::io::BufReader::new(driver.stdout.take().unwrap()).lines());
+    (processes, addrs, driver, lines)
+}
+
+#[test]
+fn three_stage_processes_train_as_one_process_would_and_reach_97_percent() {
+    let (_stages, _, mut driver, mut lines) = nnp_pipeline(&["--compare-local"]);
+    let summary = loop {
+        let line = lines.next();
+        if line["event"] == "summary" {
+            break line;
+        }
+        assert_eq!(line["event"], "epoch", "{line}");
+    };
+    assert!(driver.wait().unwrap().success());
+    let diff = summary["max_abs_diff"].as_f64().unwrap();
+    let accuracy = summary["accuracy"].as_f64().unwrap();
+    println!(
+        "processes: {} steps, accuracy {accuracy:.3}, max |pipeline - local| {diff:e}, bubble {:.3} measured beside {:.3} ideal, step p50 {:.2} ms, {:.0} samples/s, {} bytes out / {} in",
+        summary["steps"],
+        summary["bubble"].as_f64().unwrap(),
+        summary["ideal_bubble"].as_f64().unwrap(),
+        summary["step_p50_ms"].as_f64().unwrap(),
+        summary["samples_per_s"].as_f64().unwrap(),
+        summary["bytes_out"],
+        summary["bytes_in"]
+    );
+    assert!(diff <= TOLERANCE as f64, "{summary}");
+    assert!(accuracy >= 0.97, "{summary}");
+    let (bubble, ideal) = (
+        summary["bubble"].as_f64().unwrap(),
+        summary["ideal_bubble"].as_f64().unwrap(),
+    );
+    assert!(bubble > 0.0 && bubble < 1.0 && ideal > 0.3, "{summary}");
+}
+
+#[test]
+fn a_stage_process_killed_mid_run_is_named_with_its_step_and_training_resumes() {
+    let (mut stages, addrs, mut driver, mut lines) = nnp_pipeline(&["--epochs", "12"]);
+    let (mut lost, mut resumed, mut epochs) = (None, None, 0);
+    let summary = loop {
+        let line = lines.next();
+        match line["event"].as_str().unwrap() {
+            "summary" => break line,
+            "epoch" => {
+                epochs += 1;
+                if epochs == 2 {
+                    // SIGKILL: the stage gets no chance to say goodbye; the driver is already
+                    // on its next steps.
+                    stages.0[1].kill().unwrap();
+                    stages.0[1].wait().unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    let (child, _) = nnp_stage(&addrs[1], &STAGES[1]);
+                    stages.0[1] = child;
+                }
+            }
+            "stage_lost" => lost = Some(line),
+            "resumed" => resumed = Some(line),
+            other => panic!("{other}: {line}"),
+        }
+    };
+    assert!(driver.wait().unwrap().success());
+    let lost = lost.expect("the driver reported the lost stage");
+    let resumed = resumed.expect("the driver resumed");
+    println!("{lost}\n{resumed}\n{summary}");
+    assert_eq!(lost["stage"], 1, "{lost}");
+    let step = lost["step"].as_u64().unwrap();
+    let error = lost["error"].as_str().unwrap();
+    assert!(
+        error.contains("stage 1") && error.contains(&format!("step {step}")),
+        "{error}"
+    );
+    // The failed step is run again from the last completed one.
+    assert_eq!(resumed["step"].as_u64().unwrap(), step - 1, "{resumed}");
+    assert_eq!(summary["epochs"], 12, "{summary}");
+    assert_eq!(summary["stage_failures"], 1, "{summary}");
+    let accuracy = summary["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.95, "{summary}");
 }
