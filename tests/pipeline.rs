@@ -296,3 +296,32 @@ fn a_stage_process_killed_mid_run_is_named_with_its_step_and_training_resumes() 
     let accuracy = summary["accuracy"].as_f64().unwrap();
     assert!(accuracy >= 0.95, "{summary}");
 }
+
+#[test]
+fn nnp_demo_pipeline_prints_an_epoch_line_per_epoch_and_a_summary() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args(["--json", "demo", "pipeline", "--rounds", "3"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[..3].iter().all(|l| l["event"] == "epoch"),
+        "{lines:?}"
+    );
+    let summary = &lines[3];
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["max_abs_diff"], 0.0, "{summary}");
+    assert!(summary["accuracy"].as_f64().unwrap() > 0.5, "{summary}");
+    assert!(summary["bytes_out"].as_u64().unwrap() > 0, "{summary}");
+}

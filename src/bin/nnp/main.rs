@@ -9,6 +9,7 @@ mod dataset;
 mod decode;
 mod decode_capture;
 mod demo;
+mod demo_pipeline;
 mod describe;
 mod encode;
 mod ensemble;
@@ -153,6 +154,10 @@ enum Command {
     /// Three nodes on loopback learn the digits together over NNP, and report the traffic
     /// (with --json, the report goes to standard error and a JSON summary to standard output).
     Demo {
+        /// One pattern alone, with progress and a closing table: pipeline (three stages
+        /// holding one layer each).
+        #[arg(value_enum)]
+        pattern: Option<DemoPattern>,
         /// A short run (CI uses it).
         #[arg(long)]
         quick: bool,
@@ -258,6 +263,13 @@ enum EnsembleTrain {
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
     },
+}
+
+/// The patterns `nnp demo` can run alone.
+#[derive(Clone, Copy, ValueEnum)]
+enum DemoPattern {
+    /// Three stages on loopback, one layer each, trained by a driver.
+    Pipeline,
 }
 
 #[derive(Subcommand)]
@@ -723,6 +735,17 @@ fn run(cli: &Cli) -> CliResult {
             send::send(cli.json, to, *kind, data, timeout)
         }
         Command::Demo {
+            pattern: Some(DemoPattern::Pipeline),
+            quick,
+            rounds,
+            data,
+        } => demo_pipeline::demo_pipeline(
+            cli.json,
+            rounds.unwrap_or(if *quick { 3 } else { 20 }),
+            data.as_deref(),
+        ),
+        Command::Demo {
+            pattern: None,
             quick,
             rounds,
             data,

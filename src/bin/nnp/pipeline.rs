@@ -114,6 +114,8 @@ pub(crate) struct DriverSummary {
     pub(crate) frames_in: u64,
     pub(crate) max_abs_diff: Option<f32>,
     pub(crate) stage_failures: usize,
+    /// Heartbeat round trips to the stages: p50, p99 (microseconds) and how many.
+    pub(crate) rtt_us: (f64, f64, u64),
 }
 
 /// What the driver prints as it goes: one line per epoch, and each stage failure.
@@ -229,7 +231,14 @@ pub(crate) fn train(
             })
             .fold(0.0f32, f32::max)
     });
-    let traffic = driver.node().metrics().traffic;
+    let metrics = driver.node().metrics();
+    let traffic = metrics.traffic;
+    let rtt = &metrics.rtt_ns;
+    let rtt_us = (
+        rtt.value_at_quantile(0.5) as f64 / 1e3,
+        rtt.value_at_quantile(0.99) as f64 / 1e3,
+        rtt.len(),
+    );
     let steps = driver.steps();
     driver.shutdown();
     Ok(DriverSummary {
@@ -247,6 +256,7 @@ pub(crate) fn train(
         frames_in: traffic.frames_in,
         max_abs_diff,
         stage_failures,
+        rtt_us,
     })
 }
 
@@ -330,6 +340,7 @@ pub(crate) fn print_summary(as_json: bool, args: &DriverArgs<'_>, s: &DriverSumm
                 "bytes_out": s.bytes_out, "bytes_in": s.bytes_in,
                 "frames_out": s.frames_out, "frames_in": s.frames_in,
                 "max_abs_diff": s.max_abs_diff, "stage_failures": s.stage_failures,
+                "rtt_p50_us": s.rtt_us.0, "rtt_p99_us": s.rtt_us.1,
                 "elapsed_ms": ms(s.elapsed),
             })
         );
@@ -358,6 +369,12 @@ pub(crate) fn print_summary(as_json: bool, args: &DriverArgs<'_>, s: &DriverSumm
         "  bytes on the wire    {} out / {} in ({} / {} frames)",
         s.bytes_out, s.bytes_in, s.frames_out, s.frames_in
     );
+    if s.rtt_us.2 > 0 {
+        println!(
+            "  heartbeat round trip p50 {:.1} us, p99 {:.1} us ({} samples)",
+            s.rtt_us.0, s.rtt_us.1, s.rtt_us.2
+        );
+    }
     println!("  samples/s            {rate:.0}");
     if let Some(d) = s.max_abs_diff {
         println!("  max |pipeline - local weights| {d:e}");
