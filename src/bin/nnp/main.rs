@@ -9,6 +9,8 @@ mod dataset;
 mod decode;
 mod decode_capture;
 mod demo;
+mod demo_ensemble;
+mod demo_federated;
 mod demo_pipeline;
 mod describe;
 mod encode;
@@ -154,8 +156,9 @@ enum Command {
     /// Three nodes on loopback learn the digits together over NNP, and report the traffic
     /// (with --json, the report goes to standard error and a JSON summary to standard output).
     Demo {
-        /// One pattern alone, with progress and a closing table: pipeline (three stages
-        /// holding one layer each).
+        /// One pattern alone, with progress and a closing table: federated (a coordinator
+        /// and three workers), pipeline (three stages holding one layer each) or ensemble
+        /// (three members asked together). --rounds sets its rounds or epochs.
         #[arg(value_enum)]
         pattern: Option<DemoPattern>,
         /// A short run (CI uses it).
@@ -268,8 +271,12 @@ enum EnsembleTrain {
 /// The patterns `nnp demo` can run alone.
 #[derive(Clone, Copy, ValueEnum)]
 enum DemoPattern {
+    /// A coordinator and three workers on label-skewed shards.
+    Federated,
     /// Three stages on loopback, one layer each, trained by a driver.
     Pipeline,
+    /// Three members trained on their own thirds, asked together.
+    Ensemble,
 }
 
 #[derive(Subcommand)]
@@ -742,6 +749,26 @@ fn run(cli: &Cli) -> CliResult {
         } => demo_pipeline::demo_pipeline(
             cli.json,
             rounds.unwrap_or(if *quick { 3 } else { 20 }),
+            data.as_deref(),
+        ),
+        Command::Demo {
+            pattern: Some(DemoPattern::Federated),
+            quick,
+            rounds,
+            data,
+        } => demo_federated::demo_federated(
+            cli.json,
+            rounds.unwrap_or(if *quick { 3 } else { 10 }),
+            data.as_deref(),
+        ),
+        Command::Demo {
+            pattern: Some(DemoPattern::Ensemble),
+            quick,
+            rounds,
+            data,
+        } => demo_ensemble::demo_ensemble(
+            cli.json,
+            rounds.unwrap_or(if *quick { 5 } else { 20 }),
             data.as_deref(),
         ),
         Command::Demo {

@@ -159,7 +159,7 @@ pub(crate) fn train(
                 .map(|n| (n, Sgd::new(args.learning_rate, args.momentum)))
         })
         .transpose()?;
-    let mut step_us = Histogram::<u64>::new(3)?;
+    let mut step_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut bubble, mut ideal_bubble, mut stage_failures) = (0.0, 0.0, 0);
     let started = Instant::now();
     let n = train.labels.len();
