@@ -5,7 +5,9 @@
 //! (the bytes went through the limiter), and prints the figures beside loopback's.
 //!
 //! The same namespaces carry a federated run (a coordinator process on one side, three worker
-//! processes on the other), which must learn as it does on loopback.
+//! processes on the other), which must learn as it does on loopback, and a pipeline (three
+//! stage processes on one side, the driver on the other), which must end with the weights it
+//! reaches on loopback.
 //!
 //! Needs root and iproute2; ignored by default (`cargo test --release --test netns --
 //! --ignored --nocapture`, which `.ci/run` runs). Where namespaces cannot be made it says why
@@ -285,5 +287,87 @@ fn federated_learning_across_namespaces_learns_as_on_loopback() {
         per_round * 8.0 / LINK_BITS * 1e3,
         per_round,
         local["round_p50_ms"].as_f64().unwrap(),
+    );
+}
+
+/// `nnp pipeline` with its three stage processes in one namespace and its driver in the other
+/// (so every activation and gradient crosses the link), or all on loopback without `link`;
+/// returns the driver's summary line.
+fn pipeline_run(link: Option<&Link>) -> serde_json::Value {
+    let host = link.map_or("127.0.0.1", |l| l.server_ip.as_str());
+    let mut running = Vec::new();
+    let mut addrs = Vec::new();
+    for range in ["0..1", "1..2", "2..3"] {
+        let mut stage = nnp_in(link.map(|l| l.server_ns.as_str()))
+            .args([
+                "--json",
+                "pipeline",
+                "stage",
+                "--listen",
+                &format!("{host}:0"),
+            ])
+            .args(["--range", range])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(stage.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let listening: serde_json::Value = serde_json::from_str(&line).unwrap();
+        addrs.push(listening["addr"].as_str().unwrap().to_owned());
+        running.push(Running(stage));
+    }
+    let out = nnp_in(link.map(|l| l.client_ns.as_str()))
+        .args(["--json", "pipeline", "driver", "--stages", &addrs.join(",")])
+        .args(["--epochs", "10", "--compare-local"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nnp pipeline driver");
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+#[ignore = "needs root and iproute2: makes two network namespaces joined by a veth pair"]
+fn a_pipeline_across_namespaces_trains_exactly_as_on_loopback() {
+    let link = match Link::new() {
+        Ok(link) => link,
+        Err(why) => {
+            eprintln!("SKIPPED: network namespaces cannot be made here ({why})");
+            return;
+        }
+    };
+    let across = pipeline_run(Some(&link));
+    let local = pipeline_run(None);
+    for (name, summary) in [("across the link", &across), ("on loopback", &local)] {
+        assert_eq!(summary["event"], "summary", "{name}: {summary}");
+        assert_eq!(summary["max_abs_diff"], 0.0, "{name}: {summary}");
+        assert_eq!(summary["stage_failures"], 0, "{name}: {summary}");
+    }
+    // The same steps on the same data from the same seed: the same weights, so the same
+    // accuracy to the last digit.
+    assert_eq!(
+        across["accuracy"], local["accuracy"],
+        "across {across}, loopback {local}"
+    );
+    let steps = across["steps"].as_f64().unwrap();
+    // Each direction of the veth pair has its own limiter: the busier one bounds a step.
+    let bytes = across["bytes_out"]
+        .as_f64()
+        .unwrap()
+        .max(across["bytes_in"].as_f64().unwrap());
+    eprintln!(
+        "pipeline, 3 stages, {steps} steps: accuracy {:.3} on both; a step p50 {:.2} ms across a 100 Mbit/s link (the link needs {:.2} ms for the {:.0} bytes of its busier direction), {:.2} ms on loopback; {:.0} samples/s across, {:.0} on loopback",
+        across["accuracy"].as_f64().unwrap(),
+        across["step_p50_ms"].as_f64().unwrap(),
+        bytes / steps * 8.0 / LINK_BITS * 1e3,
+        bytes / steps,
+        local["step_p50_ms"].as_f64().unwrap(),
+        across["samples_per_s"].as_f64().unwrap(),
+        local["samples_per_s"].as_f64().unwrap(),
     );
 }
