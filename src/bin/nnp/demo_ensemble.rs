@@ -13,6 +13,7 @@ use nnp::patterns::federated::{partition, Partition};
 use serde_json::json;
 
 use crate::federated::{digits, network};
+use crate::report::report;
 use crate::CliResult;
 
 const LAYERS: [usize; 3] = [64, 32, 10];
@@ -58,7 +59,7 @@ pub(crate) fn demo_ensemble(as_json: bool, epochs: usize, data: Option<&Path>) -
         }));
         nodes.push(node);
         if !as_json {
-            println!(
+            report!(
                 "member {} on {}: trained {epochs} epochs on {} digits",
                 k + 1,
                 addrs[k],
@@ -93,13 +94,13 @@ pub(crate) fn demo_ensemble(as_json: bool, epochs: usize, data: Option<&Path>) -
         }
         let ms = answer.elapsed.as_secs_f64() * 1e3;
         if as_json {
-            println!(
+            report!(
                 "{}",
                 json!({"event": "request", "request": requests, "rows": rows.len(),
                        "correct": right, "answered": answer.answered().len(), "ms": ms})
             );
         } else {
-            println!(
+            report!(
                 "request {requests:>2}: {} rows, {right} right, {} members answered, {ms:.2} ms",
                 rows.len(),
                 answer.answered().len()
@@ -120,7 +121,7 @@ pub(crate) fn demo_ensemble(as_json: bool, epochs: usize, data: Option<&Path>) -
     let q = |p: f64| latency_us.value_at_quantile(p) as f64 / 1e3;
     let t = metrics.traffic;
     if as_json {
-        println!(
+        report!(
             "{}",
             json!({"event": "summary", "pattern": "ensemble", "accuracy": accuracy,
                    "member_accuracy": members, "requests": requests,
@@ -128,16 +129,19 @@ pub(crate) fn demo_ensemble(as_json: bool, epochs: usize, data: Option<&Path>) -
                    "latency_p50_ms": q(0.5), "latency_p99_ms": q(0.99)})
         );
     } else {
-        println!("ensemble of {MEMBERS} members, mean of probabilities, {requests} requests:");
+        report!("ensemble of {MEMBERS} members, mean of probabilities, {requests} requests:");
         for (m, a) in members.iter().enumerate() {
-            println!("  member {}             accuracy {a:.3}", m + 1);
+            report!("  member {}             accuracy {a:.3}", m + 1);
         }
-        println!("  ensemble             accuracy {accuracy:.3}");
-        println!(
+        report!("  ensemble             accuracy {accuracy:.3}");
+        report!(
             "  bytes on the wire    {} out / {} in ({} / {} frames)",
-            t.bytes_out, t.bytes_in, t.frames_out, t.frames_in
+            t.bytes_out,
+            t.bytes_in,
+            t.frames_out,
+            t.frames_in
         );
-        println!(
+        report!(
             "  round trip (request to combined answer): p50 {:.2} ms, p99 {:.2} ms",
             q(0.5),
             q(0.99)

@@ -12,6 +12,7 @@ use nnp::patterns::federated::{
 use serde_json::json;
 
 use crate::federated::{digits, network};
+use crate::report::report;
 use crate::CliResult;
 
 const LAYERS: [usize; 3] = [64, 32, 10];
@@ -47,7 +48,7 @@ pub(crate) fn demo_federated(as_json: bool, rounds: usize, data: Option<&Path>) 
         }));
     }
     if !as_json {
-        println!(
+        report!(
             "coordinator on {addr}, {WORKERS} workers on label-skewed shards of the digits (64-32-10, 2 local epochs a round)"
         );
     }
@@ -60,13 +61,13 @@ pub(crate) fn demo_federated(as_json: bool, rounds: usize, data: Option<&Path>) 
         round_us.saturating_record(report.duration.as_micros() as u64);
         let ms = report.duration.as_secs_f64() * 1e3;
         if as_json {
-            println!(
+            report!(
                 "{}",
                 json!({"event": "round", "round": round, "accuracy": accuracy,
                        "workers": report.contributors.len(), "round_ms": ms})
             );
         } else {
-            println!(
+            report!(
                 "round {round:>3}/{rounds}  workers {}  accuracy {accuracy:.3}  {ms:>6.1} ms",
                 report.contributors.len()
             );
@@ -80,23 +81,26 @@ pub(crate) fn demo_federated(as_json: bool, rounds: usize, data: Option<&Path>) 
     let t = metrics.traffic;
     let q = |p: f64| round_us.value_at_quantile(p) as f64 / 1e3;
     if as_json {
-        println!(
+        report!(
             "{}",
             json!({"event": "summary", "pattern": "federated", "accuracy": accuracy,
                    "rounds": rounds, "bytes_out": t.bytes_out, "bytes_in": t.bytes_in,
                    "round_p50_ms": q(0.5), "round_p99_ms": q(0.99)})
         );
     } else {
-        println!("federated learning, {WORKERS} workers, {rounds} rounds, fedavg:");
-        println!(
+        report!("federated learning, {WORKERS} workers, {rounds} rounds, fedavg:");
+        report!(
             "  held-out accuracy    {accuracy:.3} ({} images)",
             test.len()
         );
-        println!(
+        report!(
             "  bytes on the wire    {} out / {} in ({} / {} frames)",
-            t.bytes_out, t.bytes_in, t.frames_out, t.frames_in
+            t.bytes_out,
+            t.bytes_in,
+            t.frames_out,
+            t.frames_in
         );
-        println!(
+        report!(
             "  round trip (weights out, trained weights back): p50 {:.2} ms, p99 {:.2} ms",
             q(0.5),
             q(0.99)

@@ -9,6 +9,7 @@ use nnp::patterns::pipeline::{Schedule, Stage, StageConfig};
 
 use crate::federated::network;
 use crate::pipeline::{print_progress, print_summary, train, DriverArgs, DriverSummary};
+use crate::report::report;
 use crate::CliResult;
 
 const LAYERS: [usize; 4] = [64, 32, 16, 10];
@@ -35,7 +36,7 @@ pub(crate) fn run(
         addrs.push(stage.local_addr());
         threads.push(std::thread::spawn(move || stage.serve_driver().map(|_| ())));
         if !as_json {
-            println!(
+            report!(
                 "stage {} on {}: weight layer {} ({}->{})",
                 threads.len() - 1,
                 addrs[addrs.len() - 1],

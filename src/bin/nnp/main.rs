@@ -19,6 +19,7 @@ mod explain;
 mod federated;
 mod hex;
 mod pipeline;
+mod report;
 mod send;
 mod serve;
 mod stats;

@@ -19,6 +19,7 @@ use nnp::patterns::pipeline::{
 use serde_json::json;
 
 use crate::federated::{digits, network};
+use crate::report::report;
 use crate::{explain, CliResult};
 
 /// The seed of the held-out split, shared with `nnp federated`.
@@ -79,15 +80,17 @@ pub(crate) fn stage(as_json: bool, args: &StageArgs<'_>) -> CliResult {
     let mut stage = Stage::bind(&addr.to_string(), &net, args.range.clone(), config)?;
     let bound = stage.local_addr();
     if as_json {
-        println!(
+        report!(
             "{}",
             json!({"event": "listening", "addr": bound.to_string(),
                    "layers": [args.range.start, args.range.end]})
         );
     } else {
-        println!(
+        report!(
             "stage with weight layers {}..{} of {:?} listening on {bound}",
-            args.range.start, args.range.end, args.layers
+            args.range.start,
+            args.range.end,
+            args.layers
         );
     }
     stage.run()?;
@@ -283,13 +286,13 @@ pub(crate) fn print_progress(as_json: bool, progress: &Progress) {
             step_ms,
         } => {
             if as_json {
-                println!(
+                report!(
                     "{}",
                     json!({"event": "epoch", "epoch": epoch, "accuracy": accuracy, "loss": loss,
                            "bubble": bubble, "step_ms": step_ms})
                 );
             } else {
-                println!(
+                report!(
                     "epoch {epoch:>3}  loss {loss:.4}  accuracy {accuracy:.3}  bubble {bubble:.2}  {step_ms:.2} ms/step"
                 );
             }
@@ -302,23 +305,23 @@ pub(crate) fn print_progress(as_json: bool, progress: &Progress) {
                     | PipelineError::Refused { stage, step, .. } => (Some(*stage), Some(*step)),
                     _ => (error.stage(), None),
                 };
-                println!(
+                report!(
                     "{}",
                     json!({"event": "stage_lost", "stage": stage, "step": step,
                            "error": error.to_string()})
                 );
             } else {
-                println!("{error}: waiting for it to come back");
+                report!("{error}: waiting for it to come back");
             }
         }
         Progress::Resumed { step, waited } => {
             if as_json {
-                println!(
+                report!(
                     "{}",
                     json!({"event": "resumed", "step": step, "waited_ms": ms(*waited)})
                 );
             } else {
-                println!("resumed from step {step} after {:.0} ms", ms(*waited));
+                report!("resumed from step {step} after {:.0} ms", ms(*waited));
             }
         }
     }
@@ -328,7 +331,7 @@ pub(crate) fn print_summary(as_json: bool, args: &DriverArgs<'_>, s: &DriverSumm
     let q = |p: f64| s.step_us.value_at_quantile(p) as f64 / 1e3;
     let rate = s.samples as f64 / s.elapsed.as_secs_f64().max(1e-9);
     if as_json {
-        println!(
+        report!(
             "{}",
             json!({
                 "event": "summary", "accuracy": s.accuracy, "epochs": s.epochs, "steps": s.steps,
@@ -346,40 +349,46 @@ pub(crate) fn print_summary(as_json: bool, args: &DriverArgs<'_>, s: &DriverSumm
         );
         return;
     }
-    println!(
+    report!(
         "pipeline over {} stages, {} ({} micro-batches of a {}-sample batch):",
         args.stages.len(),
         args.schedule.name(),
         args.micro_batches,
         args.batch
     );
-    println!("  held-out accuracy    {:.3}", s.accuracy);
-    println!("  steps                {} ({} epochs)", s.steps, s.epochs);
-    println!(
+    report!("  held-out accuracy    {:.3}", s.accuracy);
+    report!("  steps                {} ({} epochs)", s.steps, s.epochs);
+    report!(
         "  bubble               {:.3} measured, {:.3} ideal (S-1)/(M+S-1)",
-        s.bubble, s.ideal_bubble
+        s.bubble,
+        s.ideal_bubble
     );
-    println!(
+    report!(
         "  step time            p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         q(0.5),
         q(0.99),
         q(1.0)
     );
-    println!(
+    report!(
         "  bytes on the wire    {} out / {} in ({} / {} frames)",
-        s.bytes_out, s.bytes_in, s.frames_out, s.frames_in
+        s.bytes_out,
+        s.bytes_in,
+        s.frames_out,
+        s.frames_in
     );
     if s.rtt_us.2 > 0 {
-        println!(
+        report!(
             "  heartbeat round trip p50 {:.1} us, p99 {:.1} us ({} samples)",
-            s.rtt_us.0, s.rtt_us.1, s.rtt_us.2
+            s.rtt_us.0,
+            s.rtt_us.1,
+            s.rtt_us.2
         );
     }
-    println!("  samples/s            {rate:.0}");
+    report!("  samples/s            {rate:.0}");
     if let Some(d) = s.max_abs_diff {
-        println!("  max |pipeline - local weights| {d:e}");
+        report!("  max |pipeline - local weights| {d:e}");
     }
     if s.stage_failures > 0 {
-        println!("  stage failures       {} (resumed)", s.stage_failures);
+        report!("  stage failures       {} (resumed)", s.stage_failures);
     }
 }
