@@ -359,7 +359,7 @@ impl Driver {
 
     /// Sends what the schedule says.
     fn send_action(
-        &self,
+        &mut self,
         action: Action,
         data: &StepData<'_>,
         step: u64,
@@ -413,13 +413,16 @@ impl Driver {
         let Some(peer) = link.peer else {
             return Err(self.lost(s, step, "not connected".into()));
         };
-        self.node
+        let sent = self
+            .node
             .engine()
-            .send(peer, &message, self.config.stage_timeout)
-            .map_err(|e| {
-                self.node.disconnect(peer);
-                self.lost(s, step, format!("send failed: {e}"))
-            })
+            .send(peer, &message, self.config.stage_timeout);
+        sent.map_err(|e| {
+            // Part of a frame may have gone: drop the connection, and resume makes a new one.
+            self.node.disconnect(peer);
+            self.links[s].peer = None;
+            self.lost(s, step, format!("send failed: {e}"))
+        })
     }
 
     /// The next message from a stage, or `None` for an event that needs nothing; a stage
