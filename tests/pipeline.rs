@@ -325,3 +325,35 @@ fn nnp_demo_pipeline_prints_an_epoch_line_per_epoch_and_a_summary() {
     assert!(summary["accuracy"].as_f64().unwrap() > 0.5, "{summary}");
     assert!(summary["bytes_out"].as_u64().unwrap() > 0, "{summary}");
 }
+
+#[test]
+fn stages_that_do_not_chain_are_refused_naming_the_stage() {
+    let net = network();
+    let mut addrs = Vec::new();
+    let mut nodes = Vec::new();
+    for range in [0..1, 2..3] {
+        let stage = Stage::bind("127.0.0.1:0", &net, range, StageConfig::default()).unwrap();
+        addrs.push(stage.local_addr());
+        nodes.push(stage);
+    }
+    let threads: Vec<_> = nodes
+        .into_iter()
+        .map(|mut s| std::thread::spawn(move || s.serve_driver().unwrap()))
+        .collect();
+    let err = Driver::connect(&addrs, DriverConfig::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            nnp::patterns::pipeline::PipelineError::Mismatch { stage: 1, .. }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("takes 16 inputs, stage 0 gives 32"),
+        "{err}"
+    );
+    for thread in threads {
+        assert!(thread.join().unwrap(), "each stage saw the driver leave");
+    }
+}
