@@ -10,8 +10,18 @@
 //! overlap, so the workers' training summed over the cores is printed too: the least a round
 //! can take on this machine.
 //!
+//! Then pipeline training against the same network trained in one process: three stages
+//! (threads of this process, loopback TCP, `nnp::patterns::pipeline`), one layer each of
+//! 64-32-16-10, SGD on batches of 32 in 4 micro-batches, GPipe and 1F1B; the baseline, just
+//! before, is `train_epoch` on the whole network with the same batches. Each pipeline step
+//! carries every micro-batch's activations and gradients through the driver and back, and
+//! each stage's weights (WeightSync) back to the driver; the stages also run their forward
+//! pass again in the backward pass.
+//!
 //! `cargo bench --bench patterns`. Variables: NNP_BENCH_ROUNDS (measured rounds, default
-//! 200, after 10 unmeasured), NNP_BENCH_EPOCHS (local epochs a round, default 2).
+//! 200, after 10 unmeasured), NNP_BENCH_EPOCHS (local epochs a round, default 2),
+//! NNP_BENCH_PIPELINE_EPOCHS (measured epochs per pipeline run, default 5, after 1
+//! unmeasured), NNP_BENCH_PATTERN (`federated`, `pipeline` or both, the default).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -19,10 +29,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use nnp::nn::{one_hot, Activation, Adam, Loss, NeuralNetwork};
+use nnp::nn::{one_hot, Activation, Adam, Loss, NeuralNetwork, Sgd};
 use nnp::patterns::federated::{
     partition, Aggregator, Coordinator, CoordinatorConfig, Partition, Worker, WorkerConfig,
 };
+use nnp::patterns::pipeline::{Driver, DriverConfig, Schedule, Stage, StageConfig};
 
 const WORKERS: usize = 3;
 const WARM_UP: usize = 10;
@@ -61,6 +72,125 @@ fn row(name: &str, h: &Histogram<u64>) {
 }
 
 fn main() {
+    let pattern = std::env::var("NNP_BENCH_PATTERN").unwrap_or_default();
+    if pattern != "pipeline" {
+        federated();
+    }
+    if pattern != "federated" {
+        pipeline();
+    }
+}
+
+fn pipeline_network() -> NeuralNetwork {
+    NeuralNetwork::builder(&[64, 32, 16, 10])
+        .hidden_activation(Activation::Relu)
+        .output_activation(Activation::Softmax)
+        .seed(1)
+        .build()
+        .unwrap()
+}
+
+/// Samples per second: `samples` in `took`.
+fn rate(samples: usize, took: Duration) -> f64 {
+    samples as f64 / took.as_secs_f64().max(1e-9)
+}
+
+fn pipeline() {
+    const BATCH: usize = 32;
+    let epochs: usize = env_or("NNP_BENCH_PIPELINE_EPOCHS", 5);
+    let d = common::load_digits();
+    let (train, _) = common::stratified_split(&d.y, 3);
+    let order: Vec<usize> = common::permutation(train.len(), 7)
+        .into_iter()
+        .map(|i| train[i])
+        .collect();
+    let (x, y) = d.select(&order);
+    let t = one_hot(&y, 10).unwrap();
+    let n = y.len();
+    println!(
+        "## pipeline vs one process: 3 stages of 64-32-16-10, SGD, batches of {BATCH} in 4 micro-batches, {epochs} epochs of {n} samples"
+    );
+    let config = StageConfig::default();
+    let mut local = pipeline_network();
+    let mut sgd = Sgd::new(config.learning_rate, config.momentum);
+    let mut alone = Duration::ZERO;
+    for e in 0..=epochs {
+        let started = Instant::now();
+        local
+            .train_epoch(&x, &t, BATCH, Loss::CrossEntropy, false, &mut sgd)
+            .unwrap();
+        if e > 0 {
+            alone += started.elapsed();
+        }
+    }
+    let alone_rate = rate(n * epochs, alone);
+    println!(
+        "{:<44} {alone_rate:>10.0} samples/s",
+        "one process (baseline)"
+    );
+    for schedule in [Schedule::GPipe, Schedule::OneFOneB] {
+        let net = pipeline_network();
+        let (addrs, threads): (Vec<_>, Vec<_>) = [0..1, 1..2, 2..3]
+            .into_iter()
+            .map(|layers| {
+                let mut stage = Stage::bind("127.0.0.1:0", &net, layers, config.clone()).unwrap();
+                let addr = stage.local_addr();
+                (
+                    addr,
+                    std::thread::spawn(move || stage.serve_driver().unwrap()),
+                )
+            })
+            .unzip();
+        let driver_config = DriverConfig {
+            schedule,
+            micro_batches: 4,
+            ..DriverConfig::default()
+        };
+        let mut driver = Driver::connect(&addrs, driver_config).unwrap();
+        let mut steps = histogram();
+        let (mut took, mut bubble, mut ideal, mut count) = (Duration::ZERO, 0.0, 0.0, 0);
+        let before = driver.node().metrics().traffic;
+        for e in 0..=epochs {
+            let started = Instant::now();
+            for start in (0..n).step_by(BATCH) {
+                let end = (start + BATCH).min(n);
+                let report = driver
+                    .step(&x[start * 64..end * 64], &t[start * 10..end * 10])
+                    .unwrap();
+                if e > 0 {
+                    steps.record(report.duration.as_nanos() as u64).unwrap();
+                    bubble += report.bubble;
+                    ideal += report.ideal_bubble;
+                    count += 1;
+                }
+            }
+            if e > 0 {
+                took += started.elapsed();
+            }
+        }
+        let traffic = driver.node().metrics().traffic;
+        driver.shutdown();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let piped = rate(n * epochs, took);
+        let name = format!("pipeline, {}", schedule.name());
+        println!(
+            "{name:<44} {piped:>10.0} samples/s ({:.2}x one process)",
+            piped / alone_rate
+        );
+        row(&format!("  {} step", schedule.name()), &steps);
+        println!(
+            "  bubble {:.3} measured, {:.3} ideal; driver traffic {:.1} KB out, {:.1} KB in per step",
+            bubble / count as f64,
+            ideal / count as f64,
+            (traffic.bytes_out - before.bytes_out) as f64 / ((epochs + 1) * n.div_ceil(BATCH)) as f64 / 1e3,
+            (traffic.bytes_in - before.bytes_in) as f64 / ((epochs + 1) * n.div_ceil(BATCH)) as f64 / 1e3,
+        );
+    }
+}
+
+fn federated() {
     let rounds: usize = env_or("NNP_BENCH_ROUNDS", 200);
     let epochs: usize = env_or("NNP_BENCH_EPOCHS", 2);
     let d = common::load_digits();

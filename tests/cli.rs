@@ -467,6 +467,36 @@ fn demo_json_prints_only_json() {
     );
 }
 
+/// `demo federated|pipeline|ensemble --quick --json`: a JSON line per round, epoch or request,
+/// then a summary with the accuracy and the bytes on the wire.
+#[test]
+fn demo_of_each_pattern_prints_progress_and_a_summary() {
+    for (pattern, progress, floor) in [
+        ("federated", "round", 0.8),
+        ("pipeline", "epoch", 0.5),
+        ("ensemble", "request", 0.9),
+    ] {
+        let (ok, out, err) = run(&["--json", "demo", pattern, "--quick"], b"");
+        assert!(ok, "{pattern}: {err}");
+        let lines = json_lines(&out);
+        let (summary, steps) = lines.split_last().unwrap();
+        assert!(!steps.is_empty(), "{pattern}: {out}");
+        assert!(
+            steps.iter().all(|l| l["event"] == progress),
+            "{pattern}: {out}"
+        );
+        assert_eq!(summary["event"], "summary", "{pattern}: {out}");
+        assert!(
+            summary["accuracy"].as_f64().unwrap() >= floor,
+            "{pattern}: {summary}"
+        );
+        assert!(
+            summary["bytes_out"].as_u64().unwrap() > 0,
+            "{pattern}: {summary}"
+        );
+    }
+}
+
 /// A fresh directory for one test's files.
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("nnp-cli-{name}-{}", std::process::id()));

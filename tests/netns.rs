@@ -6,7 +6,9 @@
 //!
 //! A federated run puts its coordinator and each of its three worker processes on hosts of their
 //! own: four namespaces, each joined by its own rate-limited veth pair to a bridge in a fifth
-//! (the switch), and must learn as it does on loopback.
+//! (the switch), and must learn as it does on loopback. A pipeline puts its driver and each of
+//! its three stage processes on hosts of their own the same way, and must end with the weights
+//! it reaches on loopback.
 //!
 //! Needs root and iproute2; ignored by default (`cargo test --release --test netns --
 //! --ignored --nocapture`, which `.ci/run` runs). Where namespaces cannot be made it says why
@@ -363,5 +365,89 @@ fn federated_learning_across_namespaces_learns_as_on_loopback() {
         per_round * 8.0 / LINK_BITS * 1e3,
         per_round,
         local["round_p50_ms"].as_f64().unwrap(),
+    );
+}
+
+/// `nnp pipeline` with its driver on the first host of `lan` and its three stage processes on
+/// the next three (so every activation and gradient crosses two links), or all on loopback
+/// without `lan`; returns the driver's summary line.
+fn pipeline_run(lan: Option<&Lan>) -> serde_json::Value {
+    let host = |k: usize| lan.map(|l| l.hosts[k].as_str());
+    let mut running = Vec::new();
+    let mut addrs = Vec::new();
+    for (k, range) in [(1, "0..1"), (2, "1..2"), (3, "2..3")] {
+        let ip = lan.map_or("127.0.0.1", |l| l.ips[k].as_str());
+        let mut stage = nnp_in(host(k))
+            .args([
+                "--json",
+                "pipeline",
+                "stage",
+                "--listen",
+                &format!("{ip}:0"),
+            ])
+            .args(["--range", range])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(stage.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let listening: serde_json::Value = serde_json::from_str(&line).unwrap();
+        addrs.push(listening["addr"].as_str().unwrap().to_owned());
+        running.push(Running(stage));
+    }
+    let out = nnp_in(host(0))
+        .args(["--json", "pipeline", "driver", "--stages", &addrs.join(",")])
+        .args(["--epochs", "10", "--compare-local"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nnp pipeline driver");
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+#[ignore = "needs root and iproute2: makes five network namespaces joined by veth pairs"]
+fn a_pipeline_across_namespaces_trains_exactly_as_on_loopback() {
+    let lan = match Lan::new(4) {
+        Ok(lan) => lan,
+        Err(why) => {
+            eprintln!("SKIPPED: network namespaces cannot be made here ({why})");
+            return;
+        }
+    };
+    let across = pipeline_run(Some(&lan));
+    let local = pipeline_run(None);
+    for (name, summary) in [("across the link", &across), ("on loopback", &local)] {
+        assert_eq!(summary["event"], "summary", "{name}: {summary}");
+        assert_eq!(summary["max_abs_diff"], 0.0, "{name}: {summary}");
+        assert_eq!(summary["stage_failures"], 0, "{name}: {summary}");
+    }
+    // The same steps on the same data from the same seed: the same weights, so the same
+    // accuracy to the last digit.
+    assert_eq!(
+        across["accuracy"], local["accuracy"],
+        "across {across}, loopback {local}"
+    );
+    let steps = across["steps"].as_f64().unwrap();
+    // Everything goes through the driver's link, whose directions have limiters of their
+    // own: the busier one bounds a step.
+    let bytes = across["bytes_out"]
+        .as_f64()
+        .unwrap()
+        .max(across["bytes_in"].as_f64().unwrap());
+    eprintln!(
+        "pipeline, 3 stages, {steps} steps: accuracy {:.3} on both; a step p50 {:.2} ms across a 100 Mbit/s link (the driver's link needs {:.2} ms for the {:.0} bytes of its busier direction), {:.2} ms on loopback; {:.0} samples/s across, {:.0} on loopback",
+        across["accuracy"].as_f64().unwrap(),
+        across["step_p50_ms"].as_f64().unwrap(),
+        bytes / steps * 8.0 / LINK_BITS * 1e3,
+        bytes / steps,
+        local["step_p50_ms"].as_f64().unwrap(),
+        across["samples_per_s"].as_f64().unwrap(),
+        local["samples_per_s"].as_f64().unwrap(),
     );
 }

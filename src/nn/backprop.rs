@@ -67,6 +67,22 @@ impl Loss {
     }
 }
 
+/// Where a backward pass starts: see [`NeuralNetwork::backward_accumulate_from`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutputGradient<'a> {
+    /// The loss of the network's output against `target`: the whole network, or the last
+    /// stage of a pipeline (with a softmax output and cross-entropy the output delta is
+    /// exactly `y - t`).
+    Target {
+        /// The loss.
+        loss: Loss,
+        /// The sample's target, one value per output.
+        target: &'a [f32],
+    },
+    /// `∂L/∂output`, one value per output: what the next stage of a pipeline sent back.
+    Output(&'a [f32]),
+}
+
 /// Per-layer parameter gradients, flat like the parameters: weights row-major
 /// `[outputs x inputs]`, then biases.
 #[derive(Debug, Clone, PartialEq)]
@@ -335,16 +351,49 @@ impl NeuralNetwork {
         scratch: &mut BackpropScratch,
         grads: &mut Gradients,
     ) -> Result<f32, NnError> {
+        self.backward_accumulate_from(
+            input,
+            OutputGradient::Target { loss, target },
+            scratch,
+            grads,
+        )
+    }
+
+    /// [`Self::backward_accumulate`] for a network that may be only some layers of a larger
+    /// one (a pipeline stage, see [`Self::sub_network`]): the backward pass starts from
+    /// `gradient`, the loss against targets at the real output, or `∂L/∂output` as the next
+    /// stage sent it back. Adds the parameter gradients into `grads`, leaves `∂L/∂input` (what
+    /// the previous stage needs) in [`BackpropScratch::input_gradient`], and returns the loss
+    /// (0 for [`OutputGradient::Output`]).
+    ///
+    /// The forward pass is run again here from `input` (a stage keeps only its inputs between
+    /// its forward and backward passes), with the same kernels as [`Self::forward_into`], so
+    /// a network split into stages computes exactly what the whole network computes.
+    ///
+    /// Errors as [`Self::backward_accumulate`]; a non-finite output gradient is refused
+    /// ([`NnError::NonFinite`], `"gradient"`), a wrong-length one with
+    /// [`NnError::TargetLength`].
+    pub fn backward_accumulate_from(
+        &self,
+        input: &[f32],
+        gradient: OutputGradient<'_>,
+        scratch: &mut BackpropScratch,
+        grads: &mut Gradients,
+    ) -> Result<f32, NnError> {
         let last = self.layers.len() - 1;
         let out_w = self.layers[last].outputs;
-        if target.len() != out_w {
+        let (given, what) = match gradient {
+            OutputGradient::Target { target, .. } => (target, "target"),
+            OutputGradient::Output(g) => (g, "gradient"),
+        };
+        if given.len() != out_w {
             return Err(NnError::TargetLength {
                 layer: last,
                 expected: out_w,
-                got: target.len(),
+                got: given.len(),
             });
         }
-        check_given("target", last, target)?;
+        check_given(what, last, given)?;
         if grads
             .shapes
             .iter()
@@ -361,13 +410,24 @@ impl NeuralNetwork {
         }
         scratch.input_gradient.resize(self.layers[0].inputs, 0.0);
         let y = &outs[last];
-        let value = loss.value(y, target);
-        loss.output_delta(
-            self.layers[last].activation,
-            y,
-            target,
-            &mut scratch.deltas[last],
-        );
+        let value = match gradient {
+            OutputGradient::Target { loss, target } => {
+                loss.output_delta(
+                    self.layers[last].activation,
+                    y,
+                    target,
+                    &mut scratch.deltas[last],
+                );
+                loss.value(y, target)
+            }
+            OutputGradient::Output(g) => {
+                scratch.deltas[last].copy_from_slice(g);
+                self.layers[last]
+                    .activation
+                    .backprop(y, &mut scratch.deltas[last]);
+                0.0
+            }
+        };
         for l in (0..=last).rev() {
             let layer = &self.layers[l];
             let x = if l == 0 { input } else { &outs[l - 1] };
@@ -547,6 +607,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn two_halves_backpropagate_exactly_as_the_whole_network() {
+        let net = NeuralNetwork::builder(&[4, 6, 5, 3])
+            .hidden_activation(Activation::Relu)
+            .output_activation(Activation::Softmax)
+            .seed(2)
+            .build()
+            .unwrap();
+        let (x, t) = ([0.1, -0.4, 0.7, 0.2], [0.0, 1.0, 0.0]);
+        let mut whole = Gradients::zeros_like(&net);
+        let mut s = BackpropScratch::new();
+        let loss = net
+            .backward_accumulate(&x, &t, Loss::CrossEntropy, &mut s, &mut whole)
+            .unwrap();
+        let (front, back) = (
+            net.sub_network(0..1).unwrap(),
+            net.sub_network(1..3).unwrap(),
+        );
+        let hidden = front.forward(&x).unwrap().1;
+        let mut gb = Gradients::zeros_like(&back);
+        let mut sb = BackpropScratch::new();
+        let target = OutputGradient::Target {
+            loss: Loss::CrossEntropy,
+            target: &t,
+        };
+        let back_loss = back
+            .backward_accumulate_from(&hidden, target, &mut sb, &mut gb)
+            .unwrap();
+        let mut gf = Gradients::zeros_like(&front);
+        let mut sf = BackpropScratch::new();
+        let front_loss = front
+            .backward_accumulate_from(
+                &x,
+                OutputGradient::Output(sb.input_gradient()),
+                &mut sf,
+                &mut gf,
+            )
+            .unwrap();
+        assert_eq!((back_loss, front_loss), (loss, 0.0));
+        assert_eq!(gf.layer_gradient_flat(0), whole.layer_gradient_flat(0));
+        assert_eq!(gb.layer_gradient_flat(0), whole.layer_gradient_flat(1));
+        assert_eq!(gb.layer_gradient_flat(1), whole.layer_gradient_flat(2));
+        assert_eq!(sf.input_gradient(), s.input_gradient());
+        assert!(matches!(
+            net.sub_network(2..4),
+            Err(NnError::LayerOutOfRange {
+                layer: 4,
+                layer_count: 3
+            })
+        ));
+        assert!(matches!(
+            back.backward_accumulate_from(
+                &hidden,
+                OutputGradient::Output(&[f32::NAN; 3]),
+                &mut sb,
+                &mut gb
+            ),
+            Err(NnError::NonFinite {
+                what: "gradient",
+                ..
+            })
+        ));
     }
 
     #[test]

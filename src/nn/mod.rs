@@ -91,7 +91,7 @@ mod train;
 pub mod weights_file;
 
 pub use activation::Activation;
-pub use backprop::{BackpropScratch, Gradients, Loss};
+pub use backprop::{BackpropScratch, Gradients, Loss, OutputGradient};
 pub use error::{NnError, WeightsFileProblem};
 pub use hebbian::{HebbianLearningMode, HebbianParams};
 pub use mapped::MappedWeights;

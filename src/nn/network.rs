@@ -439,6 +439,39 @@ impl NeuralNetwork {
         }
     }
 
+    /// A network of layers `layers` of this one (weight layer indices, e.g. `1..3`), with
+    /// their parameters and activations, the same learning rate, Hebbian rule and seed, and
+    /// fresh Hebbian state: the part of a network one pipeline stage holds. Its layer 0 is
+    /// this network's layer `layers.start`.
+    ///
+    /// ```
+    /// use nnp::nn::NeuralNetwork;
+    /// let net = NeuralNetwork::builder(&[64, 32, 16, 10]).seed(7).build().unwrap();
+    /// let middle = net.sub_network(1..2).unwrap();
+    /// assert_eq!(middle.layer_sizes(), vec![32, 16]);
+    /// assert_eq!(middle.layer_params(0), net.layer_params(1));
+    /// ```
+    ///
+    /// # Errors
+    /// [`NnError::LayerOutOfRange`] for an empty range or one past the last layer.
+    pub fn sub_network(&self, layers: std::ops::Range<usize>) -> Result<NeuralNetwork, NnError> {
+        if layers.start >= layers.end || layers.end > self.layers.len() {
+            return Err(NnError::LayerOutOfRange {
+                layer: layers.end.max(layers.start),
+                layer_count: self.layers.len(),
+            });
+        }
+        let kept: Vec<Layer> = self.layers[layers].to_vec();
+        Ok(NeuralNetwork {
+            hebbian_state: kept.iter().map(HebbianState::new).collect(),
+            layers: kept,
+            learning_rate: self.learning_rate,
+            mode: self.mode,
+            hebbian: self.hebbian,
+            rng: self.rng.clone(),
+        })
+    }
+
     /// Number of weight layers (one less than the number of sizes).
     pub fn layer_count(&self) -> usize {
         self.layers.len()

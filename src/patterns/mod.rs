@@ -7,7 +7,10 @@
 //!   (HebbianData), so that a Hebbian layer learns the structure of all of it.
 //! * [`ensemble`]: one input to N member nodes, their outputs combined (mean of probabilities
 //!   or majority vote); a member that misses the deadline is left out of that answer.
+//! * [`pipeline`]: the layers of one network on different nodes; activations go forward and
+//!   gradients back in micro-batches, on a GPipe or 1F1B schedule.
 
 pub mod ensemble;
 pub mod federated;
 pub mod hebbian;
+pub mod pipeline;

@@ -5,7 +5,8 @@
 //! weighted by sample counts: federated averaging), and get the averaged model back. Then the
 //! coordinator asks a worker to classify test images (ForwardData there and back), a worker
 //! sends gradients (BackwardData), a worker shares Hebbian correlations (HebbianData), and the
-//! coordinator measures round trips. Everything crosses real TCP connections.
+//! coordinator measures round trips. Everything crosses real TCP connections. Then it runs
+//! each learning pattern briefly (`nnp demo federated|pipeline|ensemble` run one alone).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,27 @@ pub(crate) fn demo(
         },
     };
     let report = run(&options)?;
+    // Then each learning pattern briefly, its report beside the one above.
+    crate::report::to_stderr(options.report_to_stderr);
+    let (epochs, data) = (if quick { 2 } else { 5 }, Some(options.data.as_path()));
+    for (name, run) in [
+        (
+            "federated learning: a coordinator and three workers",
+            crate::demo_federated::demo_federated as fn(bool, usize, Option<&Path>) -> CliResult,
+        ),
+        (
+            "a pipeline: three stages, one layer each",
+            crate::demo_pipeline::demo_pipeline,
+        ),
+        (
+            "an ensemble: three members asked together",
+            crate::demo_ensemble::demo_ensemble,
+        ),
+    ] {
+        crate::report::report!("\nNNP demo, {name}:");
+        run(false, epochs, data)?;
+    }
+    crate::report::to_stderr(false);
     if as_json {
         println!(
             "{}",

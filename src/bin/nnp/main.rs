@@ -9,6 +9,9 @@ mod dataset;
 mod decode;
 mod decode_capture;
 mod demo;
+mod demo_ensemble;
+mod demo_federated;
+mod demo_pipeline;
 mod describe;
 mod encode;
 mod ensemble;
@@ -17,6 +20,8 @@ mod federated;
 mod hebbian;
 mod hex;
 mod limits;
+mod pipeline;
+mod report;
 mod send;
 mod serve;
 mod stats;
@@ -156,6 +161,11 @@ enum Command {
     /// Three nodes on loopback learn the digits together over NNP, and report the traffic
     /// (with --json, the report goes to standard error and a JSON summary to standard output).
     Demo {
+        /// One pattern alone, with progress and a closing table: federated (a coordinator
+        /// and three workers), pipeline (three stages holding one layer each) or ensemble
+        /// (three members asked together). --rounds sets its rounds or epochs.
+        #[arg(value_enum)]
+        pattern: Option<DemoPattern>,
         /// A short run (CI uses it).
         #[arg(long)]
         quick: bool,
@@ -205,6 +215,12 @@ enum Command {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+    },
+    /// A pipeline on the digits, one role per process: stages each holding some of the
+    /// network's layers, and a driver holding the data that runs the training steps.
+    Pipeline {
+        #[command(subcommand)]
+        role: PipelineRole,
     },
     /// Ask member nodes (`nnp serve --weights FILE`) to classify the held-out digits, combine
     /// their answers, and print the ensemble's accuracy beside each member's (with --json, a
@@ -284,6 +300,102 @@ enum EnsembleTrain {
             default_value = "64,32,10"
         )]
         layers: Vec<usize>,
+        /// The digits data [default: data/digits.csv.gz].
+        #[arg(long, value_name = "PATH")]
+        data: Option<std::path::PathBuf>,
+    },
+}
+
+/// The patterns `nnp demo` can run alone.
+#[derive(Clone, Copy, ValueEnum)]
+enum DemoPattern {
+    /// A coordinator and three workers on label-skewed shards.
+    Federated,
+    /// Three stages on loopback, one layer each, trained by a driver.
+    Pipeline,
+    /// Three members trained on their own thirds, asked together.
+    Ensemble,
+}
+
+#[derive(Subcommand)]
+enum PipelineRole {
+    /// Holds weight layers --range of the network and serves drivers until killed.
+    Stage {
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: String,
+        /// The weight layers this stage holds, A..B (from 0, B not included).
+        #[arg(long, value_name = "A..B", value_parser = pipeline::parse_range)]
+        range: std::ops::Range<usize>,
+        /// Neuron counts of the whole network, input first.
+        #[arg(
+            long,
+            value_name = "N,N,...",
+            value_delimiter = ',',
+            default_value = "64,32,16,10"
+        )]
+        layers: Vec<usize>,
+        /// The initial weights' seed (the same in every stage and the driver).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// SGD's step size.
+        #[arg(long, default_value_t = 0.05)]
+        learning_rate: f32,
+        /// SGD's momentum.
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f32,
+    },
+    /// Connects to the stages in order and trains on the digits, printing a line per epoch
+    /// and a closing table (with --json, only JSON lines). A stage that dies is reported with
+    /// the step it failed, and training resumes once it is back.
+    Driver {
+        /// The stages, HOST:PORT, comma-separated, first stage first.
+        #[arg(
+            long,
+            value_name = "HOST:PORT,...",
+            value_delimiter = ',',
+            required = true
+        )]
+        stages: Vec<String>,
+        /// Neuron counts of the whole network, input first (as the stages were given).
+        #[arg(
+            long,
+            value_name = "N,N,...",
+            value_delimiter = ',',
+            default_value = "64,32,16,10"
+        )]
+        layers: Vec<usize>,
+        /// The initial weights' seed (as the stages were given).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Passes over the training data.
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        /// Stop after this many steps.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Samples per step.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Micro-batches per step.
+        #[arg(long, default_value_t = 4)]
+        micro_batches: usize,
+        /// gpipe or 1f1b.
+        #[arg(long, default_value = "1f1b", value_parser = ["gpipe", "1f1b"])]
+        schedule: String,
+        /// SGD's step size, for --compare-local (as the stages were given).
+        #[arg(long, default_value_t = 0.05)]
+        learning_rate: f32,
+        /// SGD's momentum, for --compare-local (as the stages were given).
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f32,
+        /// Also train the whole network in this process on the same batches and report the
+        /// largest difference between the two sets of weights.
+        #[arg(long)]
+        compare_local: bool,
+        /// How long to wait for a lost stage to come back.
+        #[arg(long, default_value_t = 30_000)]
+        resume_timeout_ms: u64,
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
@@ -674,6 +786,37 @@ fn run(cli: &Cli) -> CliResult {
             send::send(cli.json, to, *kind, data, timeout)
         }
         Command::Demo {
+            pattern: Some(DemoPattern::Pipeline),
+            quick,
+            rounds,
+            data,
+        } => demo_pipeline::demo_pipeline(
+            cli.json,
+            rounds.unwrap_or(if *quick { 3 } else { 20 }),
+            data.as_deref(),
+        ),
+        Command::Demo {
+            pattern: Some(DemoPattern::Federated),
+            quick,
+            rounds,
+            data,
+        } => demo_federated::demo_federated(
+            cli.json,
+            rounds.unwrap_or(if *quick { 3 } else { 10 }),
+            data.as_deref(),
+        ),
+        Command::Demo {
+            pattern: Some(DemoPattern::Ensemble),
+            quick,
+            rounds,
+            data,
+        } => demo_ensemble::demo_ensemble(
+            cli.json,
+            rounds.unwrap_or(if *quick { 5 } else { 20 }),
+            data.as_deref(),
+        ),
+        Command::Demo {
+            pattern: None,
             quick,
             rounds,
             data,
@@ -743,6 +886,58 @@ fn run(cli: &Cli) -> CliResult {
                 data: data.as_deref(),
             },
         ),
+        Command::Pipeline { role } => match role {
+            PipelineRole::Stage {
+                listen,
+                range,
+                layers,
+                seed,
+                learning_rate,
+                momentum,
+            } => pipeline::stage(
+                cli.json,
+                &pipeline::StageArgs {
+                    listen,
+                    layers,
+                    range: range.clone(),
+                    seed: *seed,
+                    learning_rate: *learning_rate,
+                    momentum: *momentum,
+                },
+            ),
+            PipelineRole::Driver {
+                stages,
+                layers,
+                seed,
+                epochs,
+                steps,
+                batch,
+                micro_batches,
+                schedule,
+                learning_rate,
+                momentum,
+                compare_local,
+                resume_timeout_ms,
+                data,
+            } => pipeline::driver(
+                cli.json,
+                &pipeline::DriverArgs {
+                    stages,
+                    layers,
+                    seed: *seed,
+                    epochs: *epochs,
+                    steps: *steps,
+                    batch: *batch,
+                    micro_batches: *micro_batches,
+                    schedule: schedule.parse()?,
+                    learning_rate: *learning_rate,
+                    momentum: *momentum,
+                    compare_local: *compare_local,
+                    resume_timeout: Duration::from_millis(*resume_timeout_ms),
+                    data: data.as_deref(),
+                },
+            ),
+        },
         Command::Federated { role } => match role {
             FederatedRole::Coordinator {
                 listen,
