@@ -344,6 +344,7 @@ pub(crate) fn type_label(t: MsgType) -> &'static str {
         MsgType::Heartbeat => "heartbeat",
         MsgType::Disconnect => "disconnect",
         MsgType::Error => "error",
+        MsgType::Auth => "auth",
     }
 }
 
@@ -363,6 +364,7 @@ fn error_label(slot: usize) -> Option<&'static str> {
         9 => "capability_not_agreed",
         10 => "timeout",
         11 => "application",
+        12 => "authentication_failed",
         _ => return None,
     })
 }

@@ -397,6 +397,9 @@ impl EventLoop {
                         if !matches!(e, ProtocolError::Remote { .. }) {
                             self.context.metrics.count_error(e);
                         }
+                        if e.code() == crate::wire::ErrorCode::AUTHENTICATION_FAILED {
+                            log::warn!("{}: {e}", conn.shared.addr);
+                        }
                     }
                     let cause = match error {
                         Some(e) => CloseCause::Protocol(e),
