@@ -15,6 +15,7 @@ mod ensemble;
 mod explain;
 mod federated;
 mod hex;
+mod keys;
 mod send;
 mod serve;
 mod stats;
@@ -122,6 +123,8 @@ enum Command {
         /// 127.0.0.1:9100; port 0 picks one, printed at start). Off unless given.
         #[arg(long, value_name = "HOST:PORT")]
         metrics: Option<String>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// Read a node's metrics (`nnp serve --metrics ADDR`) and print them as tables: traffic by
     /// message type, errors, refusals, connections, round trips, and each peer.
@@ -148,6 +151,8 @@ enum Command {
         /// a refusal of the other types.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// Three nodes on loopback learn the digits together over NNP, and report the traffic
     /// (with --json, the report goes to standard error and a JSON summary to standard output).
@@ -200,6 +205,8 @@ enum Command {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// Measure round trips or throughput over loopback (against a self-spawned echo node).
     Bench {
@@ -219,6 +226,20 @@ enum Command {
         /// `nnp serve`, instead of a self-spawned echo node; `--values` must match its input.
         #[arg(long, value_name = "HOST:PORT")]
         to: Option<String>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
+    },
+    /// Make a node key for peer authentication: writes an Ed25519 private key (PKCS#8 PEM,
+    /// readable by its owner only) to --out and its public key to OUT.pub, and prints the
+    /// public key, the line peers put in their --allowed-peers files. With --psk, a key the
+    /// whole cluster shares (--psk-file) instead.
+    Keygen {
+        /// Where to write the private key (an existing file is not overwritten).
+        #[arg(long, value_name = "PATH")]
+        out: std::path::PathBuf,
+        /// Make a shared key (64 hex digits) instead of a key pair.
+        #[arg(long)]
+        psk: bool,
     },
 }
 
@@ -586,7 +607,17 @@ fn run(cli: &Cli) -> CliResult {
             values,
             busy_poll,
             to,
-        } => bench::bench(cli.json, *what, *count, *values, *busy_poll, to.as_deref()),
+            auth,
+        } => bench::bench(
+            cli.json,
+            *what,
+            *count,
+            *values,
+            *busy_poll,
+            to.as_deref(),
+            auth.config()?,
+        ),
+        Command::Keygen { out, psk } => keys::keygen(cli.json, out, *psk),
         Command::Serve {
             host,
             port,
@@ -599,6 +630,7 @@ fn run(cli: &Cli) -> CliResult {
             weights,
             save,
             metrics,
+            auth,
         } => serve::serve(
             cli.json,
             serve::ServeArgs {
@@ -613,6 +645,7 @@ fn run(cli: &Cli) -> CliResult {
                 weights: weights.as_deref(),
                 save: save.as_deref(),
                 metrics: metrics.as_deref(),
+                auth: auth.config()?,
             },
         ),
         Command::Stats { addr, timeout } => {
@@ -625,10 +658,11 @@ fn run(cli: &Cli) -> CliResult {
             kind,
             data,
             timeout,
+            auth,
         } => {
             let timeout = Duration::try_from_secs_f64(*timeout)
                 .map_err(|_| format!("--timeout {timeout}: not a number of seconds >= 0"))?;
-            send::send(cli.json, to, *kind, data, timeout)
+            send::send(cli.json, to, *kind, data, timeout, auth.config()?)
         }
         Command::Demo {
             quick,
@@ -665,6 +699,7 @@ fn run(cli: &Cli) -> CliResult {
             batch,
             held_out,
             data,
+            auth,
         } => ensemble::ensemble(
             cli.json,
             &ensemble::EnsembleArgs {
@@ -674,6 +709,7 @@ fn run(cli: &Cli) -> CliResult {
                 batch: *batch,
                 held_out: *held_out,
                 data: data.as_deref(),
+                auth: auth.config()?,
             },
         ),
         Command::Federated { role } => match role {

@@ -35,6 +35,8 @@ pub(crate) struct ServeArgs<'a> {
     pub(crate) save: Option<&'a Path>,
     /// Where to serve the metrics, if anywhere.
     pub(crate) metrics: Option<&'a str>,
+    /// Peer authentication, if asked for.
+    pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
 }
 
 /// SIGINT and SIGTERM, as flags the serve loop reads.
@@ -171,10 +173,11 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
         }
     };
     let sizes = network.layer_sizes().to_vec();
-    let config = NodeConfig {
+    let mut config = NodeConfig {
         capabilities: args.capabilities,
         ..NodeConfig::default()
     };
+    config.engine.session.auth = args.auth.clone();
     let signals = Signals::install()
         .map_err(|e| format!("could not handle SIGINT and SIGTERM: {}", explain::io(&e)))?;
     let (node, mut rx) =
