@@ -142,7 +142,7 @@ pub enum Credential {
 /// value, so that an exchange can be written down as a test vector.
 enum Nonces {
     System(ring::rand::SystemRandom),
-    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+    #[cfg_attr(not(any(test, fuzzing, feature = "fuzzing")), allow(dead_code))]
     Fixed([u8; 32]),
 }
 
@@ -175,7 +175,7 @@ impl AuthConfig {
 
     /// Uses `nonce` for every exchange instead of a random one. Tests only: a fixed nonce on
     /// both sides lets a recorded exchange be replayed.
-    #[cfg(any(test, feature = "fuzzing"))]
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
     #[doc(hidden)]
     pub fn fixed_nonce(mut self, nonce: [u8; 32]) -> AuthConfig {
         self.nonces = Nonces::Fixed(nonce);

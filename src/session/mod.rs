@@ -34,6 +34,9 @@ use crate::wire::{
 };
 
 mod auth;
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod refusal;
 mod tally;
