@@ -250,3 +250,28 @@ fn auth_failures_show_in_the_metrics_text() {
         "{text}"
     );
 }
+
+#[test]
+fn nodes_authenticate_through_the_node_api() {
+    use nnp::nn::{HebbianLearningMode, NeuralNetwork};
+    use nnp::node::{DistributedNetwork, NodeConfig};
+
+    let node = |name: &str, auth: Option<Arc<AuthConfig>>| {
+        let mut config = NodeConfig::default();
+        config.engine.session.auth = auth;
+        let network =
+            NeuralNetwork::with_layers_and_mode(&[4, 3, 2], 0.1, HebbianLearningMode::Oja);
+        DistributedNetwork::with_config(name, "127.0.0.1", 0, network, config).unwrap()
+    };
+    let (server, _server_rx) = node("server", Some(auth(&SERVER, &[CLIENT])));
+    let port = server.start_server().unwrap().port();
+    let (client, _client_rx) = node("client", Some(auth(&CLIENT, &[SERVER])));
+    let peer = client.connect_to("127.0.0.1", port).unwrap();
+    client
+        .send_forward_data(peer, 0, &[0.1, 0.2, 0.3, 0.4])
+        .unwrap();
+    let (stranger, _rx) = node("stranger", Some(auth(&STRANGER, &[])));
+    assert!(stranger.connect_to("127.0.0.1", port).is_err());
+    let (plain, _rx) = node("plain", None);
+    assert!(plain.connect_to("127.0.0.1", port).is_err());
+}
