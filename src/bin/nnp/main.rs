@@ -311,6 +311,8 @@ enum FederatedRole {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// Connects to the coordinator and trains on its shard every round, until the coordinator
     /// leaves.
@@ -345,6 +347,8 @@ enum FederatedRole {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
 }
 
@@ -723,6 +727,7 @@ fn run(cli: &Cli) -> CliResult {
                 aggregator,
                 layers,
                 data,
+                auth,
             } => federated::coordinator(
                 cli.json,
                 &federated::CoordinatorArgs {
@@ -735,6 +740,7 @@ fn run(cli: &Cli) -> CliResult {
                     aggregator: aggregator.parse()?,
                     layers,
                     data: data.as_deref(),
+                    auth: auth.config()?,
                 },
             ),
             FederatedRole::Worker {
@@ -746,6 +752,7 @@ fn run(cli: &Cli) -> CliResult {
                 poison,
                 layers,
                 data,
+                auth,
             } => federated::worker(
                 cli.json,
                 &federated::WorkerArgs {
@@ -757,6 +764,7 @@ fn run(cli: &Cli) -> CliResult {
                     poison: *poison,
                     layers,
                     data: data.as_deref(),
+                    auth: auth.config()?,
                 },
             ),
         },
