@@ -24,7 +24,7 @@ fn main() {
 /// round_trip seeds: one per message type (the first byte picks it), with some body bytes.
 fn message_seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds = Vec::new();
-    for tag in 0u8..9 {
+    for tag in 0u8..10 {
         let mut bytes = vec![tag];
         bytes.extend((1u8..=80).map(|i| i.wrapping_mul(37).wrapping_add(tag)));
         seeds.push((format!("seed-type-{tag}"), bytes));
@@ -111,6 +111,47 @@ fn write_seed_corpus(root: &Path) {
         "bad-checksum-mid-stream",
         &[&[2u8, 21, 4][..], &broken].concat(),
     );
+    // Session scripts (see nnp::session::fuzzing): flags pick the roles and keys, then steps.
+    // 0 passes the peer's next frame on, 2 shifts its sequence, 3 drops it, 4 injects a
+    // message made from bytes, 5 a payload parsed as a type, 6 lets time pass.
+    let pass_all = [0u8; 10];
+    for (name, flags) in [
+        ("seed-plain-acceptor", 0u8),
+        ("seed-plain-initiator", 1),
+        ("seed-auth-acceptor-friend", 0b0000_1010),
+        ("seed-auth-initiator-friend", 0b0000_1011),
+        ("seed-auth-acceptor-stranger", 0b0001_1010),
+        ("seed-auth-acceptor-no-key", 0b0000_0010),
+        ("seed-auth-initiator-plain-server", 0b0000_0011),
+        ("seed-psk-acceptor", 0b0010_0110),
+        ("seed-psk-initiator-other-key", 0b0010_1111),
+    ] {
+        write("session", name, &[&[flags][..], &pass_all].concat());
+    }
+    let forward = &seeds[2].1;
+    let mut data_early = vec![0b0000_1010u8, 0, 0, 4, forward.len() as u8];
+    data_early.extend_from_slice(forward);
+    write("session", "seed-data-before-auth", &data_early);
+    write(
+        "session",
+        "seed-auth-timeout",
+        &[0b0000_1010, 0, 6, 60, 0, 0],
+    );
+    write(
+        "session",
+        "seed-sequence-shift",
+        &[0b0000_1011, 0, 2, 1, 0, 0],
+    );
+    write(
+        "session",
+        "seed-dropped-challenge",
+        &[0b0000_1010, 0, 3, 0, 0, 6, 60],
+    );
+    let auth = &seeds[9].1;
+    let mut forged = vec![0b0000_1010u8, 0, 0, 4, auth.len() as u8];
+    forged.extend_from_slice(auth);
+    write("session", "seed-forged-auth", &forged);
+
     // Weights files: two good ones (a softmax classifier, a one-layer map) and broken copies.
     let classifier = NeuralNetwork::builder(&[5, 4, 3])
         .output_activation(Activation::Softmax)

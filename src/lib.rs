@@ -10,6 +10,7 @@
 //!   nn/       dense network, SIMD kernels, Hebbian rules, weights files   (no wire, no I/O
 //!             but weights files; unsafe only in nn::kernels and nn::mapped)
 //!   wire/     frame header, payload views, streaming codec                (no I/O, no clock)
+//!   auth/     keys, key files, what peers sign to authenticate            (no I/O but key files)
 //!   session/  handshake, sequence numbers, heartbeats, timeouts           (no I/O, no clock)
 //!   net/      mio event loops, buffer pool, rings to the consumer         (the only I/O)
 //!   node/     DistributedNetwork: the user API joining net and nn
@@ -59,6 +60,7 @@
 // (the memmap2 view), which allow it locally; CI runs their tests under miri.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod net;
 pub mod nn;
 pub mod node;

@@ -789,3 +789,66 @@ fn bench_throughput_compares_plain_sends_with_a_sender() {
     let ratio = report["ratio_to_sender"].as_f64().unwrap();
     assert!((ratio - plain / batched).abs() < 1e-9, "{report}");
 }
+
+/// `nnp keygen` makes the keys; `serve --auth-key --allowed-peers` lets in the listed key and
+/// refuses another (`AUTHENTICATION_FAILED`); a key file that is not one is named in the error.
+#[test]
+fn keygen_keys_authenticate_serve_and_send() {
+    let dir = temp_dir("auth");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    for name in ["server.pem", "client.pem", "other.pem"] {
+        let (ok, out) = nnp(&["keygen", "--out", &path(name)], b"");
+        assert!(ok && out.trim().len() == 64, "{out}");
+        assert_eq!(
+            std::fs::read_to_string(path(&format!("{name}.pub"))).unwrap(),
+            out
+        );
+    }
+    let (ok, _, err) = run(&["keygen", "--out", &path("server.pem")], b"");
+    assert!(!ok && err.contains("server.pem"), "no overwrite: {err}");
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--layers",
+            "4,3,2",
+            "--max-messages",
+            "1",
+        ])
+        .args(["--auth-key", &path("server.pem")])
+        .args(["--allowed-peers", &path("client.pem.pub")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = listening_addr(&lines.next().unwrap().unwrap());
+    let send = |key: &str| {
+        run(
+            &[
+                "send",
+                "--to",
+                &addr,
+                "--type",
+                "forward",
+                "--data",
+                "1,2,3,4",
+                "--auth-key",
+                &path(key),
+                "--allowed-peers",
+                &path("server.pem.pub"),
+            ],
+            b"",
+        )
+    };
+    let (ok, _, err) = send("other.pem");
+    assert!(!ok && err.contains("authentication failed"), "{err}");
+    let (ok, _, err) = send("client.pem.pub");
+    assert!(!ok && err.contains("client.pem.pub"), "{err}");
+    let (ok, out, err) = send("client.pem");
+    assert!(ok, "{out}{err}");
+    assert!(server.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -11,11 +11,12 @@ use nnp::wire::fuzzing;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 4] = [
+const TARGETS: [Target; 5] = [
     ("decode_frame", fuzzing::decode_frame),
     ("stream_decoder", fuzzing::stream_decoder),
     ("round_trip", fuzzing::round_trip),
     ("weights_file", nnp::nn::weights_file::fuzz_weights_file),
+    ("session", nnp::session::fuzzing::session),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {

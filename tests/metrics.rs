@@ -42,6 +42,7 @@ fn type_label(code: u8) -> &'static str {
         0x13 => "weight_sync",
         0x20 => "heartbeat",
         0x21 => "disconnect",
+        0x03 => "auth",
         _ => "error",
     }
 }

@@ -119,6 +119,11 @@ fn expected(name: &str) -> (u64, Message<'static>) {
                 message: Cow::Borrowed("bad"),
             },
         ),
+        "auth_challenge" | "auth_response" | "auth_proof" => auth_exchange()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, seq, msg)| (seq, msg))
+            .expect("the exchange has every step"),
         other => panic!("docs/PROTOCOL.md has a vector named {other:?} this test does not know"),
     }
 }
@@ -141,9 +146,15 @@ fn protocol_md_vectors_decode_and_reencode() {
         "heartbeat",
         "hebbian_data",
         "weight_sync",
+        "auth_challenge",
+        "auth_response",
+        "auth_proof",
     ];
     want.sort_unstable();
-    assert_eq!(names, want, "one vector per message type");
+    assert_eq!(
+        names, want,
+        "one vector per message type, and the authentication steps"
+    );
 
     for (name, bytes) in &vectors {
         let (sequence, message) = expected(name);
@@ -158,4 +169,84 @@ fn protocol_md_vectors_decode_and_reencode() {
         encode_frame(&message, sequence, &mut out).unwrap();
         assert_eq!(&out, bytes, "{name}: re-encoding differs");
     }
+}
+
+/// The authenticated exchange of docs/PROTOCOL.md ("Authentication"), made by this crate's
+/// sessions from the document's fixed keys and nonces: `(vector name, sequence, message)`.
+fn auth_exchange() -> Vec<(&'static str, u64, Message<'static>)> {
+    use nnp::auth::{AuthConfig, Credential, NodeKey};
+    use nnp::session::{Role, Session, SessionConfig};
+    use std::sync::Arc;
+
+    let side = |node_id: u64, name: &str, seed: u8, nonce: u8| {
+        let auth = AuthConfig::new(Credential::Ed25519(NodeKey::from_seed(&[seed; 32])))
+            .fixed_nonce([nonce; 32]);
+        Arc::new(SessionConfig {
+            node_id,
+            name: name.into(),
+            capabilities: 0x0f,
+            layer_sizes: vec![784, 10],
+            auth: Some(Arc::new(auth)),
+            ..SessionConfig::default()
+        })
+    };
+    let now = std::time::Instant::now();
+    let mut client = Session::new(
+        Role::Initiator,
+        side(0x0102_0304_0506_0708, "node-a", 0x11, 0xaa),
+        now,
+    );
+    let mut server = Session::new(
+        Role::Acceptor,
+        side(0x1122_3344_5566_7788, "node-b", 0x22, 0xbb),
+        now,
+    );
+    // Client: Handshake, Challenge; server: HandshakeAck, Response; client: Proof.
+    let mut out = Vec::new();
+    let mut take = |from: &mut Session, to: &mut Session, names: &[&'static str]| {
+        let mut names = names.iter();
+        while let Some((seq, msg)) = from.poll_transmit() {
+            to.handle_frame(now, seq, &msg).unwrap();
+            if matches!(msg, Message::Auth(_)) {
+                out.push((*names.next().expect("one Auth frame a flight"), seq, msg));
+            }
+        }
+    };
+    take(&mut client, &mut server, &["auth_challenge"]);
+    take(&mut server, &mut client, &["auth_response"]);
+    take(&mut client, &mut server, &["auth_proof"]);
+    assert!(client.is_established() && server.is_established());
+    out
+}
+
+#[test]
+fn protocol_md_server_transcript_is_the_one_signed() {
+    use nnp::auth::transcript::{Exchange, SERVER_LABEL};
+    use nnp::auth::NodeKey;
+    use nnp::wire::AuthScheme;
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md");
+    let doc = std::fs::read_to_string(path).expect("docs/PROTOCOL.md");
+    let block = doc
+        .split("```hex transcript=server\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```hex transcript=server block");
+    let hex: String = block
+        .lines()
+        .flat_map(|l| l.split('#').next())
+        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+        .collect();
+    let exchange = Exchange {
+        scheme: AuthScheme::Ed25519,
+        version: 1,
+        capabilities: 0x10f,
+        client_node_id: 0x0102_0304_0506_0708,
+        server_node_id: 0x1122_3344_5566_7788,
+        client_key: NodeKey::from_seed(&[0x11; 32]).public_key().0,
+        client_nonce: [0xaa; 32],
+        server_key: NodeKey::from_seed(&[0x22; 32]).public_key().0,
+        server_nonce: [0xbb; 32],
+    };
+    assert_eq!(decode_hex(&hex), exchange.transcript(SERVER_LABEL).to_vec());
 }

@@ -4,7 +4,7 @@
 //! Totals carry a `type` label (one series per message type, zeros included, so that rates
 //! exist before the first frame of a type) or a `code` label; each open connection gets its
 //! own series labelled `conn`, `addr` and `name`. Per-connection series do not split by type:
-//! nine types times four counters per peer would multiply the series a scrape carries by the
+//! ten types times four counters per peer would multiply the series a scrape carries by the
 //! number of peers, and the per-type totals answer the same questions. docs/METRICS.md lists
 //! every name.
 
@@ -366,6 +366,7 @@ pub(crate) fn type_label(t: MsgType) -> &'static str {
         MsgType::Heartbeat => "heartbeat",
         MsgType::Disconnect => "disconnect",
         MsgType::Error => "error",
+        MsgType::Auth => "auth",
     }
 }
 
@@ -385,6 +386,7 @@ fn error_label(slot: usize) -> Option<&'static str> {
         9 => "capability_not_agreed",
         10 => "timeout",
         11 => "application",
+        12 => "authentication_failed",
         _ => return None,
     })
 }

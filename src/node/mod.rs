@@ -86,7 +86,8 @@ impl From<ModelError> for NodeError {
 pub struct NodeConfig {
     /// Capabilities offered to peers.
     pub capabilities: u32,
-    /// The engine's settings (its session name, id and layer sizes are filled by the node).
+    /// The engine's settings (its session name, id and layer sizes are filled by the node;
+    /// peer authentication is `engine.session.auth`).
     pub engine: EngineConfig,
     /// How long a blocking send waits for room in a full queue.
     pub send_timeout: Duration,

@@ -18,15 +18,25 @@
 //!    [`Session::poll_transmit`] (control frames with their sequence numbers, in order) and
 //!    [`Session::poll_event`]; sleep until [`Session::poll_timeout`] at the latest.
 //! 5. Once [`Session::is_closed`] and the control frames are flushed, drop the connection.
+//!
+//! With [`SessionConfig::auth`] set, the handshake goes on with Auth frames until both sides
+//! have proved their keys (`auth.rs`); the session is established only then, and the
+//! handshake deadline covers it all.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::auth::{AuthConfig, PublicKey};
 use crate::wire::{
     DisconnectReason, ErrorCode, Hello, Message, MsgType, PartialChecksum, ProtocolError, VERSION,
 };
 
+mod auth;
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod refusal;
 mod tally;
@@ -67,6 +77,10 @@ pub struct SessionConfig {
     /// what an unknown peer can make the node hold for it. A handshake is a few hundred
     /// bytes; raise this only for peers that announce very many layers.
     pub max_handshake_payload: u32,
+    /// Peer authentication: with a key, this node offers capability AUTHENTICATION, requires
+    /// every peer to prove its key within the handshake deadline, and proves its own. `None`
+    /// (the default) sends exactly the handshake of a node without authentication.
+    pub auth: Option<Arc<AuthConfig>>,
 }
 
 impl Default for SessionConfig {
@@ -83,6 +97,7 @@ impl Default for SessionConfig {
             handshake_timeout: Duration::from_secs(10),
             max_payload: crate::wire::DEFAULT_MAX_PAYLOAD,
             max_handshake_payload: DEFAULT_MAX_HANDSHAKE_PAYLOAD,
+            auth: None,
         }
     }
 }
@@ -109,6 +124,8 @@ pub struct PeerInfo {
     pub capabilities: u32,
     /// The agreed protocol version.
     pub version: u8,
+    /// The Ed25519 key the peer proved it holds, if the session authenticated with keys.
+    pub public_key: Option<PublicKey>,
 }
 
 /// What the session did with a received frame.
@@ -150,6 +167,12 @@ enum State {
     AwaitingAck,
     /// Acceptor: waiting for the peer's Handshake.
     AwaitingHandshake,
+    /// Acceptor, authenticating: HandshakeAck sent, waiting for the peer's Auth Challenge.
+    AwaitingChallenge,
+    /// Acceptor, authenticating: Auth Response sent, waiting for the peer's Auth Proof.
+    AwaitingProof,
+    /// Initiator, authenticating: HandshakeAck received, waiting for the Auth Response.
+    AwaitingResponse,
     Established,
     /// No more frames are accepted; queued control frames may still leave.
     Closed,
@@ -160,9 +183,17 @@ impl State {
         match self {
             State::AwaitingAck => "waiting for the handshake ack",
             State::AwaitingHandshake => "waiting for the handshake",
+            State::AwaitingChallenge => "waiting for the peer's authentication challenge",
+            State::AwaitingProof => "waiting for the peer's authentication proof",
+            State::AwaitingResponse => "waiting for the peer's authentication response",
             State::Established => "established",
             State::Closed => "closed",
         }
+    }
+
+    /// Whether the handshake (authentication included) is under way.
+    fn in_handshake(self) -> bool {
+        !matches!(self, State::Established | State::Closed)
     }
 }
 
@@ -183,6 +214,8 @@ pub struct Session {
     events: VecDeque<SessionEvent>,
     /// The checksum of the unfinished received frame, as far as its bytes have arrived.
     rx_checksum: PartialChecksum,
+    /// What an authenticating handshake has learnt so far (boxed: most sessions have none).
+    auth: Option<Box<auth::Pending>>,
 }
 
 impl Session {
@@ -202,17 +235,27 @@ impl Session {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             rx_checksum: PartialChecksum::default(),
+            auth: None,
             config,
         };
         if role == Role::Initiator {
             let hello = session.own_hello(
                 session.config.min_version,
                 session.config.max_version,
-                session.config.capabilities,
+                session.offered_capabilities(),
             );
             session.transmit.push_back(Message::Handshake(hello));
+            session.send_challenge();
         }
         session
+    }
+
+    /// The capabilities this node offers: the configured ones, and AUTHENTICATION with a key.
+    fn offered_capabilities(&self) -> u32 {
+        match self.config.auth {
+            Some(_) => self.config.capabilities | crate::wire::capabilities::AUTHENTICATION,
+            None => self.config.capabilities,
+        }
     }
 
     fn own_hello(&self, min_version: u8, max_version: u8, capabilities: u32) -> Hello<'static> {
@@ -256,6 +299,10 @@ impl Session {
         match (self.state, message) {
             (State::AwaitingHandshake, Message::Handshake(hello)) => self.accept(hello),
             (State::AwaitingAck, Message::HandshakeAck(hello)) => self.complete(hello),
+            (
+                State::AwaitingChallenge | State::AwaitingProof | State::AwaitingResponse,
+                Message::Auth(step),
+            ) => self.take_auth(step),
             (State::Established, Message::Error { code, message })
                 if *code == ErrorCode::APPLICATION =>
             {
@@ -357,10 +404,23 @@ impl Session {
         if version < ours.0.max(theirs.0) {
             return Err(self.abort(ProtocolError::NoCommonVersion { ours, theirs }));
         }
-        let capabilities = self.config.capabilities & hello.capabilities;
+        if self.config.auth.is_some()
+            && hello.capabilities & crate::wire::capabilities::AUTHENTICATION == 0
+        {
+            return Err(self.abort(ProtocolError::AuthenticationFailed {
+                reason: "this node requires authentication and the peer did not offer it \
+                         (capability AUTHENTICATION, 0x100)",
+            }));
+        }
+        let capabilities = self.offered_capabilities() & hello.capabilities;
         let ack = self.own_hello(version, version, capabilities);
         self.queue(Message::HandshakeAck(ack));
-        self.establish(hello, version, capabilities);
+        let peer = peer_info(hello, version, capabilities);
+        if self.config.auth.is_some() {
+            self.await_challenge(peer);
+        } else {
+            self.establish(peer);
+        }
         Ok(Received::Control)
     }
 
@@ -375,32 +435,36 @@ impl Session {
                 theirs: (hello.min_version, hello.max_version),
             }));
         }
-        if hello.capabilities & !self.config.capabilities != 0 {
+        if hello.capabilities & !self.offered_capabilities() != 0 {
             return Err(self.abort(ProtocolError::MalformedPayload {
                 msg_type: MsgType::HandshakeAck,
                 reason: "agreed capabilities include bits this node did not offer",
             }));
         }
-        self.establish(hello, version, hello.capabilities);
+        let peer = peer_info(hello, version, hello.capabilities);
+        if self.config.auth.is_some() {
+            if hello.capabilities & crate::wire::capabilities::AUTHENTICATION == 0 {
+                return Err(self.abort(ProtocolError::AuthenticationFailed {
+                    reason: "the peer did not agree to authenticate (it does not speak it, or \
+                             has no key)",
+                }));
+            }
+            self.await_response(peer);
+        } else {
+            self.establish(peer);
+        }
         Ok(Received::Control)
     }
 
-    fn establish(&mut self, hello: &Hello<'_>, version: u8, capabilities: u32) {
-        let peer = PeerInfo {
-            node_id: hello.node_id,
-            name: hello.name.to_string(),
-            layer_sizes: hello.layer_sizes.to_vec(),
-            capabilities,
-            version,
-        };
+    fn establish(&mut self, peer: PeerInfo) {
         log::debug!(
             "session established with {:?} (id {:#x}), capabilities {:#x}",
             peer.name,
             peer.node_id,
-            capabilities
+            peer.capabilities
         );
         self.state = State::Established;
-        self.agreed_capabilities = capabilities;
+        self.agreed_capabilities = peer.capabilities;
         self.events.push_back(SessionEvent::Established(peer));
     }
 
@@ -490,13 +554,13 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Closed => {}
-            State::AwaitingAck | State::AwaitingHandshake => {
+            state if state.in_handshake() => {
                 if now.saturating_duration_since(self.epoch) >= self.config.handshake_timeout {
                     let after_ms = self.config.handshake_timeout.as_millis() as u64;
                     self.abort(ProtocolError::IdleTimeout { after_ms });
                 }
             }
-            State::Established => {
+            _ => {
                 if now.saturating_duration_since(self.last_received) >= self.config.idle_timeout {
                     let after_ms = self.config.idle_timeout.as_millis() as u64;
                     self.close(
@@ -565,14 +629,24 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed => None,
-            State::AwaitingAck | State::AwaitingHandshake => {
-                Some(self.epoch + self.config.handshake_timeout)
-            }
-            State::Established => Some(
+            state if state.in_handshake() => Some(self.epoch + self.config.handshake_timeout),
+            _ => Some(
                 (self.last_received + self.config.idle_timeout)
                     .min(self.last_sent + self.config.heartbeat_interval),
             ),
         }
+    }
+}
+
+/// The peer as its Hello describes it, with what the handshake agreed.
+fn peer_info(hello: &Hello<'_>, version: u8, capabilities: u32) -> PeerInfo {
+    PeerInfo {
+        node_id: hello.node_id,
+        name: hello.name.to_string(),
+        layer_sizes: hello.layer_sizes.to_vec(),
+        capabilities,
+        version,
+        public_key: None,
     }
 }
 
@@ -595,6 +669,8 @@ pub fn may_send(agreed: u32, msg_type: MsgType) -> Result<(), ProtocolError> {
     }
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

@@ -17,7 +17,13 @@ pub const REAL_TIME: u32 = 1 << 6;
 /// Understands compressed payload encodings.
 pub const COMPRESSION: u32 = 1 << 7;
 
-/// Every capability defined by protocol version 1.
+/// Authenticates both peers (Auth frames after the handshake, docs/PROTOCOL.md). Offered
+/// only by a node configured with a key, so it is not in [`ALL`]: a node without one sends
+/// the same Handshake as before the bit existed.
+pub const AUTHENTICATION: u32 = 1 << 8;
+
+/// Every capability a node offers by default (all but [`AUTHENTICATION`], which a key turns
+/// on).
 pub const ALL: u32 = FORWARD_PROPAGATION
     | BACKPROPAGATION
     | HEBBIAN_LEARNING
@@ -29,7 +35,7 @@ pub const ALL: u32 = FORWARD_PROPAGATION
 
 /// The names of the bits set in `caps`, lowest bit first (unknown bits are skipped).
 pub fn names(caps: u32) -> impl Iterator<Item = &'static str> {
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 9] = [
         "FORWARD_PROPAGATION",
         "BACKPROPAGATION",
         "HEBBIAN_LEARNING",
@@ -38,8 +44,9 @@ pub fn names(caps: u32) -> impl Iterator<Item = &'static str> {
         "MULTI_LAYER",
         "REAL_TIME",
         "COMPRESSION",
+        "AUTHENTICATION",
     ];
-    (0..8)
+    (0..9)
         .filter(move |i| caps & (1 << i) != 0)
         .map(|i| NAMES[i])
 }

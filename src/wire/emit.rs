@@ -60,6 +60,7 @@ fn unpadded_len(msg: &Message<'_>) -> Result<u64, ProtocolError> {
             WeightSyncFixed::SIZE + w.values.len() as u64 * 4
         }
         Message::Heartbeat { .. } => HeartbeatFixed::SIZE,
+        Message::Auth(_) => AuthFixed::SIZE,
         Message::Disconnect { message, .. } | Message::Error { message, .. } => {
             TextFixed::SIZE + message.len() as u64
         }
@@ -395,6 +396,18 @@ fn emit_payload(msg: &Message<'_>, payload_len: u32, out: &mut dyn FnMut(&[u8]))
             };
             put(f.as_bytes());
             put(message.as_bytes());
+        }
+        Message::Auth(a) => {
+            let f = AuthFixed {
+                step: U16::new(a.step as u16),
+                scheme: a.scheme as u8,
+                reserved: 0,
+                key: a.key,
+                nonce: a.nonce,
+                proof: a.proof,
+                reserved_end: U16::ZERO,
+            };
+            put(f.as_bytes());
         }
     }
     let padding = payload_len as usize - written;

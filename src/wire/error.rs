@@ -116,6 +116,12 @@ pub enum ProtocolError {
         /// The room the buffer had.
         available: usize,
     },
+    /// Peer authentication failed: a missing or unknown key, a bad signature, or a peer
+    /// that does not authenticate while this node requires it.
+    AuthenticationFailed {
+        /// What failed, for a person (never a key's secret).
+        reason: &'static str,
+    },
     /// The peer reported an error and closed.
     Remote {
         /// The code it sent.
@@ -147,6 +153,7 @@ impl ProtocolError {
             ProtocolError::CapabilityNotAgreed { .. } => ErrorCode::CAPABILITY_NOT_AGREED,
             ProtocolError::IdleTimeout { .. } => ErrorCode::TIMEOUT,
             ProtocolError::BufferTooSmall { .. } => ErrorCode::APPLICATION,
+            ProtocolError::AuthenticationFailed { .. } => ErrorCode::AUTHENTICATION_FAILED,
             ProtocolError::Remote { code, .. } => *code,
         }
     }
@@ -222,6 +229,9 @@ impl fmt::Display for ProtocolError {
                 f,
                 "frame of {needed} bytes does not fit in the {available} bytes left in the buffer"
             ),
+            ProtocolError::AuthenticationFailed { reason } => {
+                write!(f, "authentication failed: {reason}")
+            }
             ProtocolError::Remote { code, message } => {
                 write!(f, "peer reported error {}: {message}", code.0)
             }
@@ -291,6 +301,8 @@ impl ErrorCode {
     pub const TIMEOUT: ErrorCode = ErrorCode(10);
     /// The application refused the data (wrong layer, wrong shape).
     pub const APPLICATION: ErrorCode = ErrorCode(11);
+    /// Peer authentication failed (or is required and was not offered).
+    pub const AUTHENTICATION_FAILED: ErrorCode = ErrorCode(12);
 }
 
 /// Why a peer closes a session, carried by a Disconnect frame.

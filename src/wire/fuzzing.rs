@@ -11,7 +11,7 @@ use bytes::BytesMut;
 
 use super::error::{DisconnectReason, ErrorCode, ProtocolError};
 use super::header::{MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
-use super::message::{Hello, Message, SyncMode, WeightSync};
+use super::message::{Auth, AuthScheme, AuthStep, Hello, Message, SyncMode, WeightSync};
 use super::{self as wire, FrameCheck, FrameDecoder, PartialChecksum};
 
 /// Decodes one frame from `data`; a frame that decodes must re-encode to the same bytes and
@@ -343,7 +343,7 @@ impl ByteReader<'_> {
 /// A valid message of any type, built from arbitrary bytes (missing bytes read as zero).
 pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
     let mut r = ByteReader(data);
-    match r.u8() % 9 {
+    match r.u8() % 10 {
         tag @ (0 | 1) => {
             let hello = Hello {
                 node_id: r.u64(),
@@ -415,6 +415,28 @@ pub fn message_from_bytes(data: &[u8]) -> Message<'static> {
             timestamp_ns: r.u64(),
             reply: r.u8() % 2 == 1,
         },
+        9 => {
+            let step =
+                [AuthStep::Challenge, AuthStep::Response, AuthStep::Proof][usize::from(r.u8() % 3)];
+            let scheme = if r.u8() % 2 == 0 {
+                AuthScheme::Ed25519
+            } else {
+                AuthScheme::PreSharedKey
+            };
+            let mut bytes = [0u8; 128];
+            bytes.iter_mut().for_each(|b| *b = r.u8());
+            let mut auth = Auth {
+                step,
+                scheme,
+                key: [0; 32],
+                nonce: [0; 32],
+                proof: [0; 64],
+            };
+            auth.key.copy_from_slice(&bytes[..32]);
+            auth.nonce.copy_from_slice(&bytes[32..64]);
+            auth.proof.copy_from_slice(&bytes[64..]);
+            Message::Auth(Box::new(auth))
+        }
         tag => {
             let code = r.u16();
             let n = usize::from(r.u16() % 1024);

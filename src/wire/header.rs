@@ -130,7 +130,7 @@ impl core::fmt::Debug for Header {
     }
 }
 
-/// The nine message types of protocol version 1.
+/// The message types of protocol version 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MsgType {
@@ -138,6 +138,8 @@ pub enum MsgType {
     Handshake = 0x01,
     /// Accepts a session: the agreed version and capabilities.
     HandshakeAck = 0x02,
+    /// A step of peer authentication (keys, nonces, signatures), when both sides agreed it.
+    Auth = 0x03,
     /// Activations of a layer.
     ForwardData = 0x10,
     /// Gradients of a layer.
@@ -155,8 +157,9 @@ pub enum MsgType {
 }
 
 impl MsgType {
-    /// Every type, in wire-code order.
-    pub const ALL: [MsgType; 9] = [
+    /// Every type: those of the first release in wire-code order, then Auth (appended, so
+    /// that tables indexed by type keep their first nine places).
+    pub const ALL: [MsgType; 10] = [
         MsgType::Handshake,
         MsgType::HandshakeAck,
         MsgType::ForwardData,
@@ -166,9 +169,10 @@ impl MsgType {
         MsgType::Heartbeat,
         MsgType::Disconnect,
         MsgType::Error,
+        MsgType::Auth,
     ];
 
-    /// The type's position in [`MsgType::ALL`] (0 to 8), for tables indexed by type.
+    /// The type's position in [`MsgType::ALL`] (0 to 9), for tables indexed by type.
     pub fn index(self) -> usize {
         match self {
             MsgType::Handshake => 0,
@@ -180,6 +184,7 @@ impl MsgType {
             MsgType::Heartbeat => 6,
             MsgType::Disconnect => 7,
             MsgType::Error => 8,
+            MsgType::Auth => 9,
         }
     }
 

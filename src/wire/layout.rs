@@ -79,6 +79,20 @@ pub(super) struct TextFixed {
 }
 const _: () = assert!(core::mem::size_of::<TextFixed>() == 6);
 
+/// Auth, the whole payload (134 bytes: the frame is 156, a multiple of 4).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(super) struct AuthFixed {
+    pub(super) step: U16,
+    pub(super) scheme: u8,
+    pub(super) reserved: u8,
+    pub(super) key: [u8; 32],
+    pub(super) nonce: [u8; 32],
+    pub(super) proof: [u8; 64],
+    pub(super) reserved_end: U16,
+}
+const _: () = assert!(core::mem::size_of::<AuthFixed>() == 134);
+
 /// The only value encoding of protocol version 1: f32 little-endian.
 pub(super) const ENCODING_F32_LE: u8 = 0;
 /// Heartbeat flag: this heartbeat answers one.

@@ -39,6 +39,58 @@ pub struct Hello<'a> {
     pub name: Cow<'a, str>,
 }
 
+/// Which step of peer authentication an Auth frame is (docs/PROTOCOL.md, "Authentication").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum AuthStep {
+    /// Connecting side, after its Handshake: its public key and its nonce.
+    Challenge = 1,
+    /// Accepting side: its public key, its nonce, and its proof over the transcript.
+    Response = 2,
+    /// Connecting side: its proof over the transcript.
+    Proof = 3,
+}
+
+/// How an Auth frame proves possession of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AuthScheme {
+    /// Each node has an Ed25519 key pair; the proof is a 64-byte signature.
+    Ed25519 = 1,
+    /// The nodes share a secret key; the proof is a 32-byte HMAC-SHA256 tag (then 32 zeros),
+    /// and the key fields are zero.
+    PreSharedKey = 2,
+}
+
+/// The body of an Auth frame: one step of the exchange. Fields a step does not use are zero.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// Which step.
+    pub step: AuthStep,
+    /// How the proof is made.
+    pub scheme: AuthScheme,
+    /// The sender's public key (Challenge, Response), zero otherwise.
+    pub key: [u8; 32],
+    /// The sender's fresh random nonce (Challenge, Response), zero otherwise.
+    pub nonce: [u8; 32],
+    /// The sender's signature or tag over the transcript (Response, Proof), zero otherwise.
+    pub proof: [u8; 64],
+}
+
+impl core::fmt::Debug for Auth {
+    // Public keys, nonces and signatures are not secrets, but 128 bytes of hex help nobody
+    // reading a log: their first bytes identify them.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Auth")
+            .field("step", &self.step)
+            .field("scheme", &self.scheme)
+            .field("key", &format_args!("{:02x?}..", &self.key[..4]))
+            .field("nonce", &format_args!("{:02x?}..", &self.nonce[..4]))
+            .field("proof", &format_args!("{:02x?}..", &self.proof[..4]))
+            .finish()
+    }
+}
+
 /// How a receiver applies a WeightSync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -131,6 +183,8 @@ pub enum Message<'a> {
         /// For a person.
         message: Cow<'a, str>,
     },
+    /// A step of peer authentication (boxed: it is rare and 132 bytes long).
+    Auth(Box<Auth>),
 }
 
 impl Message<'_> {
@@ -146,6 +200,7 @@ impl Message<'_> {
             Message::Heartbeat { .. } => MsgType::Heartbeat,
             Message::Disconnect { .. } => MsgType::Disconnect,
             Message::Error { .. } => MsgType::Error,
+            Message::Auth(_) => MsgType::Auth,
         }
     }
 
@@ -205,6 +260,7 @@ impl Message<'_> {
                 code,
                 message: Cow::Owned(message.into_owned()),
             },
+            Message::Auth(auth) => Message::Auth(auth),
         }
     }
 }

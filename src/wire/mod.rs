@@ -44,6 +44,6 @@ pub use emit::{
 };
 pub use error::{DisconnectReason, ErrorCode, ProtocolError, MAX_ERROR_TEXT};
 pub use header::{Header, MsgType, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAGIC, VERSION};
-pub use message::{F32s, Hello, Message, SyncMode, U32s, WeightSync};
+pub use message::{Auth, AuthScheme, AuthStep, F32s, Hello, Message, SyncMode, U32s, WeightSync};
 pub use parse::{decode_frame, parse_payload, Frame};
 pub use reader::{FrameDecoder, RawFrame};

@@ -18,7 +18,7 @@ use super::check::{
 use super::error::{malformed, DisconnectReason, ErrorCode, ProtocolError};
 use super::header::{Header, MsgType, HEADER_LEN};
 use super::layout::*;
-use super::message::{F32s, Hello, Message, U32s, WeightSync};
+use super::message::{Auth, AuthScheme, AuthStep, F32s, Hello, Message, U32s, WeightSync};
 
 /// One decoded frame: its sequence number and its message, borrowed from the input buffer.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +100,35 @@ pub fn parse_payload(msg_type: MsgType, payload: &[u8]) -> Result<Message<'_>, P
                 message,
             })
         }
+        MsgType::Auth => parse_auth(payload),
     }
+}
+
+fn parse_auth(payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
+    let msg_type = MsgType::Auth;
+    let f = AuthFixed::ref_from_bytes(payload)
+        .map_err(|_| malformed(msg_type, "payload is not exactly 134 bytes"))?;
+    let step = match f.step.get() {
+        1 => AuthStep::Challenge,
+        2 => AuthStep::Response,
+        3 => AuthStep::Proof,
+        _ => return Err(malformed(msg_type, "unknown step")),
+    };
+    let scheme = match f.scheme {
+        1 => AuthScheme::Ed25519,
+        2 => AuthScheme::PreSharedKey,
+        _ => return Err(malformed(msg_type, "unknown scheme")),
+    };
+    if f.reserved != 0 || f.reserved_end.get() != 0 {
+        return Err(malformed(msg_type, "reserved field not zero"));
+    }
+    Ok(Message::Auth(Box::new(Auth {
+        step,
+        scheme,
+        key: f.key,
+        nonce: f.nonce,
+        proof: f.proof,
+    })))
 }
 
 /// f32 values from little-endian bytes (`bytes.len()` a multiple of 4): borrowed when the

@@ -23,6 +23,7 @@ local MAX_ARRAY_ITEMS = 4096
 local msg_types = {
     [0x01] = "Handshake",
     [0x02] = "HandshakeAck",
+    [0x03] = "Auth",
     [0x10] = "ForwardData",
     [0x11] = "BackwardData",
     [0x12] = "HebbianData",
@@ -44,6 +45,7 @@ local error_codes = {
     [9] = "CAPABILITY_NOT_AGREED",
     [10] = "TIMEOUT",
     [11] = "APPLICATION",
+    [12] = "AUTHENTICATION_FAILED",
 }
 
 local disconnect_reasons = {
@@ -67,6 +69,7 @@ local capability_names = {
     { 0x20, "multi_layer", "MULTI_LAYER" },
     { 0x40, "real_time", "REAL_TIME" },
     { 0x80, "compression", "COMPRESSION" },
+    { 0x100, "authentication", "AUTHENTICATION" },
 }
 
 local f = {

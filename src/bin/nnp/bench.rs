@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use nnp::net::{new_rtt_histogram, ConnId, Engine, EngineConfig, EngineHandle, NetEvent, Receiver};
 use nnp::wire::{frame_len, Message};
+use std::sync::Arc;
+
+use nnp::auth::AuthConfig;
 use serde_json::json;
 
 use crate::{explain, BenchKind, CliResult};
@@ -14,9 +17,11 @@ use crate::{explain, BenchKind, CliResult};
 /// An in-process echo node: every data frame goes back to its sender.
 fn echo_node(
     busy_poll: bool,
+    auth: Option<Arc<AuthConfig>>,
 ) -> Result<(Engine, std::net::SocketAddr, std::thread::JoinHandle<()>), Box<dyn std::error::Error>>
 {
-    let config = EngineConfig::default().threads(1).busy_poll(busy_poll);
+    let mut config = EngineConfig::default().threads(1).busy_poll(busy_poll);
+    config.session.auth = auth;
     let (engine, handle, rx) = Engine::start(config)?;
     let addr = handle.listen("127.0.0.1:0")?;
     let echo = std::thread::spawn(move || {
@@ -34,9 +39,11 @@ fn echo_node(
 fn client(
     addr: std::net::SocketAddr,
     busy_poll: bool,
+    auth: Option<Arc<AuthConfig>>,
 ) -> Result<(Engine, EngineHandle, nnp::net::Receiver, nnp::net::ConnId), Box<dyn std::error::Error>>
 {
-    let config = EngineConfig::default().threads(1).busy_poll(busy_poll);
+    let mut config = EngineConfig::default().threads(1).busy_poll(busy_poll);
+    config.session.auth = auth;
     let (engine, handle, rx) = Engine::start(config)?;
     let conn = handle
         .connect(addr)
@@ -62,15 +69,16 @@ pub(crate) fn bench(
     values: usize,
     busy_poll: bool,
     to: Option<&str>,
+    auth: Option<Arc<AuthConfig>>,
 ) -> CliResult {
     let (server, addr, echo) = match to {
         Some(to) => (None, explain::address("--to", to)?, None),
         None => {
-            let (engine, addr, echo) = echo_node(busy_poll)?;
+            let (engine, addr, echo) = echo_node(busy_poll, auth.clone())?;
             (Some(engine), addr, Some(echo))
         }
     };
-    let (client_engine, handle, mut rx, conn) = client(addr, busy_poll)?;
+    let (client_engine, handle, mut rx, conn) = client(addr, busy_poll, auth)?;
     let data = vec![0.5f32; values];
     let msg = Message::ForwardData {
         layer_id: 0,

@@ -9,6 +9,11 @@ fn preview(values: &[f32]) -> String {
     format!("[{}{more}]", shown.join(", "))
 }
 
+/// Bytes as lowercase hex (an Auth frame's keys, nonces and proofs are public).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A one-line description of a message, for people.
 pub(crate) fn summarize(message: &Message<'_>) -> String {
     match message {
@@ -61,6 +66,14 @@ pub(crate) fn summarize(message: &Message<'_>) -> String {
             format!("Disconnect reason={} message={message:?}", reason.0)
         }
         Message::Error { code, message } => format!("Error code={} message={message:?}", code.0),
+        Message::Auth(a) => format!(
+            "Auth step={:?} scheme={:?} key={} nonce={} proof={}",
+            a.step,
+            a.scheme,
+            hex(&a.key),
+            hex(&a.nonce),
+            hex(&a.proof)
+        ),
     }
 }
 
@@ -101,5 +114,9 @@ pub(crate) fn to_json(message: &Message<'_>) -> serde_json::Value {
         Message::Error { code, message } => {
             json!({ "type": t, "code": code.0, "message": message })
         }
+        Message::Auth(a) => json!({
+            "type": t, "step": format!("{:?}", a.step), "scheme": format!("{:?}", a.scheme),
+            "key": hex(&a.key), "nonce": hex(&a.nonce), "proof": hex(&a.proof),
+        }),
     }
 }

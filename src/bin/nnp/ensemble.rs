@@ -83,6 +83,8 @@ pub(crate) struct EnsembleArgs<'a> {
     pub(crate) batch: usize,
     pub(crate) held_out: f64,
     pub(crate) data: Option<&'a Path>,
+    /// Peer authentication, if asked for.
+    pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -139,11 +141,12 @@ pub(crate) fn ensemble(as_json: bool, args: &EnsembleArgs<'_>) -> CliResult {
         return Err("--members: give at least one HOST:PORT".into());
     }
     let (_, test) = digits(args.data)?.split(args.held_out, SPLIT_SEED);
-    let config = EnsembleConfig {
+    let mut config = EnsembleConfig {
         deadline: args.deadline,
         combine: args.combine,
         ..EnsembleConfig::default()
     };
+    config.engine.session.auth = args.auth.clone();
     let mut ensemble = Ensemble::connect(&members, config)?;
 
     let mut combined = Score::default();

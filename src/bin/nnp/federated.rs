@@ -33,6 +33,8 @@ pub(crate) struct CoordinatorArgs<'a> {
     pub(crate) aggregator: Aggregator,
     pub(crate) layers: &'a [usize],
     pub(crate) data: Option<&'a Path>,
+    /// Peer authentication, if asked for.
+    pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
 }
 
 /// What `nnp federated worker` was asked.
@@ -45,6 +47,8 @@ pub(crate) struct WorkerArgs<'a> {
     pub(crate) poison: Option<Poison>,
     pub(crate) layers: &'a [usize],
     pub(crate) data: Option<&'a Path>,
+    /// Peer authentication, if asked for.
+    pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
 }
 
 /// The model every role builds: ReLU hidden layers, a softmax output.
@@ -80,13 +84,14 @@ fn ms(d: Duration) -> f64 {
 pub(crate) fn coordinator(as_json: bool, args: &CoordinatorArgs<'_>) -> CliResult {
     let (_, test) = digits(args.data)?.split(HELD_OUT, SPLIT_SEED);
     let addr = explain::address("--listen", args.listen)?;
-    let config = CoordinatorConfig {
+    let mut config = CoordinatorConfig {
         min_workers: args.min_workers,
         fraction: args.fraction,
         round_deadline: args.deadline,
         aggregator: args.aggregator,
         ..CoordinatorConfig::default()
     };
+    config.engine.session.auth = args.auth.clone();
     let mut coordinator = Coordinator::new(
         &addr.ip().to_string(),
         addr.port(),
@@ -220,12 +225,13 @@ pub(crate) fn worker(as_json: bool, args: &WorkerArgs<'_>) -> CliResult {
     };
     let shard = train.select(&partition(&train.labels, k - 1, n, how));
     let name = format!("worker-{k}");
-    let config = WorkerConfig {
+    let mut config = WorkerConfig {
         epochs: args.epochs,
         proximal_mu: args.proximal_mu,
         poison: args.poison,
         ..WorkerConfig::default()
     };
+    config.node.engine.session.auth = args.auth.clone();
     let mut worker = Worker::connect(
         &name,
         explain::address("--connect", args.connect)?,

@@ -19,6 +19,7 @@ mod explain;
 mod federated;
 mod hebbian;
 mod hex;
+mod keys;
 mod limits;
 mod pipeline;
 mod report;
@@ -131,6 +132,8 @@ enum Command {
         metrics: Option<String>,
         #[command(flatten)]
         limits: limits::LimitArgs,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// Read a node's metrics (`nnp serve --metrics ADDR`) and print them as tables: traffic by
     /// message type, errors, refusals, connections, round trips, and each peer.
@@ -157,6 +160,8 @@ enum Command {
         /// a refusal of the other types.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// Three nodes on loopback learn the digits together over NNP, and report the traffic
     /// (with --json, the report goes to standard error and a JSON summary to standard output).
@@ -253,6 +258,8 @@ enum Command {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// Measure round trips or throughput over loopback (against a self-spawned echo node).
     Bench {
@@ -272,6 +279,20 @@ enum Command {
         /// `nnp serve`, instead of a self-spawned echo node; `--values` must match its input.
         #[arg(long, value_name = "HOST:PORT")]
         to: Option<String>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
+    },
+    /// Make a node key for peer authentication: writes an Ed25519 private key (PKCS#8 PEM,
+    /// readable by its owner only) to --out and its public key to OUT.pub, and prints the
+    /// public key, the line peers put in their --allowed-peers files. With --psk, a key the
+    /// whole cluster shares (--psk-file) instead.
+    Keygen {
+        /// Where to write the private key (an existing file is not overwritten).
+        #[arg(long, value_name = "PATH")]
+        out: std::path::PathBuf,
+        /// Make a shared key (64 hex digits) instead of a key pair.
+        #[arg(long)]
+        psk: bool,
     },
 }
 
@@ -443,6 +464,8 @@ enum FederatedRole {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// Connects to the coordinator and trains on its shard every round, until the coordinator
     /// leaves.
@@ -477,6 +500,8 @@ enum FederatedRole {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
 }
 
@@ -739,7 +764,17 @@ fn run(cli: &Cli) -> CliResult {
             values,
             busy_poll,
             to,
-        } => bench::bench(cli.json, *what, *count, *values, *busy_poll, to.as_deref()),
+            auth,
+        } => bench::bench(
+            cli.json,
+            *what,
+            *count,
+            *values,
+            *busy_poll,
+            to.as_deref(),
+            auth.config()?,
+        ),
+        Command::Keygen { out, psk } => keys::keygen(cli.json, out, *psk),
         Command::Serve {
             host,
             port,
@@ -753,6 +788,7 @@ fn run(cli: &Cli) -> CliResult {
             save,
             metrics,
             limits,
+            auth,
         } => serve::serve(
             cli.json,
             serve::ServeArgs {
@@ -768,6 +804,7 @@ fn run(cli: &Cli) -> CliResult {
                 save: save.as_deref(),
                 metrics: metrics.as_deref(),
                 limits,
+                auth: auth.config()?,
             },
         ),
         Command::Stats { addr, timeout } => {
@@ -780,10 +817,11 @@ fn run(cli: &Cli) -> CliResult {
             kind,
             data,
             timeout,
+            auth,
         } => {
             let timeout = Duration::try_from_secs_f64(*timeout)
                 .map_err(|_| format!("--timeout {timeout}: not a number of seconds >= 0"))?;
-            send::send(cli.json, to, *kind, data, timeout)
+            send::send(cli.json, to, *kind, data, timeout, auth.config()?)
         }
         Command::Demo {
             pattern: Some(DemoPattern::Pipeline),
@@ -851,6 +889,7 @@ fn run(cli: &Cli) -> CliResult {
             batch,
             held_out,
             data,
+            auth,
         } => ensemble::ensemble(
             cli.json,
             &ensemble::EnsembleArgs {
@@ -860,6 +899,7 @@ fn run(cli: &Cli) -> CliResult {
                 batch: *batch,
                 held_out: *held_out,
                 data: data.as_deref(),
+                auth: auth.config()?,
             },
         ),
         Command::Hebbian {
@@ -950,6 +990,7 @@ fn run(cli: &Cli) -> CliResult {
                 aggregator,
                 layers,
                 data,
+                auth,
             } => federated::coordinator(
                 cli.json,
                 &federated::CoordinatorArgs {
@@ -963,6 +1004,7 @@ fn run(cli: &Cli) -> CliResult {
                     aggregator: aggregator.parse()?,
                     layers,
                     data: data.as_deref(),
+                    auth: auth.config()?,
                 },
             ),
             FederatedRole::Worker {
@@ -974,6 +1016,7 @@ fn run(cli: &Cli) -> CliResult {
                 poison,
                 layers,
                 data,
+                auth,
             } => federated::worker(
                 cli.json,
                 &federated::WorkerArgs {
@@ -985,6 +1028,7 @@ fn run(cli: &Cli) -> CliResult {
                     poison: *poison,
                     layers,
                     data: data.as_deref(),
+                    auth: auth.config()?,
                 },
             ),
         },

@@ -35,11 +35,13 @@ pub(crate) fn send(
     kind: DataKind,
     args: &DataArgs,
     timeout: Duration,
+    auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
 ) -> CliResult {
     let control = ControlArgs::default();
     let msg = crate::message(kind.into(), args, &control);
     let addrs = explain::addresses("--to", to)?;
-    let config = EngineConfig::default().threads(1).connect_timeout(timeout);
+    let mut config = EngineConfig::default().threads(1).connect_timeout(timeout);
+    config.session.auth = auth;
     let (engine, handle, mut rx) = Engine::start(config)?;
     let conn = handle
         .connect(&addrs[..])

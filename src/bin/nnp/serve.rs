@@ -37,6 +37,8 @@ pub(crate) struct ServeArgs<'a> {
     pub(crate) metrics: Option<&'a str>,
     /// What peers may cost the node.
     pub(crate) limits: &'a crate::limits::LimitArgs,
+    /// Peer authentication, if asked for.
+    pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
 }
 
 /// SIGINT and SIGTERM, as flags the serve loop reads.
@@ -174,11 +176,12 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     };
     let sizes = network.layer_sizes().to_vec();
     let defaults = NodeConfig::default();
-    let config = NodeConfig {
+    let mut config = NodeConfig {
         capabilities: args.capabilities,
         engine: args.limits.apply(defaults.engine.clone())?,
         ..defaults
     };
+    config.engine.session.auth = args.auth.clone();
     let signals = Signals::install()
         .map_err(|e| format!("could not handle SIGINT and SIGTERM: {}", explain::io(&e)))?;
     let (node, mut rx) =

@@ -410,6 +410,9 @@ impl EventLoop {
                                 self.context.session_config.handshake_timeout
                             );
                         }
+                        if e.code() == crate::wire::ErrorCode::AUTHENTICATION_FAILED {
+                            log::warn!("{}: {e}", conn.shared.addr);
+                        }
                     }
                     let cause = match error {
                         Some(e) => CloseCause::Protocol(e),
