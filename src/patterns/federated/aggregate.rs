@@ -237,6 +237,7 @@ mod tests {
             "Trimmed-Mean".parse(),
             Ok(Aggregator::TrimmedMean { trim: 0.2 })
         );
-        assert!("krum".parse::<Aggregator>().unwrap_err().contains("krum"));
+        assert_eq!("krum".parse(), Ok(Aggregator::Krum { byzantine: 1 }));
+        assert!("bulyan".parse::<Aggregator>().unwrap_err().contains("bulyan"));
     }
 }
