@@ -548,7 +548,12 @@ impl Connection {
         budget: usize,
     ) -> io::Result<Flushed> {
         let Some(lanes) = self.out.as_deref_mut() else {
-            return Ok(Flushed::All);
+            // Nothing queued here, but the stream may hold records of its own (TLS).
+            return Ok(if self.stream.flush_pending()? {
+                Flushed::All
+            } else {
+                Flushed::Blocked
+            });
         };
         let now = pace.now;
         let mut left = budget;
@@ -556,6 +561,9 @@ impl Connection {
             let paced =
                 Self::schedule(lanes, &mut self.session, &self.shared, WIRE_LOW_WATER, pace);
             if lanes.wire.is_empty() {
+                if !self.stream.flush_pending()? {
+                    return Ok(Flushed::Blocked);
+                }
                 return Ok(paced.map_or(Flushed::All, Flushed::Paced));
             }
             if left == 0 {
@@ -633,6 +641,7 @@ impl Connection {
             self.parked = VecDeque::new();
         }
         self.release_empty_rx();
+        self.stream.release_idle_memory();
         self.session.release_idle_memory();
     }
 

@@ -99,6 +99,12 @@ pub fn prometheus_text(metrics: &MetricsSnapshot, peers: &[PeerStatus]) -> Strin
         "Connections closed.",
         metrics.connections_closed,
     );
+    out.counter(
+        "nnp_tls_failures_total",
+        "Connections whose TLS session failed (a certificate not trusted or missing, a TLS \
+         alert from the peer).",
+        metrics.tls_failures,
+    );
 
     out.family("nnp_connections", "gauge", "Open connections by state.");
     for state in [

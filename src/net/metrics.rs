@@ -128,6 +128,8 @@ pub(crate) struct EngineMetrics {
     pub(crate) refusals_received: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS],
     rtt_ns: Mutex<Histogram<u64>>,
+    /// Connections whose TLS session failed.
+    pub(crate) tls_failures: AtomicU64,
 }
 
 impl Default for EngineMetrics {
@@ -140,6 +142,7 @@ impl Default for EngineMetrics {
             refusals_received: AtomicU64::new(0),
             errors: Default::default(),
             rtt_ns: Mutex::new(new_rtt_histogram()),
+            tls_failures: AtomicU64::new(0),
         }
     }
 }
@@ -157,6 +160,15 @@ impl EngineMetrics {
 
     pub(crate) fn count_io_error(&self) {
         self.errors[IO_ERROR_SLOT].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a failed stream: a TLS failure as such, anything else as an I/O error.
+    pub(crate) fn count_stream_failure(&self, e: &std::io::Error) {
+        if super::stream::TlsFailure::of(e).is_some() {
+            self.tls_failures.fetch_add(1, Relaxed);
+        } else {
+            self.count_io_error();
+        }
     }
 
     pub(crate) fn record_rtt(&self, rtt: Duration) {
@@ -181,6 +193,7 @@ impl EngineMetrics {
             refusals_received: self.refusals_received.load(Relaxed),
             errors_by_code: std::array::from_fn(|i| self.errors[i].load(Relaxed)),
             rtt_ns: rtt,
+            tls_failures: self.tls_failures.load(Relaxed),
         }
     }
 }
@@ -207,6 +220,9 @@ pub struct MetricsSnapshot {
     pub errors_by_code: [u64; ERROR_KINDS],
     /// Heartbeat round-trip times in nanoseconds.
     pub rtt_ns: Histogram<u64>,
+    /// Connections whose TLS session failed (a certificate not trusted or missing, an alert
+    /// from the peer); not counted in `errors_by_code`.
+    pub tls_failures: u64,
 }
 
 impl MetricsSnapshot {

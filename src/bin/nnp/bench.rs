@@ -9,6 +9,7 @@ use nnp::net::{new_rtt_histogram, ConnId, Engine, EngineConfig, EngineHandle, Ne
 use nnp::wire::{frame_len, Message};
 use serde_json::json;
 
+use crate::tls::TlsClientArgs;
 use crate::{explain, BenchKind, CliResult};
 
 /// An in-process echo node: every data frame goes back to its sender.
@@ -34,9 +35,10 @@ fn echo_node(
 fn client(
     addr: std::net::SocketAddr,
     busy_poll: bool,
+    tls: &TlsClientArgs,
 ) -> Result<(Engine, EngineHandle, nnp::net::Receiver, nnp::net::ConnId), Box<dyn std::error::Error>>
 {
-    let config = EngineConfig::default().threads(1).busy_poll(busy_poll);
+    let config = tls.apply(EngineConfig::default().threads(1).busy_poll(busy_poll))?;
     let (engine, handle, rx) = Engine::start(config)?;
     let conn = handle
         .connect(addr)
@@ -62,6 +64,7 @@ pub(crate) fn bench(
     values: usize,
     busy_poll: bool,
     to: Option<&str>,
+    tls: &TlsClientArgs,
 ) -> CliResult {
     let (server, addr, echo) = match to {
         Some(to) => (None, explain::address("--to", to)?, None),
@@ -70,7 +73,7 @@ pub(crate) fn bench(
             (Some(engine), addr, Some(echo))
         }
     };
-    let (client_engine, handle, mut rx, conn) = client(addr, busy_poll)?;
+    let (client_engine, handle, mut rx, conn) = client(addr, busy_poll, tls)?;
     let data = vec![0.5f32; values];
     let msg = Message::ForwardData {
         layer_id: 0,

@@ -83,6 +83,7 @@ pub(crate) struct EnsembleArgs<'a> {
     pub(crate) batch: usize,
     pub(crate) held_out: f64,
     pub(crate) data: Option<&'a Path>,
+    pub(crate) tls: &'a crate::tls::TlsClientArgs,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -139,10 +140,12 @@ pub(crate) fn ensemble(as_json: bool, args: &EnsembleArgs<'_>) -> CliResult {
         return Err("--members: give at least one HOST:PORT".into());
     }
     let (_, test) = digits(args.data)?.split(args.held_out, SPLIT_SEED);
+    let defaults = EnsembleConfig::default();
     let config = EnsembleConfig {
         deadline: args.deadline,
         combine: args.combine,
-        ..EnsembleConfig::default()
+        engine: args.tls.apply(defaults.engine.clone())?,
+        ..defaults
     };
     let mut ensemble = Ensemble::connect(&members, config)?;
 

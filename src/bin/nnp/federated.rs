@@ -44,6 +44,7 @@ pub(crate) struct WorkerArgs<'a> {
     pub(crate) poison: Option<Poison>,
     pub(crate) layers: &'a [usize],
     pub(crate) data: Option<&'a Path>,
+    pub(crate) tls: &'a crate::tls::TlsClientArgs,
 }
 
 /// The model every role builds: ReLU hidden layers, a softmax output.
@@ -218,12 +219,13 @@ pub(crate) fn worker(as_json: bool, args: &WorkerArgs<'_>) -> CliResult {
     };
     let shard = train.select(&partition(&train.labels, k - 1, n, how));
     let name = format!("worker-{k}");
-    let config = WorkerConfig {
+    let mut config = WorkerConfig {
         epochs: args.epochs,
         proximal_mu: args.proximal_mu,
         poison: args.poison,
         ..WorkerConfig::default()
     };
+    config.node.engine = args.tls.apply(config.node.engine.clone())?;
     let mut worker = Worker::connect(
         &name,
         explain::address("--connect", args.connect)?,

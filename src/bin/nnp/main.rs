@@ -18,6 +18,7 @@ mod hex;
 mod send;
 mod serve;
 mod stats;
+mod tls;
 
 use std::borrow::Cow;
 use std::process::ExitCode;
@@ -122,6 +123,8 @@ enum Command {
         /// 127.0.0.1:9100; port 0 picks one, printed at start). Off unless given.
         #[arg(long, value_name = "HOST:PORT")]
         metrics: Option<String>,
+        #[command(flatten)]
+        tls: tls::TlsServerArgs,
     },
     /// Read a node's metrics (`nnp serve --metrics ADDR`) and print them as tables: traffic by
     /// message type, errors, refusals, connections, round trips, and each peer.
@@ -148,6 +151,8 @@ enum Command {
         /// a refusal of the other types.
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
     /// Three nodes on loopback learn the digits together over NNP, and report the traffic
     /// (with --json, the report goes to standard error and a JSON summary to standard output).
@@ -200,6 +205,8 @@ enum Command {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
     /// Measure round trips or throughput over loopback (against a self-spawned echo node).
     Bench {
@@ -219,6 +226,8 @@ enum Command {
         /// `nnp serve`, instead of a self-spawned echo node; `--values` must match its input.
         #[arg(long, value_name = "HOST:PORT")]
         to: Option<String>,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
 }
 
@@ -324,6 +333,8 @@ enum FederatedRole {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
 }
 
@@ -586,7 +597,16 @@ fn run(cli: &Cli) -> CliResult {
             values,
             busy_poll,
             to,
-        } => bench::bench(cli.json, *what, *count, *values, *busy_poll, to.as_deref()),
+            tls,
+        } => bench::bench(
+            cli.json,
+            *what,
+            *count,
+            *values,
+            *busy_poll,
+            to.as_deref(),
+            tls,
+        ),
         Command::Serve {
             host,
             port,
@@ -599,6 +619,7 @@ fn run(cli: &Cli) -> CliResult {
             weights,
             save,
             metrics,
+            tls,
         } => serve::serve(
             cli.json,
             serve::ServeArgs {
@@ -613,6 +634,7 @@ fn run(cli: &Cli) -> CliResult {
                 weights: weights.as_deref(),
                 save: save.as_deref(),
                 metrics: metrics.as_deref(),
+                tls,
             },
         ),
         Command::Stats { addr, timeout } => {
@@ -625,10 +647,11 @@ fn run(cli: &Cli) -> CliResult {
             kind,
             data,
             timeout,
+            tls,
         } => {
             let timeout = Duration::try_from_secs_f64(*timeout)
                 .map_err(|_| format!("--timeout {timeout}: not a number of seconds >= 0"))?;
-            send::send(cli.json, to, *kind, data, timeout)
+            send::send(cli.json, to, *kind, data, timeout, tls)
         }
         Command::Demo {
             quick,
@@ -665,6 +688,7 @@ fn run(cli: &Cli) -> CliResult {
             batch,
             held_out,
             data,
+            tls,
         } => ensemble::ensemble(
             cli.json,
             &ensemble::EnsembleArgs {
@@ -674,6 +698,7 @@ fn run(cli: &Cli) -> CliResult {
                 batch: *batch,
                 held_out: *held_out,
                 data: data.as_deref(),
+                tls,
             },
         ),
         Command::Federated { role } => match role {
@@ -710,6 +735,7 @@ fn run(cli: &Cli) -> CliResult {
                 poison,
                 layers,
                 data,
+                tls,
             } => federated::worker(
                 cli.json,
                 &federated::WorkerArgs {
@@ -721,6 +747,7 @@ fn run(cli: &Cli) -> CliResult {
                     poison: *poison,
                     layers,
                     data: data.as_deref(),
+                    tls,
                 },
             ),
         },

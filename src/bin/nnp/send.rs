@@ -35,11 +35,12 @@ pub(crate) fn send(
     kind: DataKind,
     args: &DataArgs,
     timeout: Duration,
+    tls: &crate::tls::TlsClientArgs,
 ) -> CliResult {
     let control = ControlArgs::default();
     let msg = crate::message(kind.into(), args, &control);
     let addrs = explain::addresses("--to", to)?;
-    let config = EngineConfig::default().threads(1).connect_timeout(timeout);
+    let config = tls.apply(EngineConfig::default().threads(1).connect_timeout(timeout))?;
     let (engine, handle, mut rx) = Engine::start(config)?;
     let conn = handle
         .connect(&addrs[..])

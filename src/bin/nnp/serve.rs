@@ -35,6 +35,8 @@ pub(crate) struct ServeArgs<'a> {
     pub(crate) save: Option<&'a Path>,
     /// Where to serve the metrics, if anywhere.
     pub(crate) metrics: Option<&'a str>,
+    /// TLS for the connections accepted.
+    pub(crate) tls: &'a crate::tls::TlsServerArgs,
 }
 
 /// SIGINT and SIGTERM, as flags the serve loop reads.
@@ -171,9 +173,11 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
         }
     };
     let sizes = network.layer_sizes().to_vec();
+    let defaults = NodeConfig::default();
     let config = NodeConfig {
         capabilities: args.capabilities,
-        ..NodeConfig::default()
+        engine: args.tls.apply(defaults.engine.clone())?,
+        ..defaults
     };
     let signals = Signals::install()
         .map_err(|e| format!("could not handle SIGINT and SIGTERM: {}", explain::io(&e)))?;
