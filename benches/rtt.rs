@@ -3,8 +3,11 @@
 //! message's scheduled send time (no coordinated omission) and a run with a 16 MiB WeightSync
 //! streaming on the same connection.
 //!
+//! A TLS section runs the ping-pongs over TLS 1.3 (certificates made at start-up) beside the
+//! same engines in plain TCP.
+//!
 //! `cargo bench --bench rtt` (set NNP_BENCH_ITERS to change the sample count). Sections:
-//! NNP_BENCH_ONLY=busy|hol, NNP_BENCH_ENGINE=inline|thread, NNP_BENCH_HOL=<part of a
+//! NNP_BENCH_ONLY=busy|hol|tls, NNP_BENCH_ENGINE=inline|thread, NNP_BENCH_HOL=<part of a
 //! head-of-line run's label>, NNP_BENCH_ECHO=decode (the echo decodes and re-encodes instead
 //! of relaying).
 
@@ -19,6 +22,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use nnp::net::{ConnId, Engine, EngineConfig, EngineHandle, Limits, NetEvent, Receiver};
 use nnp::wire::{frame_len, Message, SyncMode, WeightSync};
+
+#[path = "common/tls.rs"]
+mod tls;
+use tls::{bench_tls, BenchTls};
 
 /// The environment variable `name` parsed, or `default`.
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -198,8 +205,18 @@ fn engine_config(busy: bool, inline: bool, tuning: Tuning) -> EngineConfig {
 
 /// A server engine echoing every frame but the background WeightSync stream, and a client.
 fn pair(busy: bool, inline: bool, tuning: Tuning) -> Pair {
-    let (server, server_handle, mut server_rx) =
-        Engine::start(engine_config(busy, inline, tuning)).unwrap();
+    pair_over(busy, inline, tuning, None)
+}
+
+/// [`pair`], over TLS if `tls` is given.
+fn pair_over(busy: bool, inline: bool, tuning: Tuning, tls: Option<&BenchTls>) -> Pair {
+    let mut server_config = engine_config(busy, inline, tuning);
+    let mut client_config = engine_config(busy, inline, tuning);
+    if let Some(tls) = tls {
+        server_config = server_config.tls(tls.server.clone());
+        client_config = client_config.tls(tls.client.clone());
+    }
+    let (server, server_handle, mut server_rx) = Engine::start(server_config).unwrap();
     let addr = server_handle.listen("127.0.0.1:0").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
@@ -228,7 +245,7 @@ fn pair(busy: bool, inline: bool, tuning: Tuning) -> Pair {
             }
         }
     });
-    let (client_engine, client, rx) = Engine::start(engine_config(busy, inline, tuning)).unwrap();
+    let (client_engine, client, rx) = Engine::start(client_config).unwrap();
     let conn = client.connect(addr).unwrap();
     Pair {
         _server: server,
@@ -311,6 +328,47 @@ fn nnp_fixed_rate(p: &mut Pair, rate: u64, n: usize) -> Histogram<u64> {
     h
 }
 
+/// The ping-pongs over TLS 1.3 beside the same engines in plain TCP, in the two settings of
+/// the plain rows: blocking with a loop thread, and busy-polled inline. Plain and TLS pairs
+/// are measured alternately, twice each, and each pair's histograms are merged.
+fn tls_section(forward: &Message<'_>, small: usize, ws: &Message<'_>, n: usize) {
+    let tls = bench_tls();
+    for (busy, inline, mode) in [
+        (false, false, "blocking, 1 loop thread"),
+        (true, true, "busy-poll, inline"),
+    ] {
+        let mut hists = [histogram(), histogram(), histogram(), histogram()];
+        for _ in 0..2 {
+            for (i, over) in [None, Some(&tls)].into_iter().enumerate() {
+                let mut p = pair_over(busy, inline, AUTOTUNED, over);
+                hists[i].add(nnp_ping_pong(&mut p, forward, n / 2)).unwrap();
+                hists[2 + i].add(nnp_ping_pong(&mut p, ws, n / 8)).unwrap();
+            }
+        }
+        let [plain_small, tls_small, plain_ws, tls_ws] = &hists;
+        report(
+            &format!("NNP ForwardData(100) {small} B plain ({mode})"),
+            plain_small,
+            &[],
+        );
+        report(
+            &format!("NNP ForwardData(100) {small} B TLS 1.3 ({mode})"),
+            tls_small,
+            &[(plain_small, "plain")],
+        );
+        report(
+            &format!("NNP WeightSync(64 KiB) plain ({mode})"),
+            plain_ws,
+            &[],
+        );
+        report(
+            &format!("NNP WeightSync(64 KiB) TLS 1.3 ({mode})"),
+            tls_ws,
+            &[(plain_ws, "plain")],
+        );
+    }
+}
+
 fn main() {
     let n = iters();
     let forward_data = vec![0.25f32; 100];
@@ -346,6 +404,13 @@ fn main() {
     let only = std::env::var("NNP_BENCH_ONLY").unwrap_or_default();
     let only_hol = only == "hol";
     let only_busy = only == "busy";
+    let only_tls = only == "tls";
+    if only.is_empty() || only_tls {
+        tls_section(&forward, small, &ws, n);
+        if only_tls {
+            return;
+        }
+    }
     for busy in [false, true]
         .into_iter()
         .filter(|&b| !only_hol && (b || !only_busy))

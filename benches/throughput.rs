@@ -10,7 +10,12 @@
 //! with no baseline and no ratio, so that a profile shows only NNP; NNP_BENCH_PAIRS, default 5,
 //! is the number of rounds of the closing comparison of plain `send` and the node API with the
 //! `Sender`, run back to back in each round). The `Sender` runs receive through
-//! `Receiver::poll` (frames lent in place).
+//! `Receiver::poll` (frames lent in place). The runs labelled TLS are the same `Sender` runs
+//! over TLS 1.3 (certificates made at start-up), each reported beside its plain run:
+//! NNP_BENCH_RUN="Sender, inline" runs a pair.
+
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -22,6 +27,7 @@ use nnp::net::{Engine, EngineConfig, NetEvent, Polled};
 use nnp::nn::{HebbianLearningMode, NeuralNetwork};
 use nnp::node::{DistributedNetwork, NodeEvent};
 use nnp::wire::{encode_frame, frame_len, Message, SyncMode, WeightSync};
+use tls::{bench_tls, BenchTls};
 
 /// The environment variable `name` parsed, or `default`.
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -206,7 +212,14 @@ fn node_stream(data: &[f32], count: usize) -> Rate {
 
 /// `inline`: engines with no loop thread, driven by the sending and the receiving thread
 /// (two threads in all, as the raw stream has); otherwise one loop thread per engine.
-fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
+/// `tls`: the engines speak TLS 1.3.
+fn nnp_stream(
+    msg: &Message<'_>,
+    count: usize,
+    api: Api,
+    inline: bool,
+    tls: Option<&BenchTls>,
+) -> Rate {
     if api == Api::Node {
         let Message::ForwardData { data, .. } = msg else {
             unreachable!("the node runs stream ForwardData")
@@ -219,7 +232,14 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
     } else {
         config.threads(1)
     };
-    let (_server, server, mut rx) = Engine::start(config.clone()).unwrap();
+    let (server_config, client_config) = match tls {
+        Some(tls) => (
+            config.clone().tls(tls.server.clone()),
+            config.tls(tls.client.clone()),
+        ),
+        None => (config.clone(), config),
+    };
+    let (_server, server, mut rx) = Engine::start(server_config).unwrap();
     let addr = server.listen("127.0.0.1:0").unwrap();
     // The counter drives an inline server, so it runs before the connect.
     let counter = thread::Builder::new()
@@ -263,7 +283,7 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
             (Instant::now(), bytes, thread_cpu() - cpu)
         })
         .unwrap();
-    let (_client, client, _crx) = Engine::start(config).unwrap();
+    let (_client, client, _crx) = Engine::start(client_config).unwrap();
     let conn = client.connect(addr).unwrap();
     let start = Instant::now();
     let cpu = thread_cpu();
@@ -293,7 +313,7 @@ fn nnp_stream(msg: &Message<'_>, count: usize, api: Api, inline: bool) -> Rate {
     }
 }
 
-fn run(name: &str, msg: &Message<'_>, count: usize) {
+fn run(name: &str, msg: &Message<'_>, count: usize, tls: &BenchTls) {
     if std::env::var("NNP_BENCH_FILTER").is_ok_and(|f| !name.contains(&f)) {
         return;
     }
@@ -301,26 +321,31 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
     let mut frame = Vec::with_capacity(len);
     encode_frame(msg, 0, &mut frame).unwrap();
     let mut runs = vec![
-        (Api::PerFrame, false, "send, loop thread"),
-        (Api::Batched, false, "Sender, loop thread"),
-        (Api::PerFrame, true, "send, inline"),
-        (Api::Batched, true, "Sender, inline"),
+        (Api::PerFrame, false, false, "send, loop thread"),
+        (Api::Batched, false, false, "Sender, loop thread"),
+        (Api::Batched, false, true, "Sender, loop thread, TLS"),
+        (Api::PerFrame, true, false, "send, inline"),
+        (Api::Batched, true, false, "Sender, inline"),
+        (Api::Batched, true, true, "Sender, inline, TLS"),
     ];
     if matches!(msg, Message::ForwardData { .. }) {
-        runs.insert(2, (Api::Node, false, "node API"));
+        runs.insert(3, (Api::Node, false, false, "node API"));
     }
+    // Each run's median ratio to the raw stream, for the TLS runs' ratios to plain.
+    let mut ratios: Vec<(&str, f64)> = Vec::new();
     // The machine is shared and its speed drifts between runs: each NNP run is paired with
     // a raw run just before it, and the median of the pairs' ratios is reported.
     let repeats: usize = env_or("NNP_BENCH_REPEATS", 3);
     let only = std::env::var("NNP_BENCH_RUN").ok();
     let profile = std::env::var("NNP_BENCH_PROFILE").is_ok_and(|p| p == "1");
-    for (api, inline, label) in runs {
+    for (api, inline, with_tls, label) in runs {
+        let tls = with_tls.then_some(tls);
         if only.as_deref().is_some_and(|o| !label.contains(o)) {
             continue;
         }
         if profile {
             for _ in 0..repeats.max(1) {
-                let nnp = nnp_stream(msg, count, api, inline);
+                let nnp = nnp_stream(msg, count, api, inline, tls);
                 println!(
                     "{name:<18} {label:<19} {len:>8} B/frame  NNP {:>11.0} msg/s {:>6.2} GB/s, CPU per message {:.0} ns sending, {:.0} ns receiving (no baseline: NNP_BENCH_PROFILE)",
                     nnp.msgs_per_s, nnp.gb_per_s, nnp.cpu_ns.0, nnp.cpu_ns.1
@@ -334,7 +359,7 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
                 (
                     raw_stream(&frame, count, false),
                     raw_stream(&frame, count, true),
-                    nnp_stream(msg, count, api, inline),
+                    nnp_stream(msg, count, api, inline, tls),
                 )
             })
             .collect();
@@ -366,6 +391,7 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
             hand_low,
             hand_high,
         );
+        ratios.push((label, ratio));
         // CPU time per message, each side's median over the runs.
         let cpu = |side: fn(&(Rate, Rate, Rate)) -> &Rate| {
             let mut send: Vec<f64> = runs.iter().map(|r| side(r).cpu_ns.0).collect();
@@ -386,6 +412,15 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
             "{:<39} CPU ns/message (sending, receiving): raw {:.0}, {:.0}   hand-rolled {:.0}, {:.0}   NNP {:.0}, {:.0}{whose}",
             "", raw.0, raw.1, hand.0, hand.1, nnp.0, nnp.1,
         );
+    }
+    let ratio_of = |label: &str| ratios.iter().find(|r| r.0 == label).map(|r| r.1);
+    for (label, plain) in [
+        ("Sender, loop thread, TLS", "Sender, loop thread"),
+        ("Sender, inline, TLS", "Sender, inline"),
+    ] {
+        if let (Some(a), Some(b)) = (ratio_of(label), ratio_of(plain)) {
+            println!("{name:<18} {label:<19} {:.2}x plain ({plain})", a / b);
+        }
     }
     // What a user who sends one message per call gets, beside the `Sender` of the same
     // engine. The rows above pair each NNP run with raw runs and sit minutes apart, so their
@@ -414,18 +449,18 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
     }
     let mut quotients = vec![Vec::new(); versus.len()];
     for _ in 0..pairs {
-        let sender = nnp_stream(msg, count, Api::Batched, false).msgs_per_s;
+        let sender = nnp_stream(msg, count, Api::Batched, false, None).msgs_per_s;
         let sender_inline = versus
             .iter()
             .any(|v| v.1)
-            .then(|| nnp_stream(msg, count, Api::Batched, true).msgs_per_s);
+            .then(|| nnp_stream(msg, count, Api::Batched, true, None).msgs_per_s);
         for (i, &(api, inline, _, _)) in versus.iter().enumerate() {
             let base = if inline {
                 sender_inline.unwrap()
             } else {
                 sender
             };
-            quotients[i].push(nnp_stream(msg, count, api, inline).msgs_per_s / base);
+            quotients[i].push(nnp_stream(msg, count, api, inline, None).msgs_per_s / base);
         }
     }
     for ((_, _, label, sender), mut q) in versus.into_iter().zip(quotients) {
@@ -442,12 +477,18 @@ fn run(name: &str, msg: &Message<'_>, count: usize) {
 
 fn main() {
     let secs: f64 = env_or("NNP_BENCH_SECONDS", 2.0);
+    let tls = bench_tls();
     let data = vec![0.5f32; 100];
     let forward = Message::ForwardData {
         layer_id: 0,
         data: Cow::Borrowed(&data),
     };
-    run("ForwardData(100)", &forward, (2_000_000.0 * secs) as usize);
+    run(
+        "ForwardData(100)",
+        &forward,
+        (2_000_000.0 * secs) as usize,
+        &tls,
+    );
     let values = vec![0.25f32; (1 << 20) / 4];
     let ws = Message::WeightSync(WeightSync {
         layer_id: 0,
@@ -458,5 +499,5 @@ fn main() {
         sample_count: 1,
         values: Cow::Borrowed(&values),
     });
-    run("WeightSync(1 MiB)", &ws, (2_000.0 * secs) as usize);
+    run("WeightSync(1 MiB)", &ws, (2_000.0 * secs) as usize, &tls);
 }

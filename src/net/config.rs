@@ -30,6 +30,9 @@ pub struct EngineConfig {
     /// this time (and whatever is still queued then) reaches the peer before a Disconnect.
     /// Zero closes at the end of stream.
     pub linger: Duration,
+    /// TLS for accepted and outgoing connections; none by default (plain TCP).
+    #[cfg(feature = "tls")]
+    pub tls: super::TlsConfig,
 }
 
 /// Who runs an engine's event loops.
@@ -175,6 +178,8 @@ impl Default for EngineConfig {
             },
             connect_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(2),
+            #[cfg(feature = "tls")]
+            tls: super::TlsConfig::default(),
         }
     }
 }
@@ -239,6 +244,14 @@ impl EngineConfig {
     /// How long `connect` waits.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// TLS 1.3 for accepted connections, outgoing ones, or both ([`super::TlsConfig`]).
+    /// Encryption costs CPU time on both sides; docs/TRANSPORT.md gives the measured cost.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: super::TlsConfig) -> Self {
+        self.tls = tls;
         self
     }
 

@@ -676,8 +676,14 @@ impl Connection {
         budget: usize,
     ) -> io::Result<Flushed> {
         let Some(lanes) = self.out.as_deref_mut() else {
-            self.socket_full = false;
-            return Ok(Flushed::All);
+            // Nothing queued here, but the stream may hold records of its own (TLS).
+            let flushed = self.stream.flush_pending()?;
+            self.socket_full = !flushed;
+            return Ok(if flushed {
+                Flushed::All
+            } else {
+                Flushed::Blocked
+            });
         };
         let now = pace.now;
         let mut left = budget;
@@ -685,6 +691,10 @@ impl Connection {
             let paced =
                 Self::schedule(lanes, &mut self.session, &self.shared, WIRE_LOW_WATER, pace);
             if lanes.wire.is_empty() {
+                if !self.stream.flush_pending()? {
+                    self.socket_full = true;
+                    return Ok(Flushed::Blocked);
+                }
                 self.socket_full = false;
                 return Ok(paced.map_or(Flushed::All, Flushed::Paced));
             }
@@ -766,6 +776,7 @@ impl Connection {
             self.parked = VecDeque::new();
         }
         self.release_empty_rx();
+        self.stream.release_idle_memory();
         self.session.release_idle_memory();
     }
 

@@ -121,6 +121,12 @@ pub fn prometheus_text(metrics: &MetricsSnapshot, peers: &[PeerStatus]) -> Strin
     ] {
         out.sample("nnp_limit_refusals_total", &[("limit", limit)], count);
     }
+    out.counter(
+        "nnp_tls_failures_total",
+        "Connections whose TLS session failed (a certificate not trusted or missing, a TLS \
+         alert from the peer).",
+        metrics.tls_failures,
+    );
 
     out.family("nnp_connections", "gauge", "Open connections by state.");
     for state in [

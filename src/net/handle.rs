@@ -17,7 +17,7 @@ use super::pool::BufferPool;
 use super::sender::Sender;
 use super::shared::EngineShared;
 use super::socket::{bind_listener, connect_socket, tune_socket};
-use super::stream::PlainTcp;
+use super::stream;
 use crate::session::Role;
 use crate::wire::{DisconnectReason, Message};
 
@@ -97,9 +97,10 @@ impl EngineHandle {
         tune_socket(&stream, &self.shared.config);
         stream.set_nonblocking(true)?;
         let stream = mio::net::TcpStream::from_std(stream);
+        let stream = stream::connected(stream, addr, &self.shared.config)?;
         let shared = self.shared.new_conn(addr);
         let command = Command::Adopt {
-            stream: Box::new(PlainTcp(stream)),
+            stream,
             role: Role::Initiator,
             shared: Arc::clone(&shared),
             ticket: None,

@@ -128,6 +128,8 @@ pub(crate) struct EngineMetrics {
     pub(crate) refusals_received: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS],
     rtt_ns: Mutex<Histogram<u64>>,
+    /// Connections whose TLS session failed.
+    pub(crate) tls_failures: AtomicU64,
     /// What the engine's limits refused.
     pub(crate) limits: LimitCounters,
 }
@@ -191,6 +193,7 @@ impl Default for EngineMetrics {
             errors: Default::default(),
             rtt_ns: Mutex::new(new_rtt_histogram()),
             limits: LimitCounters::default(),
+            tls_failures: AtomicU64::new(0),
         }
     }
 }
@@ -208,6 +211,15 @@ impl EngineMetrics {
 
     pub(crate) fn count_io_error(&self) {
         self.errors[IO_ERROR_SLOT].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a failed stream: a TLS failure as such, anything else as an I/O error.
+    pub(crate) fn count_stream_failure(&self, e: &std::io::Error) {
+        if super::stream::TlsFailure::of(e).is_some() {
+            self.tls_failures.fetch_add(1, Relaxed);
+        } else {
+            self.count_io_error();
+        }
     }
 
     pub(crate) fn record_rtt(&self, rtt: Duration) {
@@ -233,6 +245,7 @@ impl EngineMetrics {
             errors_by_code: std::array::from_fn(|i| self.errors[i].load(Relaxed)),
             rtt_ns: rtt,
             limit_refusals: self.limits.snapshot(),
+            tls_failures: self.tls_failures.load(Relaxed),
         }
     }
 }
@@ -261,6 +274,9 @@ pub struct MetricsSnapshot {
     pub rtt_ns: Histogram<u64>,
     /// What the engine's limits refused.
     pub limit_refusals: LimitRefusals,
+    /// Connections whose TLS session failed (a certificate not trusted or missing, an alert
+    /// from the peer); not counted in `errors_by_code`.
+    pub tls_failures: u64,
 }
 
 impl MetricsSnapshot {

@@ -45,6 +45,10 @@ mod shared;
 mod socket;
 mod stream;
 mod timer;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_config;
 
 pub use config::{Driver, EngineConfig, Latency, Limits, RateLimit};
 pub use deadline::Deadline;
@@ -60,6 +64,8 @@ pub use peer::{CloseCause, ConnId, ConnState, PeerStatus};
 pub use pool::BufferPool;
 pub use receiver::Receiver;
 pub use sender::{Sender, SENDER_BATCH_FRAME_MAX};
+#[cfg(feature = "tls")]
+pub use tls_config::{TlsClient, TlsConfig, TlsError, TlsServer};
 
 /// Frames longer than this go in the bulk lane.
 pub(crate) const BULK_THRESHOLD: usize = 64 * 1024;

@@ -33,6 +33,9 @@ pub enum CloseCause {
     Eof,
     /// The engine shut down.
     Shutdown,
+    /// The TLS session failed: the peer's certificate was not trusted, the peer refused ours
+    /// (or sent none when one is required), or the peer sent a TLS alert.
+    Tls(String),
 }
 
 impl std::fmt::Display for CloseCause {
@@ -43,6 +46,7 @@ impl std::fmt::Display for CloseCause {
             CloseCause::Io(k) => write!(f, "I/O error: {k}"),
             CloseCause::Eof => write!(f, "peer closed the connection"),
             CloseCause::Shutdown => write!(f, "engine shut down"),
+            CloseCause::Tls(e) => write!(f, "TLS failed: {e}"),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use nnp::auth::AuthConfig;
 use serde_json::json;
 
+use crate::tls::TlsClientArgs;
 use crate::{explain, BenchKind, CliResult};
 
 /// An in-process echo node: every data frame goes back to its sender.
@@ -40,9 +41,10 @@ fn client(
     addr: std::net::SocketAddr,
     busy_poll: bool,
     auth: Option<Arc<AuthConfig>>,
+    tls: &TlsClientArgs,
 ) -> Result<(Engine, EngineHandle, nnp::net::Receiver, nnp::net::ConnId), Box<dyn std::error::Error>>
 {
-    let mut config = EngineConfig::default().threads(1).busy_poll(busy_poll);
+    let mut config = tls.apply(EngineConfig::default().threads(1).busy_poll(busy_poll))?;
     config.session.auth = auth;
     let (engine, handle, rx) = Engine::start(config)?;
     let conn = handle
@@ -62,6 +64,12 @@ fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
+/// How the bench's client proves who it is and protects its connection.
+pub(crate) struct ClientSecurity<'a> {
+    pub(crate) auth: Option<Arc<AuthConfig>>,
+    pub(crate) tls: &'a TlsClientArgs,
+}
+
 pub(crate) fn bench(
     as_json: bool,
     what: BenchKind,
@@ -69,7 +77,7 @@ pub(crate) fn bench(
     values: usize,
     busy_poll: bool,
     to: Option<&str>,
-    auth: Option<Arc<AuthConfig>>,
+    ClientSecurity { auth, tls }: ClientSecurity<'_>,
 ) -> CliResult {
     let (server, addr, echo) = match to {
         Some(to) => (None, explain::address("--to", to)?, None),
@@ -78,7 +86,7 @@ pub(crate) fn bench(
             (Some(engine), addr, Some(echo))
         }
     };
-    let (client_engine, handle, mut rx, conn) = client(addr, busy_poll, auth)?;
+    let (client_engine, handle, mut rx, conn) = client(addr, busy_poll, auth, tls)?;
     let data = vec![0.5f32; values];
     let msg = Message::ForwardData {
         layer_id: 0,

@@ -85,6 +85,7 @@ pub(crate) struct EnsembleArgs<'a> {
     pub(crate) data: Option<&'a Path>,
     /// Peer authentication, if asked for.
     pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
+    pub(crate) tls: &'a crate::tls::TlsClientArgs,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -141,10 +142,12 @@ pub(crate) fn ensemble(as_json: bool, args: &EnsembleArgs<'_>) -> CliResult {
         return Err("--members: give at least one HOST:PORT".into());
     }
     let (_, test) = digits(args.data)?.split(args.held_out, SPLIT_SEED);
+    let defaults = EnsembleConfig::default();
     let mut config = EnsembleConfig {
         deadline: args.deadline,
         combine: args.combine,
-        ..EnsembleConfig::default()
+        engine: args.tls.apply(defaults.engine.clone())?,
+        ..defaults
     };
     config.engine.session.auth = args.auth.clone();
     let mut ensemble = Ensemble::connect(&members, config)?;

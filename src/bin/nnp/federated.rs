@@ -49,6 +49,7 @@ pub(crate) struct WorkerArgs<'a> {
     pub(crate) data: Option<&'a Path>,
     /// Peer authentication, if asked for.
     pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
+    pub(crate) tls: &'a crate::tls::TlsClientArgs,
 }
 
 /// The model every role builds: ReLU hidden layers, a softmax output.
@@ -232,6 +233,7 @@ pub(crate) fn worker(as_json: bool, args: &WorkerArgs<'_>) -> CliResult {
         ..WorkerConfig::default()
     };
     config.node.engine.session.auth = args.auth.clone();
+    config.node.engine = args.tls.apply(config.node.engine.clone())?;
     let mut worker = Worker::connect(
         &name,
         explain::address("--connect", args.connect)?,

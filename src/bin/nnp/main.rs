@@ -26,6 +26,7 @@ mod report;
 mod send;
 mod serve;
 mod stats;
+mod tls;
 
 use std::borrow::Cow;
 use std::process::ExitCode;
@@ -134,6 +135,8 @@ enum Command {
         limits: limits::LimitArgs,
         #[command(flatten)]
         auth: keys::AuthArgs,
+        #[command(flatten)]
+        tls: tls::TlsServerArgs,
     },
     /// Read a node's metrics (`nnp serve --metrics ADDR`) and print them as tables: traffic by
     /// message type, errors, refusals, connections, round trips, and each peer.
@@ -162,6 +165,8 @@ enum Command {
         timeout: f64,
         #[command(flatten)]
         auth: keys::AuthArgs,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
     /// Three nodes on loopback learn the digits together over NNP, and report the traffic
     /// (with --json, the report goes to standard error and a JSON summary to standard output).
@@ -260,6 +265,8 @@ enum Command {
         data: Option<std::path::PathBuf>,
         #[command(flatten)]
         auth: keys::AuthArgs,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
     /// Measure round trips or throughput over loopback (against a self-spawned echo node).
     Bench {
@@ -281,6 +288,8 @@ enum Command {
         to: Option<String>,
         #[command(flatten)]
         auth: keys::AuthArgs,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
     /// Make a node key for peer authentication: writes an Ed25519 private key (PKCS#8 PEM,
     /// readable by its owner only) to --out and its public key to OUT.pub, and prints the
@@ -502,6 +511,8 @@ enum FederatedRole {
         data: Option<std::path::PathBuf>,
         #[command(flatten)]
         auth: keys::AuthArgs,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
 }
 
@@ -765,6 +776,7 @@ fn run(cli: &Cli) -> CliResult {
             busy_poll,
             to,
             auth,
+            tls,
         } => bench::bench(
             cli.json,
             *what,
@@ -772,7 +784,10 @@ fn run(cli: &Cli) -> CliResult {
             *values,
             *busy_poll,
             to.as_deref(),
-            auth.config()?,
+            bench::ClientSecurity {
+                auth: auth.config()?,
+                tls,
+            },
         ),
         Command::Keygen { out, psk } => keys::keygen(cli.json, out, *psk),
         Command::Serve {
@@ -789,6 +804,7 @@ fn run(cli: &Cli) -> CliResult {
             metrics,
             limits,
             auth,
+            tls,
         } => serve::serve(
             cli.json,
             serve::ServeArgs {
@@ -805,6 +821,7 @@ fn run(cli: &Cli) -> CliResult {
                 metrics: metrics.as_deref(),
                 limits,
                 auth: auth.config()?,
+                tls,
             },
         ),
         Command::Stats { addr, timeout } => {
@@ -818,10 +835,11 @@ fn run(cli: &Cli) -> CliResult {
             data,
             timeout,
             auth,
+            tls,
         } => {
             let timeout = Duration::try_from_secs_f64(*timeout)
                 .map_err(|_| format!("--timeout {timeout}: not a number of seconds >= 0"))?;
-            send::send(cli.json, to, *kind, data, timeout, auth.config()?)
+            send::send(cli.json, to, *kind, data, timeout, auth.config()?, tls)
         }
         Command::Demo {
             pattern: Some(DemoPattern::Pipeline),
@@ -890,6 +908,7 @@ fn run(cli: &Cli) -> CliResult {
             held_out,
             data,
             auth,
+            tls,
         } => ensemble::ensemble(
             cli.json,
             &ensemble::EnsembleArgs {
@@ -900,6 +919,7 @@ fn run(cli: &Cli) -> CliResult {
                 held_out: *held_out,
                 data: data.as_deref(),
                 auth: auth.config()?,
+                tls,
             },
         ),
         Command::Hebbian {
@@ -1017,6 +1037,7 @@ fn run(cli: &Cli) -> CliResult {
                 layers,
                 data,
                 auth,
+                tls,
             } => federated::worker(
                 cli.json,
                 &federated::WorkerArgs {
@@ -1029,6 +1050,7 @@ fn run(cli: &Cli) -> CliResult {
                     layers,
                     data: data.as_deref(),
                     auth: auth.config()?,
+                    tls,
                 },
             ),
         },

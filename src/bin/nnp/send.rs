@@ -36,11 +36,12 @@ pub(crate) fn send(
     args: &DataArgs,
     timeout: Duration,
     auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
+    tls: &crate::tls::TlsClientArgs,
 ) -> CliResult {
     let control = ControlArgs::default();
     let msg = crate::message(kind.into(), args, &control);
     let addrs = explain::addresses("--to", to)?;
-    let mut config = EngineConfig::default().threads(1).connect_timeout(timeout);
+    let mut config = tls.apply(EngineConfig::default().threads(1).connect_timeout(timeout))?;
     config.session.auth = auth;
     let (engine, handle, mut rx) = Engine::start(config)?;
     let conn = handle

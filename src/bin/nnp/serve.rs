@@ -39,6 +39,8 @@ pub(crate) struct ServeArgs<'a> {
     pub(crate) limits: &'a crate::limits::LimitArgs,
     /// Peer authentication, if asked for.
     pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
+    /// TLS for the connections accepted.
+    pub(crate) tls: &'a crate::tls::TlsServerArgs,
 }
 
 /// SIGINT and SIGTERM, as flags the serve loop reads.
@@ -178,7 +180,9 @@ pub(crate) fn serve(as_json: bool, args: ServeArgs<'_>) -> CliResult {
     let defaults = NodeConfig::default();
     let mut config = NodeConfig {
         capabilities: args.capabilities,
-        engine: args.limits.apply(defaults.engine.clone())?,
+        engine: args
+            .tls
+            .apply(args.limits.apply(defaults.engine.clone())?)?,
         ..defaults
     };
     config.engine.session.auth = args.auth.clone();

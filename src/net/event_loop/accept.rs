@@ -64,7 +64,13 @@ impl EventLoop {
                         if let Err(e) = socket.set_nodelay(true) {
                             log::warn!("TCP_NODELAY failed for {addr}: {e}");
                         }
-                        self.dispatch_accepted(Box::new(PlainTcp(socket)), addr, ticket);
+                        match stream::accepted(socket, &self.context.config) {
+                            Ok(stream) => self.dispatch_accepted(stream, addr, ticket),
+                            Err(e) => {
+                                log::warn!("connection from {addr} dropped: {e}");
+                                self.context.metrics.count_stream_failure(&e);
+                            }
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

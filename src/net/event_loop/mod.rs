@@ -33,7 +33,7 @@ use super::frame::{Delivery, OutFrame};
 use super::metrics::LimitCounters;
 use super::peer::{CloseCause, ConnId, ConnShared};
 use super::socket::tune_socket;
-use super::stream::{ByteStream, PlainTcp};
+use super::stream::{self, ByteStream, TlsFailure};
 use super::timer::Timer;
 use crate::session::{Role, Session, SessionEvent};
 use crate::wire::{DisconnectReason, Message, MsgType, ProtocolError};
@@ -432,6 +432,7 @@ impl EventLoop {
             return;
         }
         let mut conn = self.conns.remove(key);
+        conn.stream.close();
         let _ = self.poll.registry().deregister(conn.stream.socket());
         conn.discard_queues();
         // Frames already accepted still reach the consumer, before the close.
@@ -454,6 +455,24 @@ impl EventLoop {
         };
         push_event(&mut self.events_out, &mut self.backlog, event);
         self.pushed = true;
+    }
+
+    /// Counts a stream's failure and names it, logging it once with the peer's address.
+    fn stream_failed(&self, key: usize, e: &io::Error) -> CloseCause {
+        self.context.metrics.count_stream_failure(e);
+        match TlsFailure::of(e) {
+            Some(failure) => {
+                if let Some(conn) = self.conns.get(key) {
+                    log::warn!(
+                        "TLS with {} (connection {}) failed: {failure}",
+                        conn.shared.addr,
+                        conn.shared.id
+                    );
+                }
+                CloseCause::Tls(failure.0.clone())
+            }
+            None => CloseCause::Io(e.kind()),
+        }
     }
 
     fn tick(&mut self, now: Instant) {

@@ -86,10 +86,7 @@ impl EventLoop {
                         closing.push((key, CloseCause::Eof));
                     }
                 }
-                Err(e) => {
-                    self.context.metrics.count_io_error();
-                    closing.push((key, CloseCause::Io(e.kind())));
-                }
+                Err(e) => closing.push((key, self.stream_failed(key, &e))),
             }
         }
         keys.clear();

@@ -114,8 +114,8 @@ impl EventLoop {
                     self.pace_due = Some(self.pace_due.map_or(due, |d| d.min(due)));
                 }
                 Err(e) => {
-                    self.context.metrics.count_io_error();
-                    finished.push((key, CloseCause::Io(e.kind())));
+                    let cause = self.stream_failed(key, &e);
+                    finished.push((key, cause));
                 }
             }
         }

@@ -238,6 +238,9 @@ mod tests {
             Ok(Aggregator::TrimmedMean { trim: 0.2 })
         );
         assert_eq!("krum".parse(), Ok(Aggregator::Krum { byzantine: 1 }));
-        assert!("bulyan".parse::<Aggregator>().unwrap_err().contains("bulyan"));
+        assert!("bulyan"
+            .parse::<Aggregator>()
+            .unwrap_err()
+            .contains("bulyan"));
     }
 }
