@@ -51,6 +51,16 @@ fn split(d: &Digits, shards: usize, how: Partition) -> Split {
     }
 }
 
+/// A coordinator on loopback that needs `min_workers` and waits `deadline` for their weights.
+fn coordinator(min_workers: usize, deadline: Duration) -> Coordinator {
+    let config = CoordinatorConfig {
+        min_workers,
+        round_deadline: deadline,
+        ..CoordinatorConfig::default()
+    };
+    Coordinator::new("127.0.0.1", 0, network(1), config).unwrap()
+}
+
 /// A worker on its own thread, taking part until the coordinator leaves.
 fn spawn_worker(
     name: String,
@@ -336,12 +346,7 @@ fn a_link_cut_mid_frame_leaves_its_worker_out_at_once_and_a_new_one_rejoins() {
     let d = load_digits();
     let data = split(&d, 3, Partition::Iid);
     let deadline = Duration::from_secs(20);
-    let config = CoordinatorConfig {
-        min_workers: 2,
-        round_deadline: deadline,
-        ..CoordinatorConfig::default()
-    };
-    let mut coordinator = Coordinator::new("127.0.0.1", 0, network(1), config).unwrap();
+    let mut coordinator = coordinator(2, deadline);
     let addr = coordinator.local_addr();
     // One set of weights is 2,410 f32 (9,640 bytes) in two frames: a cut after 14,800 bytes
     // from the worker falls inside the first frame of its second answer.
@@ -423,12 +428,7 @@ fn a_silent_worker_is_left_out_at_the_deadline_and_a_departed_one_at_once() {
     let d = load_digits();
     let data = split(&d, 1, Partition::Iid);
     let deadline = Duration::from_millis(800);
-    let config = CoordinatorConfig {
-        min_workers: 1,
-        round_deadline: deadline,
-        ..CoordinatorConfig::default()
-    };
-    let mut coordinator = Coordinator::new("127.0.0.1", 0, network(1), config).unwrap();
+    let mut coordinator = coordinator(1, deadline);
     let addr = coordinator.local_addr();
     let honest = spawn_worker(
         "honest".into(),

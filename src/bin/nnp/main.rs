@@ -842,41 +842,29 @@ fn run(cli: &Cli) -> CliResult {
             send::send(cli.json, to, *kind, data, timeout, auth.config()?, tls)
         }
         Command::Demo {
-            pattern: Some(DemoPattern::Pipeline),
+            pattern,
             quick,
             rounds,
             data,
-        } => demo_pipeline::demo_pipeline(
-            cli.json,
-            rounds.unwrap_or(if *quick { 3 } else { 20 }),
-            data.as_deref(),
-        ),
-        Command::Demo {
-            pattern: Some(DemoPattern::Federated),
-            quick,
-            rounds,
-            data,
-        } => demo_federated::demo_federated(
-            cli.json,
-            rounds.unwrap_or(if *quick { 3 } else { 10 }),
-            data.as_deref(),
-        ),
-        Command::Demo {
-            pattern: Some(DemoPattern::Ensemble),
-            quick,
-            rounds,
-            data,
-        } => demo_ensemble::demo_ensemble(
-            cli.json,
-            rounds.unwrap_or(if *quick { 5 } else { 20 }),
-            data.as_deref(),
-        ),
-        Command::Demo {
-            pattern: None,
-            quick,
-            rounds,
-            data,
-        } => demo::demo(cli.json, *quick, *rounds, data.as_deref()),
+        } => {
+            // Each pattern's own run, longer unless --quick; without one, all of them briefly.
+            let rounds_or = |quick_rounds, full_rounds| {
+                rounds.unwrap_or(if *quick { quick_rounds } else { full_rounds })
+            };
+            let data = data.as_deref();
+            match pattern {
+                Some(DemoPattern::Pipeline) => {
+                    demo_pipeline::demo_pipeline(cli.json, rounds_or(3, 20), data)
+                }
+                Some(DemoPattern::Federated) => {
+                    demo_federated::demo_federated(cli.json, rounds_or(3, 10), data)
+                }
+                Some(DemoPattern::Ensemble) => {
+                    demo_ensemble::demo_ensemble(cli.json, rounds_or(5, 20), data)
+                }
+                None => demo::demo(cli.json, *quick, *rounds, data),
+            }
+        }
         Command::Ensemble {
             train:
                 Some(EnsembleTrain::Train {
