@@ -185,10 +185,20 @@ impl JsonLines {
 /// `nnp pipeline stage` for weight layers `range`, listening on `listen`; returns the process
 /// and the address it listens on.
 fn nnp_stage(listen: &str, range: &Range<usize>) -> (std::process::Child, String) {
+    nnp_stage_with(listen, range, &[])
+}
+
+/// [`nnp_stage`] with `extra` options.
+fn nnp_stage_with(
+    listen: &str,
+    range: &Range<usize>,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nnp"))
         .args(["--json", "pipeline", "stage", "--listen", listen])
         .args(["--range", &format!("{}..{}", range.start, range.end)])
+        .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -356,4 +366,45 @@ fn stages_that_do_not_chain_are_refused_naming_the_stage() {
     for thread in threads {
         assert!(thread.join().unwrap(), "each stage saw the driver leave");
     }
+}
+
+#[test]
+fn stages_with_a_shared_key_train_only_a_driver_that_holds_it() {
+    let dir = std::env::temp_dir().join(format!("nnp-pipeline-psk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("cluster.key");
+    let key = key.to_str().unwrap();
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_nnp"))
+        .args(["keygen", "--psk", "--out", key])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let mut processes = Processes(Vec::new());
+    let mut addrs = Vec::new();
+    for range in &STAGES {
+        let (child, addr) = nnp_stage_with("127.0.0.1:0", range, &["--psk-file", key]);
+        processes.0.push(child);
+        addrs.push(addr);
+    }
+    let driver = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nnp"))
+            .args(["--json", "pipeline", "driver", "--stages", &addrs.join(",")])
+            .args(["--steps", "10", "--resume-timeout-ms", "300"])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let keyed = driver(&["--psk-file", key]);
+    assert!(keyed.status.success(), "{keyed:?}");
+    let text = String::from_utf8(keyed.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["event"], "summary", "{summary}");
+    assert_eq!(summary["steps"], 10, "{summary}");
+    let keyless = driver(&[]);
+    assert!(!keyless.status.success(), "{keyless:?}");
+    let err = String::from_utf8_lossy(&keyless.stderr);
+    assert!(err.contains("authentication"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

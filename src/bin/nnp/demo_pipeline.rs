@@ -47,6 +47,7 @@ pub(crate) fn run(
         }
     }
     let stages: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let plain = crate::tls::TlsClientArgs::default();
     let args = DriverArgs {
         stages: &stages,
         layers: &LAYERS,
@@ -61,6 +62,8 @@ pub(crate) fn run(
         compare_local: true,
         resume_timeout: Duration::from_secs(5),
         data,
+        auth: None,
+        tls: &plain,
     };
     let summary = train(&args, &addrs, progress)?;
     for thread in threads {

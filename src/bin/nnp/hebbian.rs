@@ -27,6 +27,8 @@ pub(crate) struct HebbianArgs<'a> {
     pub(crate) learning_rate: f32,
     pub(crate) share: Option<f32>,
     pub(crate) data: Option<&'a Path>,
+    /// Peer authentication, if asked for.
+    pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
 }
 
 pub(crate) fn run(as_json: bool, args: &HebbianArgs<'_>) -> CliResult {
@@ -51,11 +53,12 @@ pub(crate) fn run(as_json: bool, args: &HebbianArgs<'_>) -> CliResult {
             .join("")
     );
     let (host, port) = explain::address("--listen", args.listen).map(|a| (a.ip(), a.port()))?;
-    let config = HebbianConfig {
+    let mut config = HebbianConfig {
         learning_rate: args.learning_rate,
         share: Some(share),
         ..HebbianConfig::default()
     };
+    config.node.engine.session.auth = args.auth.clone();
     let mut peer = HebbianPeer::new(
         &name,
         &host.to_string(),

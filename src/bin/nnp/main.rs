@@ -225,6 +225,8 @@ enum Command {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
     },
     /// A pipeline on the digits, one role per process: stages each holding some of the
     /// network's layers, and a driver holding the data that runs the training steps.
@@ -374,6 +376,10 @@ enum PipelineRole {
         /// SGD's momentum.
         #[arg(long, default_value_t = 0.9)]
         momentum: f32,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
+        #[command(flatten)]
+        tls: tls::TlsServerArgs,
     },
     /// Connects to the stages in order and trains on the digits, printing a line per epoch
     /// and a closing table (with --json, only JSON lines). A stage that dies is reported with
@@ -429,6 +435,10 @@ enum PipelineRole {
         /// The digits data [default: data/digits.csv.gz].
         #[arg(long, value_name = "PATH")]
         data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        auth: keys::AuthArgs,
+        #[command(flatten)]
+        tls: tls::TlsClientArgs,
     },
 }
 
@@ -920,6 +930,7 @@ fn run(cli: &Cli) -> CliResult {
             learning_rate,
             share,
             data,
+            auth,
         } => hebbian::run(
             cli.json,
             &hebbian::HebbianArgs {
@@ -932,6 +943,7 @@ fn run(cli: &Cli) -> CliResult {
                 learning_rate: *learning_rate,
                 share: *share,
                 data: data.as_deref(),
+                auth: auth.config()?,
             },
         ),
         Command::Pipeline { role } => match role {
@@ -942,6 +954,8 @@ fn run(cli: &Cli) -> CliResult {
                 seed,
                 learning_rate,
                 momentum,
+                auth,
+                tls,
             } => pipeline::stage(
                 cli.json,
                 &pipeline::StageArgs {
@@ -951,6 +965,8 @@ fn run(cli: &Cli) -> CliResult {
                     seed: *seed,
                     learning_rate: *learning_rate,
                     momentum: *momentum,
+                    auth: auth.config()?,
+                    tls,
                 },
             ),
             PipelineRole::Driver {
@@ -967,6 +983,8 @@ fn run(cli: &Cli) -> CliResult {
                 compare_local,
                 resume_timeout_ms,
                 data,
+                auth,
+                tls,
             } => pipeline::driver(
                 cli.json,
                 &pipeline::DriverArgs {
@@ -983,6 +1001,8 @@ fn run(cli: &Cli) -> CliResult {
                     compare_local: *compare_local,
                     resume_timeout: Duration::from_millis(*resume_timeout_ms),
                     data: data.as_deref(),
+                    auth: auth.config()?,
+                    tls,
                 },
             ),
         },

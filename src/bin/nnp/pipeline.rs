@@ -35,6 +35,10 @@ pub(crate) struct StageArgs<'a> {
     pub(crate) seed: u64,
     pub(crate) learning_rate: f32,
     pub(crate) momentum: f32,
+    /// Peer authentication, if asked for.
+    pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
+    /// TLS for the connections accepted.
+    pub(crate) tls: &'a crate::tls::TlsServerArgs,
 }
 
 /// What `nnp pipeline driver` was asked.
@@ -52,6 +56,10 @@ pub(crate) struct DriverArgs<'a> {
     pub(crate) compare_local: bool,
     pub(crate) resume_timeout: Duration,
     pub(crate) data: Option<&'a Path>,
+    /// Peer authentication, if asked for.
+    pub(crate) auth: Option<std::sync::Arc<nnp::auth::AuthConfig>>,
+    /// TLS to the stages, if asked for.
+    pub(crate) tls: &'a crate::tls::TlsClientArgs,
 }
 
 /// `--range A..B`: weight layers A (from 0) up to B, not included.
@@ -71,11 +79,13 @@ pub(crate) fn parse_range(s: &str) -> Result<Range<usize>, String> {
 /// `nnp pipeline stage`: serves drivers until killed.
 pub(crate) fn stage(as_json: bool, args: &StageArgs<'_>) -> CliResult {
     let net = network(args.layers, args.seed)?;
-    let config = StageConfig {
+    let mut config = StageConfig {
         learning_rate: args.learning_rate,
         momentum: args.momentum,
         ..StageConfig::default()
     };
+    config.node.engine = args.tls.apply(config.node.engine.clone())?;
+    config.node.engine.session.auth = args.auth.clone();
     let addr = explain::address("--listen", args.listen)?;
     let mut stage = Stage::bind(&addr.to_string(), &net, args.range.clone(), config)?;
     let bound = stage.local_addr();
@@ -147,12 +157,14 @@ pub(crate) fn train(
 ) -> Result<DriverSummary, Box<dyn std::error::Error>> {
     let (train, test) = digits(args.data)?.split(HELD_OUT, SPLIT_SEED);
     let targets = one_hot(&train.labels, 10)?;
-    let config = DriverConfig {
+    let mut config = DriverConfig {
         micro_batches: args.micro_batches,
         schedule: args.schedule,
         connect_timeout: args.resume_timeout,
         ..DriverConfig::default()
     };
+    config.engine = args.tls.apply(config.engine.clone())?;
+    config.engine.session.auth = args.auth.clone();
     let mut driver = Driver::connect(stages, config)?;
     let mut evaluated = network(args.layers, args.seed)?;
     let mut local = args
