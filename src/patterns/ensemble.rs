@@ -29,7 +29,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::net::EngineConfig;
+use crate::net::{EngineConfig, NetError};
 use crate::nn::NeuralNetwork;
 use crate::node::{DistributedNetwork, NodeConfig, NodeError, NodeEvent, NodeReceiver, PeerId};
 use crate::wire::Message;
@@ -436,7 +436,14 @@ impl Ensemble {
                 log::warn!("ensemble member {}: send failed: {e}", member.addr);
                 self.node.disconnect(peer);
                 member.peer = None;
-                member.outcome = Some(Err(LeftOut::SendFailed(e.to_string())));
+                // A member that left just before its request is disconnected, whichever of
+                // its close and the send the node saw first.
+                let left = matches!(e, crate::node::NodeError::Net(NetError::Closed(_)));
+                member.outcome = Some(Err(if left {
+                    LeftOut::Disconnected
+                } else {
+                    LeftOut::SendFailed(e.to_string())
+                }));
             }
         }
     }
