@@ -92,7 +92,7 @@ fn the_right_key_gets_in_and_its_data_arrives() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match server_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Some(NetEvent::Connected { peer, .. }) => peer_key = peer.public_key,
+            Some(NetEvent::Connected { peer, .. }) => peer_key = peer.public_key.map(|k| *k),
             Some(NetEvent::Frame(frame)) => {
                 assert_eq!(frame.message().unwrap(), data);
                 break;

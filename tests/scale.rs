@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::memory::resident_bytes;
-use nnp::net::{Engine, EngineConfig};
+use nnp::net::{Engine, EngineConfig, Limits};
 use nnp::session::SessionConfig;
 use nnp::wire::{capabilities, encode_frame, Hello, Message, HEADER_LEN};
 
@@ -58,12 +58,20 @@ fn nine_thousand_idle_connections_cost_under_a_kib_each() {
         run_client(&addr);
         return;
     }
-    let config = EngineConfig::default().threads(2).session(SessionConfig {
-        name: "scale".into(),
-        heartbeat_interval: Duration::from_secs(60),
-        idle_timeout: Duration::from_secs(120),
-        ..SessionConfig::default()
-    });
+    let config = EngineConfig::default()
+        .threads(2)
+        .session(SessionConfig {
+            name: "scale".into(),
+            heartbeat_interval: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            ..SessionConfig::default()
+        })
+        // Every client comes from 127.0.0.1: the per-address default (1,000) would turn
+        // most of them away.
+        .limits(Limits {
+            max_connections_per_address: CONNECTIONS,
+            ..Limits::default()
+        });
     let (_engine, handle, rx) = Engine::start(config).unwrap();
     // The application drains its events, as a real one does.
     let drain = std::thread::spawn(move || rx.for_each(drop));

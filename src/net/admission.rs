@@ -46,16 +46,30 @@ pub(crate) struct Admission {
     refuse_per_address: Vec<u8>,
 }
 
-/// A place taken by an admitted connection, given back when dropped.
+/// A place taken by an admitted connection, given back when dropped: on its way to its loop
+/// with the connection. Once the loop holds the connection it keeps only a flag
+/// ([`AdmissionTicket::settle`]) and gives the place back itself when it removes the
+/// connection ([`Admission::release`]): a few bytes less in every connection.
 #[derive(Debug)]
 pub(crate) struct AdmissionTicket {
-    admission: Arc<Admission>,
+    /// Taken by [`AdmissionTicket::into_place`].
+    admission: Option<Arc<Admission>>,
     ip: IpAddr,
 }
 
 impl Drop for AdmissionTicket {
     fn drop(&mut self) {
-        self.admission.release(self.ip);
+        if let Some(admission) = &self.admission {
+            admission.release(self.ip);
+        }
+    }
+}
+
+impl AdmissionTicket {
+    /// Hands the place to the loop that now holds the connection, which gives it back with
+    /// [`Admission::release`] when it removes the connection.
+    pub(crate) fn settle(mut self) {
+        self.admission = None;
     }
 }
 
@@ -121,12 +135,13 @@ impl Admission {
         entry.0 += 1;
         counts.total += 1;
         Ok(AdmissionTicket {
-            admission: Arc::clone(self),
+            admission: Some(Arc::clone(self)),
             ip,
         })
     }
 
-    fn release(&self, ip: IpAddr) {
+    /// Gives back the place an admitted connection from `ip` held.
+    pub(crate) fn release(&self, ip: IpAddr) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.total = counts.total.saturating_sub(1);
         counts.total_logged = false;

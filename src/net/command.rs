@@ -11,7 +11,7 @@ use mio::{Token, Waker};
 use super::admission::AdmissionTicket;
 use super::frame::OutFrame;
 use super::peer::{ConnId, ConnShared};
-use super::stream::ByteStream;
+use super::stream::Stream;
 use crate::session::Role;
 use crate::wire::DisconnectReason;
 
@@ -22,7 +22,7 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) enum Command {
     /// Take over a connected socket.
     Adopt {
-        stream: Box<dyn ByteStream>,
+        stream: Stream,
         role: Role,
         shared: Arc<ConnShared>,
         /// An accepted connection's place under the connection limits.

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::admission::AdmissionTicket;
 use super::config::RateLimit;
 use super::frame::{Delivery, FrameBatch, OutFrame, ReceivedFrame, RxBlock, RxBudgets};
 use super::metrics::{EngineTraffic, LimitCounters};
@@ -27,7 +26,7 @@ use super::pacing::Pacer;
 use super::peer::ConnShared;
 use super::pool::{Block, BufferPool, SIZE_CLASSES};
 use super::rate::{RateLimiter, Verdict};
-use super::stream::ByteStream;
+use super::stream::{ByteStream, Stream};
 use super::NetEvent;
 use crate::session::{Inbound, Lane, Session, TypeTally};
 use crate::wire::{
@@ -81,6 +80,12 @@ struct Lanes {
     wire_bytes: usize,
     /// Spaces bulk frames out when the engine has a bulk rate.
     pacer: Option<Pacer>,
+    /// Since when the peer has not been taking what the node sends it (see
+    /// [`Connection::backed_up`]), and the bytes written at the last check. Here rather than
+    /// in the connection: only a connection with frames waiting can be backed up, and an
+    /// idle one holds no lanes.
+    backed_up_since: Option<Instant>,
+    bytes_out_seen: u64,
 }
 
 impl Lanes {
@@ -96,7 +101,7 @@ impl Lanes {
 }
 
 pub(crate) struct Connection {
-    pub(crate) stream: Box<dyn ByteStream>,
+    pub(crate) stream: Stream,
     pub(crate) session: Session,
     pub(crate) shared: Arc<ConnShared>,
     rx: Option<Block>,
@@ -114,16 +119,13 @@ pub(crate) struct Connection {
     pub(crate) half_closed_at: Option<Instant>,
     /// The poll reported the peer's end of stream: read on to it even after a short read.
     pub(crate) peer_finished: bool,
-    /// An accepted connection's place under the connection limits, given back on drop.
-    pub(crate) admission: Option<AdmissionTicket>,
+    /// An accepted connection holding a place under the connection limits, which the loop
+    /// gives back when it removes the connection.
+    pub(crate) admitted: bool,
     /// The peer's rate limits, from its first data frame (when the engine has them).
-    rate: Option<RateLimiter>,
+    rate: Option<Box<RateLimiter>>,
     /// The last flush stopped at a full socket.
     socket_full: bool,
-    /// Since when the peer has not been taking what the node sends it (see
-    /// [`Connection::backed_up`]), and the bytes written at the last check.
-    backed_up_since: Option<Instant>,
-    bytes_out_seen: u64,
 }
 
 /// The clock and the bulk rate a flush schedules by.
@@ -170,11 +172,7 @@ fn written_once(mut write: impl FnMut() -> io::Result<usize>, msg_type: MsgType)
 }
 
 impl Connection {
-    pub(crate) fn new(
-        stream: Box<dyn ByteStream>,
-        session: Session,
-        shared: Arc<ConnShared>,
-    ) -> Self {
+    pub(crate) fn new(stream: Stream, session: Session, shared: Arc<ConnShared>) -> Self {
         Connection {
             stream,
             session,
@@ -187,11 +185,9 @@ impl Connection {
             read_closed: false,
             half_closed_at: None,
             peer_finished: false,
-            admission: None,
+            admitted: false,
             rate: None,
             socket_full: false,
-            backed_up_since: None,
-            bytes_out_seen: 0,
         }
     }
 
@@ -296,7 +292,7 @@ impl Connection {
                 if rate_close {
                     return;
                 }
-                let limiter = rate.get_or_insert_with(|| RateLimiter::new(limit, cx.now));
+                let limiter = rate.get_or_insert_with(|| Box::new(RateLimiter::new(limit, cx.now)));
                 match limiter.admit(cx.now, 1, frame.len as u64) {
                     Verdict::Admit => {}
                     Verdict::Refuse => {
@@ -474,13 +470,17 @@ impl Connection {
     /// wait). One check that finds it otherwise starts the clock again.
     pub(crate) fn backed_up(&mut self, now: Instant, full_at: usize, timeout: Duration) -> bool {
         let written = self.shared.counters.bytes_out.load(Ordering::Relaxed);
-        let stalled = written == self.bytes_out_seen && self.wants_write();
-        self.bytes_out_seen = written;
-        if !(self.socket_full && (stalled || self.shared.queued() >= full_at)) {
-            self.backed_up_since = None;
+        let (socket_full, queued) = (self.socket_full, self.shared.queued());
+        let Some(lanes) = self.out.as_deref_mut() else {
+            return false;
+        };
+        let stalled = written == lanes.bytes_out_seen && !lanes.is_empty();
+        lanes.bytes_out_seen = written;
+        if !(socket_full && (stalled || queued >= full_at)) {
+            lanes.backed_up_since = None;
             return false;
         }
-        let since = *self.backed_up_since.get_or_insert(now);
+        let since = *lanes.backed_up_since.get_or_insert(now);
         now.duration_since(since) >= timeout
     }
 

@@ -80,20 +80,71 @@ impl ByteStream for PlainTcp {
     }
 }
 
+/// A connection's stream: plain TCP held in place (an idle connection costs no allocation for
+/// it, and a send no virtual call), or a TLS session.
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(PlainTcp),
+    /// TLS 1.3 over TCP.
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::TlsStream>),
+}
+
+/// Calls `$call` on whichever stream `$self` holds.
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Stream::Plain($s) => $call,
+            #[cfg(feature = "tls")]
+            Stream::Tls($s) => $call,
+        }
+    };
+}
+
+impl ByteStream for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        each!(self, s => s.read(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        each!(self, s => s.write_vectored(bufs))
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        each!(self, s => s.write(buf))
+    }
+
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        each!(self, s => s.flush_pending())
+    }
+
+    fn release_idle_memory(&mut self) {
+        each!(self, s => s.release_idle_memory())
+    }
+
+    fn close(&mut self) {
+        each!(self, s => s.close())
+    }
+
+    fn socket(&mut self) -> &mut TcpStream {
+        each!(self, s => s.socket())
+    }
+}
+
 /// The stream for a socket the engine accepted: TLS if the engine accepts with TLS
 /// ([`super::TlsConfig::accept`]), else plain TCP.
-pub(crate) fn accepted(
-    socket: TcpStream,
-    config: &EngineConfig,
-) -> io::Result<Box<dyn ByteStream>> {
+pub(crate) fn accepted(socket: TcpStream, config: &EngineConfig) -> io::Result<Stream> {
     #[cfg(feature = "tls")]
     if let Some(server) = &config.tls.accept {
         let tls = rustls::ServerConnection::new(std::sync::Arc::clone(&server.config))
             .map_err(|e| io::Error::other(TlsFailure(e.to_string())))?;
-        return Ok(Box::new(super::tls::TlsStream::new(socket, tls.into())));
+        return Ok(Stream::Tls(Box::new(super::tls::TlsStream::new(
+            socket,
+            tls.into(),
+        ))));
     }
     let _ = config;
-    Ok(Box::new(PlainTcp(socket)))
+    Ok(Stream::Plain(PlainTcp(socket)))
 }
 
 /// The stream for a socket the engine connected to `addr`: TLS if the engine connects with
@@ -102,14 +153,17 @@ pub(crate) fn connected(
     socket: TcpStream,
     addr: std::net::SocketAddr,
     config: &EngineConfig,
-) -> io::Result<Box<dyn ByteStream>> {
+) -> io::Result<Stream> {
     #[cfg(feature = "tls")]
     if let Some(client) = &config.tls.connect {
         let name = client.name_for(addr.ip());
         let tls = rustls::ClientConnection::new(std::sync::Arc::clone(&client.config), name)
             .map_err(|e| io::Error::other(TlsFailure(e.to_string())))?;
-        return Ok(Box::new(super::tls::TlsStream::new(socket, tls.into())));
+        return Ok(Stream::Tls(Box::new(super::tls::TlsStream::new(
+            socket,
+            tls.into(),
+        ))));
     }
     let _ = (addr, config);
-    Ok(Box::new(PlainTcp(socket)))
+    Ok(Stream::Plain(PlainTcp(socket)))
 }

@@ -194,7 +194,7 @@ impl Session {
             return;
         };
         if pending.exchange.scheme == AuthScheme::Ed25519 {
-            peer.public_key = Some(PublicKey(peer_key));
+            peer.public_key = Some(Box::new(PublicKey(peer_key)));
         }
         self.establish(peer);
     }

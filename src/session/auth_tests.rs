@@ -104,12 +104,12 @@ fn the_right_keys_establish_both_sides_with_the_peers_keys() {
     let Some(SessionEvent::Established(peer)) = server.poll_event() else {
         panic!("server not established")
     };
-    assert_eq!(peer.public_key, Some(public(&CLIENT_SEED)));
+    assert_eq!(peer.public_key.as_deref(), Some(&public(&CLIENT_SEED)));
     assert_eq!(peer.capabilities, ALL | AUTHENTICATION);
     let Some(SessionEvent::Established(peer)) = client.poll_event() else {
         panic!("client not established")
     };
-    assert_eq!(peer.public_key, Some(public(&SERVER_SEED)));
+    assert_eq!(peer.public_key.as_deref(), Some(&public(&SERVER_SEED)));
 
     let seq = client.next_send_sequence(MsgType::ForwardData).unwrap();
     assert_eq!(

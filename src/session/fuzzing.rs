@@ -131,7 +131,7 @@ impl UnderTest {
                     if let Some(expected) = self.auth {
                         let proved = peer.capabilities & crate::wire::capabilities::AUTHENTICATION;
                         assert!(proved != 0, "established without authentication");
-                        if let (Some(want), Some(got)) = (expected, peer.public_key) {
+                        if let (Some(want), Some(&got)) = (expected, peer.public_key.as_deref()) {
                             assert_eq!(want, got, "established with a key not allowed");
                         }
                     }

@@ -124,8 +124,9 @@ pub struct PeerInfo {
     pub capabilities: u32,
     /// The agreed protocol version.
     pub version: u8,
-    /// The Ed25519 key the peer proved it holds, if the session authenticated with keys.
-    pub public_key: Option<PublicKey>,
+    /// The Ed25519 key the peer proved it holds, if the session authenticated with keys
+    /// (boxed: every connection keeps its peer's info, and most authenticate without keys).
+    pub public_key: Option<Box<PublicKey>>,
 }
 
 /// What the session did with a received frame.

@@ -3,11 +3,12 @@
 
 use super::*;
 use crate::net::admission::AdmissionTicket;
+use crate::net::stream::Stream;
 
 impl EventLoop {
     pub(super) fn adopt(
         &mut self,
-        mut stream: Box<dyn ByteStream>,
+        mut stream: Stream,
         role: Role,
         shared: Arc<ConnShared>,
         ticket: Option<AdmissionTicket>,
@@ -36,7 +37,10 @@ impl EventLoop {
         );
         shared.set_slot(key);
         let mut connection = Connection::new(stream, session, shared);
-        connection.admission = ticket;
+        if let Some(ticket) = ticket {
+            ticket.settle();
+            connection.admitted = true;
+        }
         entry.insert(connection);
         self.context
             .metrics
@@ -88,7 +92,7 @@ impl EventLoop {
     /// Places an accepted connection on its loop: this one, or another through its queue.
     pub(super) fn dispatch_accepted(
         &mut self,
-        stream: Box<dyn ByteStream>,
+        stream: Stream,
         addr: SocketAddr,
         ticket: AdmissionTicket,
     ) {

@@ -432,6 +432,9 @@ impl EventLoop {
             return;
         }
         let mut conn = self.conns.remove(key);
+        if conn.admitted {
+            self.context.admission.release(conn.shared.addr.ip());
+        }
         conn.stream.close();
         let _ = self.poll.registry().deregister(conn.stream.socket());
         conn.discard_queues();
