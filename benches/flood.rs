@@ -10,6 +10,9 @@
 //! `cargo bench --bench flood` (NNP_BENCH_SECONDS: the flood's length, 10 by default;
 //! NNP_BENCH_ITERS: the quiet round trips, 20,000 by default).
 
+#[path = "common/measure.rs"]
+mod measure;
+
 use std::borrow::Cow;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -18,42 +21,16 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use measure::{env_or, histogram, line};
 use nnp::nn::{HebbianLearningMode, NeuralNetwork};
 use nnp::node::{DistributedNetwork, HandleOutcome, NodeEvent, NodeReceiver, PeerId};
 use nnp::wire::{capabilities, encode_frame, Hello, Message};
 
 /// The environment variable `name` parsed, or `default`.
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 const LAYERS: [usize; 3] = [64, 32, 10];
 
 fn network() -> NeuralNetwork {
     NeuralNetwork::with_layers_and_mode(&LAYERS, 0.1, HebbianLearningMode::Classic)
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 100_000_000_000, 3).unwrap()
-}
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
-}
-
-fn line(name: &str, h: &Histogram<u64>) {
-    println!(
-        "{name:<40} {:>8} samples  p50 {:>9.1} us  p99 {:>9.1} us  p99.9 {:>9.1} us  max {:>10.1} us",
-        h.len(),
-        us(h.value_at_quantile(0.5)),
-        us(h.value_at_quantile(0.99)),
-        us(h.value_at_quantile(0.999)),
-        us(h.max())
-    );
 }
 
 /// Connects, says hello, and writes pipelined requests until the node closes the connection
@@ -209,9 +186,9 @@ fn main() {
         "# a node ({LAYERS:?}, default settings) answering a healthy client, quiet and while another client floods for {:.0} s without reading",
         flood_for.as_secs_f64()
     );
-    line("round trip, quiet", &quiet);
-    line("round trip, during the flood", &flooded);
-    line("new client's connect, during the flood", &connects);
+    line("round trip, quiet", 40, &quiet);
+    line("round trip, during the flood", 40, &flooded);
+    line("new client's connect, during the flood", 40, &connects);
     println!(
         "flood / quiet: p50 {:.2}x  p99 {:.2}x  p99.9 {:.2}x   flooder connections {flood_connections}, slow-consumer cut-offs {}, connections closed {closed}",
         flooded.value_at_quantile(0.5) as f64 / quiet.value_at_quantile(0.5) as f64,

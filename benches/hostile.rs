@@ -10,6 +10,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "common/measure.rs"]
+mod measure;
+
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,34 +24,8 @@ use std::time::{Duration, Instant};
 
 use common::process::Processes;
 use common::raw_peer::RawPeer;
-use hdrhistogram::Histogram;
+use measure::{env_or, histogram, line};
 use nnp::wire::{encode_frame, Header, Message};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 100_000_000_000, 3).unwrap()
-}
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
-}
-
-fn line(name: &str, h: &Histogram<u64>) {
-    println!(
-        "{name:<36} {:>8} samples  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>9.1} us  max {:>9.1} us",
-        h.len(),
-        us(h.value_at_quantile(0.5)),
-        us(h.value_at_quantile(0.99)),
-        us(h.value_at_quantile(0.999)),
-        us(h.max())
-    );
-}
 
 fn request() -> Message<'static> {
     Message::ForwardData {
@@ -193,8 +170,8 @@ fn main() {
         "# `nnp serve` (64,32,10; handshake deadline 1 s, slow consumers cut after 1 s, 2,000 frames/s per peer with 50 ms of burst, closed past 200 refusals) answering a well-behaved client, quiet and under attack for {:.0} s",
         attack_for.as_secs_f64()
     );
-    line("round trip, quiet", &quiet);
-    line("round trip, under attack", &attacked);
+    line("round trip, quiet", 36, &quiet);
+    line("round trip, under attack", 36, &attacked);
     println!(
         "attack / quiet: p50 {:.2}x  p99 {:.2}x  (target p99 <= 2x)   floods {}, silent waves of 1,000: {}, garbage connections {}, never-readers {}",
         attacked.value_at_quantile(0.5) as f64 / quiet.value_at_quantile(0.5) as f64,
