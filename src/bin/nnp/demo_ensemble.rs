@@ -134,13 +134,7 @@ pub(crate) fn demo_ensemble(as_json: bool, epochs: usize, data: Option<&Path>) -
             report!("  member {}             accuracy {a:.3}", m + 1);
         }
         report!("  ensemble             accuracy {accuracy:.3}");
-        report!(
-            "  bytes on the wire    {} out / {} in ({} / {} frames)",
-            t.bytes_out,
-            t.bytes_in,
-            t.frames_out,
-            t.frames_in
-        );
+        report!("{}", crate::report::wire_line(&t));
         report!(
             "  round trip (request to combined answer): p50 {:.2} ms, p99 {:.2} ms",
             q(0.5),

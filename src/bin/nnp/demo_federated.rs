@@ -93,13 +93,7 @@ pub(crate) fn demo_federated(as_json: bool, rounds: usize, data: Option<&Path>) 
             "  held-out accuracy    {accuracy:.3} ({} images)",
             test.len()
         );
-        report!(
-            "  bytes on the wire    {} out / {} in ({} / {} frames)",
-            t.bytes_out,
-            t.bytes_in,
-            t.frames_out,
-            t.frames_in
-        );
+        report!("{}", crate::report::wire_line(&t));
         report!(
             "  round trip (weights out, trained weights back): p50 {:.2} ms, p99 {:.2} ms",
             q(0.5),

@@ -197,10 +197,7 @@ pub(crate) fn coordinator(as_json: bool, args: &CoordinatorArgs<'_>) -> CliResul
             "  held-out accuracy    {last:.3} (best {best:.3}, {} images)",
             test.len()
         );
-        println!(
-            "  bytes on the wire    {} out / {} in ({} / {} frames)",
-            t.bytes_out, t.bytes_in, t.frames_out, t.frames_in
-        );
+        println!("{}", crate::report::wire_line(&t));
         println!(
             "  round time           p50 {:.1} ms, max {:.1} ms",
             ms(p50),

@@ -26,3 +26,11 @@ macro_rules! report {
     };
 }
 pub(crate) use report;
+
+/// The closing table's traffic line: bytes and frames each way.
+pub(crate) fn wire_line(t: &nnp::net::CounterSnapshot) -> String {
+    format!(
+        "  bytes on the wire    {} out / {} in ({} / {} frames)",
+        t.bytes_out, t.bytes_in, t.frames_out, t.frames_in
+    )
+}
