@@ -307,8 +307,7 @@ fn handshake_repeated(addr: SocketAddr) {
 /// Requests written as fast as the socket takes them (what comes back read on another
 /// thread): the ones over the rate limit are refused, and the flooder is disconnected
 /// OVERLOADED.
-fn flood(addr: SocketAddr) {
-    let mut peer = RawPeer::handshake(addr);
+fn flood_with(mut peer: RawPeer) {
     let mut writer = peer.stream.try_clone().unwrap();
     let mut burst = Vec::new();
     for k in 0..1000u64 {
@@ -412,7 +411,9 @@ fn survive_every_attack(silent: usize) {
     one_byte_at_a_time(server.addr);
     half_closed(server.addr);
     handshake_repeated(server.addr);
-    flood(server.addr);
+    // From an address of its own: the flooder's address is turned away for a second after
+    // its close, as the next test shows.
+    flood_with(handshaken_from([127, 0, 0, 3], server.addr));
     never_reads(&server);
 
     let during = good.answered();
@@ -503,4 +504,41 @@ fn connections_over_the_limits_in_all_and_per_address_are_turned_away() {
     let mut again = handshaken_from([127, 0, 0, 1], server.addr);
     again.send(&request(0));
     assert_eq!(again.read_frame().unwrap().0, MsgType::ForwardData);
+}
+
+#[test]
+fn an_address_closed_for_its_rate_is_turned_away_for_a_second_and_no_other_is() {
+    let server = Server::start(&SERVE_ARGS);
+    let flooder = [127, 0, 0, 5];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Right after a flooder is closed for its rate, a new connection from its address is
+    // turned away before its handshake (retried: the close and the reconnection race).
+    let message = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no connection from the flooder's address was turned away"
+        );
+        flood_with(handshaken_from(flooder, server.addr));
+        let mut again = connect_from(flooder, server.addr);
+        again
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if let Some((_, Message::Disconnect { reason, message })) = again.read_frame() {
+            assert_eq!(reason, DisconnectReason::OVERLOADED);
+            break message;
+        }
+    };
+    assert!(message.contains("rate limit"), "{message}");
+    assert!(server.refused("rate_penalty") >= 1);
+    assert_eq!(server.refused("max_connections_per_address"), 0);
+    // Another address is served meanwhile.
+    let mut other = handshaken_from([127, 0, 0, 6], server.addr);
+    other.send(&request(0));
+    assert_eq!(other.read_frame().unwrap().0, MsgType::ForwardData);
+    // Once the second has passed, the flooder's address is admitted again, owing nothing.
+    thread::sleep(Duration::from_millis(1100));
+    let mut back = handshaken_from(flooder, server.addr);
+    back.send(&request(1));
+    assert_eq!(back.read_frame().unwrap().0, MsgType::ForwardData);
 }

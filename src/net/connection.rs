@@ -122,8 +122,9 @@ pub(crate) struct Connection {
     /// An accepted connection holding a place under the connection limits, which the loop
     /// gives back when it removes the connection.
     pub(crate) admitted: bool,
-    /// The peer's rate limits, from its first data frame (when the engine has them).
-    rate: Option<Box<RateLimiter>>,
+    /// The peer's rate limits, from its first data frame (when the engine has them), or
+    /// those its address's last connection left owing.
+    pub(crate) rate: Option<Box<RateLimiter>>,
     /// The last flush stopped at a full socket.
     socket_full: bool,
 }

@@ -105,7 +105,8 @@ pub fn prometheus_text(metrics: &MetricsSnapshot, peers: &[PeerStatus]) -> Strin
         "What the limits refused: connections over max_connections or \
          max_connections_per_address, handshakes past their deadline, slow consumers closed, \
          data frames over a peer's rate limit (rate_refused), peers closed for keeping on \
-         over it (rate_closed).",
+         over it (rate_closed), connections turned away for a second after such a close from \
+         their address (rate_penalty).",
     );
     let refused = &metrics.limit_refusals;
     for (limit, count) in [
@@ -118,6 +119,7 @@ pub fn prometheus_text(metrics: &MetricsSnapshot, peers: &[PeerStatus]) -> Strin
         ("slow_consumer", refused.slow_consumer),
         ("rate_refused", refused.rate_refused),
         ("rate_closed", refused.rate_closed),
+        ("rate_penalty", refused.rate_penalty),
     ] {
         out.sample("nnp_limit_refusals_total", &[("limit", limit)], count);
     }

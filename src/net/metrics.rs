@@ -144,6 +144,7 @@ pub(crate) struct LimitCounters {
     pub(crate) slow_consumer: AtomicU64,
     pub(crate) rate_refused: AtomicU64,
     pub(crate) rate_closed: AtomicU64,
+    pub(crate) rate_penalty: AtomicU64,
 }
 
 impl LimitCounters {
@@ -159,6 +160,7 @@ impl LimitCounters {
             slow_consumer: self.slow_consumer.load(Relaxed),
             rate_refused: self.rate_refused.load(Relaxed),
             rate_closed: self.rate_closed.load(Relaxed),
+            rate_penalty: self.rate_penalty.load(Relaxed),
         }
     }
 }
@@ -180,6 +182,9 @@ pub struct LimitRefusals {
     pub rate_refused: u64,
     /// Connections closed for keeping on over their [`super::RateLimit`].
     pub rate_closed: u64,
+    /// Connections turned away because one from their address was closed for keeping on
+    /// over its [`super::RateLimit`] within the last second.
+    pub rate_penalty: u64,
 }
 
 impl Default for EngineMetrics {

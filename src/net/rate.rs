@@ -83,6 +83,27 @@ impl RateLimiter {
         }
     }
 
+    /// Whether the peer still owes anything at `now`: frames or bytes ahead of the rates, or
+    /// refusals within the current window. A limiter that owes nothing is as good as new.
+    pub(crate) fn owes(&self, now: Instant) -> bool {
+        let ahead = |g: &Option<Gcra>| g.as_ref().is_some_and(|g| g.tat > now);
+        ahead(&self.frames) || ahead(&self.bytes) || self.refusing(now).is_some()
+    }
+
+    /// Whether the peer was over the refusal bound within the last second at `now`, i.e. a
+    /// connection of it was closed for keeping on and the window has not yet ended.
+    pub(crate) fn closed_for_rate(&self, now: Instant) -> bool {
+        self.refusing(now)
+            .is_some_and(|refused| refused > self.close_after)
+    }
+
+    /// The refusals of the current window, if it has not ended at `now`.
+    fn refusing(&self, now: Instant) -> Option<u32> {
+        (self.refused_in_window > 0
+            && now.saturating_duration_since(self.window) < Duration::from_secs(1))
+        .then_some(self.refused_in_window)
+    }
+
     /// Charges `frames` frames of `bytes` bytes in all, received at `now`, if both limits
     /// let them through; otherwise charges nothing and counts them as refused.
     pub(crate) fn admit(&mut self, now: Instant, frames: u64, bytes: u64) -> Verdict {
@@ -194,5 +215,28 @@ mod tests {
                 assert_ne!(r.admit(t, 1, 1), Verdict::Close);
             }
         }
+    }
+
+    #[test]
+    fn a_limiter_owes_while_ahead_or_refusing_and_is_closed_for_the_rest_of_the_second() {
+        let t0 = Instant::now();
+        let ten = RateLimit {
+            close_after_refusals: 10,
+            ..limit(Some(100), None, 50)
+        };
+        let mut r = RateLimiter::new(&ten, t0);
+        assert!(!r.owes(t0));
+        // Five frames at 100/s put it 50 ms ahead.
+        for _ in 0..5 {
+            assert_eq!(r.admit(t0, 1, 1), Verdict::Admit);
+        }
+        assert!(r.owes(t0));
+        assert!(!r.owes(t0 + Duration::from_millis(51)));
+        assert!(!r.closed_for_rate(t0));
+        while r.admit(t0, 1, 1) != Verdict::Close {}
+        assert!(r.closed_for_rate(t0 + Duration::from_millis(999)));
+        assert!(r.owes(t0 + Duration::from_millis(999)));
+        assert!(!r.closed_for_rate(t0 + Duration::from_secs(1)));
+        assert!(!r.owes(t0 + Duration::from_secs(1)));
     }
 }

@@ -38,7 +38,7 @@ impl EventLoop {
         shared.set_slot(key);
         let mut connection = Connection::new(stream, session, shared);
         if let Some(ticket) = ticket {
-            ticket.settle();
+            connection.rate = ticket.settle();
             connection.admitted = true;
         }
         entry.insert(connection);
@@ -51,9 +51,17 @@ impl EventLoop {
         self.read_again.push(key);
     }
 
+    /// Accepts what the listeners hold for [`ACCEPT_BUDGET`] at the most: a listener left
+    /// with connections is taken up again on the next turn (its readiness edge is spent).
     pub(super) fn accept_all(&mut self) {
+        self.accept_more = false;
+        let started = Instant::now();
         for i in 0..self.listeners.len() {
             loop {
+                if started.elapsed() >= ACCEPT_BUDGET {
+                    self.accept_more = true;
+                    return;
+                }
                 match self.listeners[i].accept() {
                     Ok((socket, addr)) => {
                         let counters = &self.context.metrics.limits;

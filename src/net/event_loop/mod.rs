@@ -50,6 +50,15 @@ const WRITE_BUDGET: usize = 64 * 1024;
 /// Bytes of a message written straight from the caller's memory in one call: a 64 KiB weight
 /// slice with its head goes whole.
 const DIRECT_BUDGET: usize = 2 * WRITE_BUDGET;
+/// Time spent accepting connections in one loop turn, at the most (checked after each): a
+/// wave of connections is taken in over several turns, with the established connections
+/// read and written between them.
+const ACCEPT_BUDGET: Duration = Duration::from_micros(200);
+/// Time spent on expired session timers in one loop turn, at the most (checked after each):
+/// a thousand handshakes that time out together are closed (an Error frame written, the
+/// socket closed: tens of microseconds each) over several turns, with the live connections
+/// served between them.
+const TIMEOUT_BUDGET: Duration = Duration::from_micros(200);
 /// A busy-polled inline loop with at most this many connections reads them directly each
 /// turn rather than asking epoll first.
 const DIRECT_READ_MAX: usize = 8;
@@ -67,6 +76,10 @@ pub(crate) struct EventLoop {
     backlog: VecDeque<Delivery>,
     conns: Slab<Connection>,
     listeners: Vec<TcpListener>,
+    /// A listener may hold connections not yet accepted (a turn took its share).
+    accept_more: bool,
+    /// Connections whose session timer had expired at the last tick, not yet handled.
+    timed_out: Vec<usize>,
     /// Connections that may have more to read.
     read_again: Vec<usize>,
     /// Connections with frames parked for the ring.
@@ -127,6 +140,8 @@ impl EventLoop {
             backlog: VecDeque::new(),
             conns: Slab::new(),
             listeners: Vec::new(),
+            accept_more: false,
+            timed_out: Vec::new(),
             read_again: Vec::new(),
             paused: Vec::new(),
             dirty: Vec::new(),
@@ -175,10 +190,16 @@ impl EventLoop {
                 }
             }
         }
+        if self.accept_more {
+            self.accept_all();
+        }
         let now = Instant::now();
         self.service_reads(now, inline);
         if now.duration_since(self.last_tick) >= TICK {
             self.tick(now);
+        }
+        if !self.timed_out.is_empty() {
+            self.handle_timeouts(now);
         }
         self.release_paced(now);
         self.flush_dirty(now, WRITE_BUDGET);
@@ -196,7 +217,10 @@ impl EventLoop {
         // sleep and a wake-up for it. Yielding keeps the core for whoever produces it.
         let spinning =
             now.duration_since(self.last_work) < self.context.config.latency.spin_before_sleep;
-        let more = !self.read_again.is_empty() || !self.dirty.is_empty();
+        let more = !self.read_again.is_empty()
+            || !self.dirty.is_empty()
+            || self.accept_more
+            || !self.timed_out.is_empty();
         let mut timeout = if busy || spinning || more {
             Duration::ZERO
         } else if !self.paused.is_empty() || !self.backlog.is_empty() {
@@ -433,7 +457,9 @@ impl EventLoop {
         }
         let mut conn = self.conns.remove(key);
         if conn.admitted {
-            self.context.admission.release(conn.shared.addr.ip());
+            self.context
+                .admission
+                .release(conn.shared.addr.ip(), conn.rate.take());
         }
         conn.stream.close();
         let _ = self.poll.registry().deregister(conn.stream.socket());
@@ -487,18 +513,36 @@ impl EventLoop {
         let slow_consumer_timeout = limits.slow_consumer_timeout;
         // A send queue this full makes senders wait (they are woken only below it).
         let queue_full_at = limits.send_queue_bytes - limits.send_queue_bytes / 8;
+        self.timed_out.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
             conn.release_idle_memory(now);
             if conn.session.poll_timeout().is_some_and(|t| t <= now) {
-                conn.session.handle_timeout(now);
-                self.after_session(key);
+                self.timed_out.push(key);
             }
-            let conn = &mut self.conns[key];
             if let Some(timeout) = slow_consumer_timeout {
                 if !conn.session.is_closed() && conn.backed_up(now, queue_full_at, timeout) {
                     self.cut_off_slow_consumer(key, timeout);
+                }
+            }
+        }
+    }
+
+    /// Handles the expired session timers found at the last tick for [`TIMEOUT_BUDGET`] at
+    /// the most; the rest wait for the next turn.
+    fn handle_timeouts(&mut self, now: Instant) {
+        while let Some(key) = self.timed_out.pop() {
+            // The key may have been closed, or reused by a newer connection, since the tick:
+            // only a timer that is still due is handled.
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.session.poll_timeout().is_some_and(|t| t <= now) {
+                conn.session.handle_timeout(now);
+                self.after_session(key);
+                if now.elapsed() >= TIMEOUT_BUDGET {
+                    break;
                 }
             }
         }
