@@ -291,7 +291,9 @@ impl Driver {
             if pipeline_time.is_none() && plan.backwards_done() {
                 pipeline_time = Some(started.elapsed());
             }
-            if committed.iter().all(|&c| c) {
+            // A stage's weights travel on the bulk lane and may overtake its last answers on
+            // the small one: the step ends when both are in.
+            if committed.iter().all(|&c| c) && (0..stages).all(|s| plan.owed(s) == 0) {
                 break;
             }
             let event = self.next_event(&plan, step)?;
