@@ -2,7 +2,7 @@
 //!
 //! Loading happens when the configuration is built, not when the first peer arrives, so a
 //! missing file or a key that does not match its certificate is an error at start-up that
-//! names the file. Only TLS 1.3 is offered, with ring's cipher suites.
+//! names the file. Only TLS 1.3 is offered, with ring's cipher suites, AES-128-GCM first.
 
 use std::fmt;
 use std::io;
@@ -215,9 +215,19 @@ impl fmt::Debug for TlsClient {
     }
 }
 
-/// ring, the one crypto library of the crate.
+/// ring, the one crypto library of the crate, with AES-128-GCM preferred: TLS 1.3's
+/// mandatory suite, and on AES-NI hardware a fifth faster than AES-256-GCM, which rustls
+/// would pick first (weight syncs are encrypted and decrypted byte for byte). AES-256-GCM and
+/// ChaCha20-Poly1305 stay on offer for peers that want them.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(provider)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
