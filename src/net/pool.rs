@@ -4,12 +4,15 @@
 //! [`BufferPool`] and go back to it when dropped, so a steady stream of frames allocates
 //! nothing. The alignment is what lets the codec reinterpret f32 payloads in place: NNP frames
 //! are multiples of 4 bytes, so frames read back to back into an aligned block stay aligned.
-//! A frame larger than the largest class gets a dedicated block, freed when it is released.
+//! A frame larger than the largest class gets a dedicated block.
 //!
 //! A dedicated block is 16-byte aligned (enough for f32 in place) and allocated zeroed by the
 //! C allocator's `calloc`, which maps fresh pages for large sizes without touching them: the
 //! memory a large frame costs is committed page by page as its bytes are written, not when a
-//! header announces its length.
+//! header announces its length. The few most recently released dedicated blocks are kept
+//! for the next large frame of about their size: a stream of weight syncs would otherwise
+//! pay a fresh mapping and a page fault per 4 KiB of every frame. They are trimmed like the
+//! classes' free blocks when they stay unused.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -46,6 +49,11 @@ pub(crate) const SIZE_CLASSES: [usize; 4] = [512, 4096, 64 * 1024, 128 * 1024];
 
 /// How many free blocks each class keeps at most (about 2 + 4 + 16 + 16 MiB).
 const FREE_LIMITS: [usize; 4] = [4096, 1024, 256, 128];
+/// Released dedicated blocks kept for reuse: at most this many ...
+const LARGE_FREE: usize = 16;
+/// ... of at most this many bytes in all (a stream of 1 MiB weight syncs keeps its working
+/// set: several frames read in one turn, in the consumer's hands together).
+const LARGE_KEPT_MAX: usize = 16 << 20;
 
 struct PoolInner {
     free: [ArrayQueue<Box<[Align64]>>; SIZE_CLASSES.len()],
@@ -54,6 +62,11 @@ struct PoolInner {
     /// working set). Updated without a read-modify-write; an occasional lost update only
     /// makes a trim keep a few blocks more.
     low_water: [AtomicUsize; SIZE_CLASSES.len()],
+    /// Released dedicated blocks, and their low water mark as for the classes.
+    large: ArrayQueue<Box<[u128]>>,
+    large_low_water: AtomicUsize,
+    /// Bytes in `large`, at most [`LARGE_KEPT_MAX`] (give or take a racing release).
+    large_bytes: AtomicUsize,
     /// Bytes in blocks currently handed out (pooled or dedicated).
     in_use: AtomicUsize,
 }
@@ -85,6 +98,9 @@ impl BufferPool {
             inner: Arc::new(PoolInner {
                 free: FREE_LIMITS.map(ArrayQueue::new),
                 low_water: std::array::from_fn(|_| AtomicUsize::new(0)),
+                large: ArrayQueue::new(LARGE_FREE),
+                large_low_water: AtomicUsize::new(0),
+                large_bytes: AtomicUsize::new(0),
                 in_use: AtomicUsize::new(0),
             }),
         }
@@ -103,7 +119,7 @@ impl BufferPool {
                 }
                 Storage::Pooled(data.unwrap_or_else(|| zeroed_units(SIZE_CLASSES[c])))
             }
-            None => Storage::Large(bytemuck::zeroed_slice_box(len.div_ceil(16))),
+            None => Storage::Large(self.take_large(len)),
         };
         self.inner
             .in_use
@@ -120,6 +136,33 @@ impl BufferPool {
         self.inner.in_use.load(Ordering::Relaxed)
     }
 
+    /// A kept dedicated block of `len` to `len + len / 4` bytes, or a fresh one.
+    fn take_large(&self, len: usize) -> Box<[u128]> {
+        let units = len.div_ceil(16);
+        let inner = &*self.inner;
+        for _ in 0..LARGE_FREE {
+            let Some(kept) = inner.large.pop() else { break };
+            if (units..=units + units / 4).contains(&kept.len()) {
+                inner
+                    .large_bytes
+                    .fetch_sub(kept.len() * 16, Ordering::Relaxed);
+                if inner.large.len() < inner.large_low_water.load(Ordering::Relaxed) {
+                    inner
+                        .large_low_water
+                        .store(inner.large.len(), Ordering::Relaxed);
+                }
+                return kept;
+            }
+            // Not this size: back to the queue (or freed, if it filled meanwhile).
+            if let Err(other) = inner.large.push(kept) {
+                inner
+                    .large_bytes
+                    .fetch_sub(other.len() * 16, Ordering::Relaxed);
+            }
+        }
+        bytemuck::zeroed_slice_box(units)
+    }
+
     /// Frees the blocks that stayed unused since the previous call (per class, the fewest
     /// free blocks seen meanwhile), so that memory a burst needed (thousands of handshakes,
     /// say) goes back to the allocator once the burst is over, while a stream's working set,
@@ -131,6 +174,22 @@ impl BufferPool {
             }
             low_water.store(free.len(), Ordering::Relaxed);
         }
+        let large = &self.inner.large;
+        for _ in 0..self
+            .inner
+            .large_low_water
+            .load(Ordering::Relaxed)
+            .min(large.len())
+        {
+            if let Some(units) = large.pop() {
+                self.inner
+                    .large_bytes
+                    .fetch_sub(units.len() * 16, Ordering::Relaxed);
+            }
+        }
+        self.inner
+            .large_low_water
+            .store(large.len(), Ordering::Relaxed);
     }
 
     /// Free blocks held for reuse, per class.
@@ -197,9 +256,21 @@ impl Drop for Block {
         self.pool
             .in_use
             .fetch_sub(data.capacity(), Ordering::Relaxed);
-        if let (Some(c), Storage::Pooled(units)) = (self.class, data) {
+        match (self.class, data) {
             // A full free list means the pool already holds its share: let this one go.
-            let _ = self.pool.free[c].push(units);
+            (Some(c), Storage::Pooled(units)) => {
+                let _ = self.pool.free[c].push(units);
+            }
+            (None, Storage::Large(units)) => {
+                let bytes = units.len() * 16;
+                let kept = &self.pool.large_bytes;
+                if kept.load(Ordering::Relaxed) + bytes <= LARGE_KEPT_MAX
+                    && self.pool.large.push(units).is_ok()
+                {
+                    kept.fetch_add(bytes, Ordering::Relaxed);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -268,5 +339,38 @@ mod tests {
         // Nothing taken for a whole interval: everything goes.
         pool.trim();
         assert_eq!(pool.free_blocks()[0], 0);
+    }
+
+    #[test]
+    fn a_released_large_block_serves_the_next_frame_of_its_size_until_trimmed() {
+        let pool = BufferPool::new();
+        let len = (1 << 20) + 44;
+        let mut first = pool.take(len);
+        first.bytes_mut()[len - 1] = 7;
+        let at = first.bytes().as_ptr();
+        drop(first);
+        let again = pool.take(len);
+        assert_eq!(again.bytes().as_ptr(), at, "the kept block is reused");
+        assert!(again.capacity() >= len);
+        assert_eq!(pool.bytes_in_use(), again.capacity());
+        drop(again);
+        // Much smaller or larger frames get their own blocks; the kept one stays.
+        let small = pool.take(300_000);
+        assert_ne!(small.bytes().as_ptr(), at);
+        assert!(small.capacity() < len);
+        let big = pool.take(2 * len);
+        assert_ne!(big.bytes().as_ptr(), at);
+        drop((small, big));
+        assert_eq!(pool.inner.large.len(), 3);
+        // Blocks past the bytes kept are freed at once.
+        drop(pool.take(LARGE_KEPT_MAX));
+        assert_eq!(pool.inner.large.len(), 3);
+        // Unused through a whole trim period, they go.
+        pool.trim();
+        assert_eq!(pool.inner.large.len(), 3);
+        pool.trim();
+        assert_eq!(pool.inner.large.len(), 0);
+        assert_eq!(pool.inner.large_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(pool.bytes_in_use(), 0);
     }
 }
