@@ -136,12 +136,13 @@ impl ByteStream for Stream {
 pub(crate) fn accepted(socket: TcpStream, config: &EngineConfig) -> io::Result<Stream> {
     #[cfg(feature = "tls")]
     if let Some(server) = &config.tls.accept {
-        let tls = rustls::ServerConnection::new(std::sync::Arc::clone(&server.config))
-            .map_err(|e| io::Error::other(TlsFailure(e.to_string())))?;
+        let tls =
+            rustls::server::UnbufferedServerConnection::new(std::sync::Arc::clone(&server.config))
+                .map_err(|e| io::Error::other(TlsFailure(e.to_string())))?;
         return Ok(Stream::Tls(Box::new(super::tls::TlsStream::new(
             socket,
-            tls.into(),
-        ))));
+            super::tls::Session::Server(tls),
+        )?)));
     }
     let _ = config;
     Ok(Stream::Plain(PlainTcp(socket)))
@@ -157,12 +158,15 @@ pub(crate) fn connected(
     #[cfg(feature = "tls")]
     if let Some(client) = &config.tls.connect {
         let name = client.name_for(addr.ip());
-        let tls = rustls::ClientConnection::new(std::sync::Arc::clone(&client.config), name)
-            .map_err(|e| io::Error::other(TlsFailure(e.to_string())))?;
+        let tls = rustls::client::UnbufferedClientConnection::new(
+            std::sync::Arc::clone(&client.config),
+            name,
+        )
+        .map_err(|e| io::Error::other(TlsFailure(e.to_string())))?;
         return Ok(Stream::Tls(Box::new(super::tls::TlsStream::new(
             socket,
-            tls.into(),
-        ))));
+            super::tls::Session::Client(tls),
+        )?)));
     }
     let _ = (addr, config);
     Ok(Stream::Plain(PlainTcp(socket)))
