@@ -31,8 +31,8 @@ use mio::net::TcpStream;
 use rustls::client::UnbufferedClientConnection;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
-    WriteTraffic,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus, WriteTraffic,
 };
 
 use super::stream::{ByteStream, TlsFailure};
@@ -318,19 +318,7 @@ impl Io {
                 step
             }
             Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                loop {
-                    match encode.encode(&mut self.out[self.out_end..]) {
-                        Ok(n) => self.out_end += n,
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => {
-                            self.reserve_out(required_size);
-                            continue;
-                        }
-                        Err(EncodeError::AlreadyEncoded) => {}
-                    }
-                    break;
-                }
+                self.encode(&mut encode);
                 Ok(Step::Progress)
             }
             Ok(ConnectionState::TransmitTlsData(transmit)) => {
@@ -357,21 +345,29 @@ impl Io {
         (discard, step)
     }
 
+    /// Encodes the handshake (or alert) records rustls has ready into the outbox.
+    fn encode<D>(&mut self, encode: &mut EncodeTlsData<'_, D>) {
+        loop {
+            match encode.encode(&mut self.out[self.out_end..]) {
+                Ok(n) => self.out_end += n,
+                Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                    self.reserve_out(required_size);
+                    continue;
+                }
+                Err(EncodeError::AlreadyEncoded) => {}
+            }
+            break;
+        }
+    }
+
     /// After a failure: encodes the alert rustls queued into the outbox. `false`: nothing
     /// more to encode.
     fn encode_only<D>(&mut self, status: UnbufferedStatus<'_, '_, D>) -> (usize, bool) {
         let more = match status.state {
-            Ok(ConnectionState::EncodeTlsData(mut encode)) => loop {
-                match encode.encode(&mut self.out[self.out_end..]) {
-                    Ok(n) => self.out_end += n,
-                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                        self.reserve_out(required_size);
-                        continue;
-                    }
-                    Err(EncodeError::AlreadyEncoded) => {}
-                }
-                break true;
-            },
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                self.encode(&mut encode);
+                true
+            }
             Ok(ConnectionState::TransmitTlsData(transmit)) => {
                 transmit.done();
                 false
