@@ -49,6 +49,8 @@ mod timer;
 mod tls;
 #[cfg(feature = "tls")]
 mod tls_config;
+#[cfg(feature = "tls")]
+mod tls_record;
 
 pub use config::{Driver, EngineConfig, Latency, Limits, RateLimit};
 pub use deadline::Deadline;

@@ -144,9 +144,11 @@ impl TlsServer {
             }
             None => builder.with_no_client_auth(),
         };
-        let config = builder
+        let mut config = builder
             .with_single_cert(chain, key)
             .map_err(|e| rejected(key_path, e))?;
+        // After the handshake, records are sealed and opened by `tls_record` with its keys.
+        config.enable_secret_extraction = true;
         Ok(TlsServer {
             config: Arc::new(config),
             mutual: client_ca.is_some(),
@@ -167,12 +169,13 @@ impl TlsClient {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| rejected(ca, e))?
             .with_root_certificates(roots(ca)?);
-        let config = match identity {
+        let mut config = match identity {
             Some((cert_path, key_path)) => builder
                 .with_client_auth_cert(certificates(cert_path)?, private_key(key_path)?)
                 .map_err(|e| rejected(key_path, e))?,
             None => builder.with_no_client_auth(),
         };
+        config.enable_secret_extraction = true;
         Ok(TlsClient {
             config: Arc::new(config),
             has_identity: identity.is_some(),
