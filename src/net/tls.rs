@@ -298,6 +298,9 @@ impl TlsStream {
     /// Copies plaintext opened in the inbox into `buf`; returns the bytes copied.
     fn take_opened(&mut self, buf: &mut [u8]) -> usize {
         let k = self.opened.len().min(buf.len());
+        if k == 0 {
+            return 0;
+        }
         let from = self.opened.start;
         buf[..k].copy_from_slice(&self.inbox[from..from + k]);
         self.opened.start += k;
@@ -853,6 +856,7 @@ impl ByteStream for TlsStream {
             records.release_idle_memory();
         }
         if self.start == self.end && self.opened.is_empty() {
+            self.opened = 0..0;
             self.inbox = Vec::new();
             self.start = 0;
             self.end = 0;
@@ -1040,6 +1044,7 @@ mod tests {
             cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
         ] {
             let (server, client) = configs(suite);
+            let (go, wait) = std::sync::mpsc::channel::<()>();
             // rustls' buffered server, its own record layer: echoes what it is sent, first
             // once as it is, then after a key update of its own.
             let (mut ours, peer) = connect(client, move |socket| {
@@ -1048,6 +1053,7 @@ mod tests {
                 let mut first = vec![0; 100_004];
                 tls.read_exact(&mut first).unwrap();
                 tls.write_all(&first).unwrap();
+                wait.recv().unwrap();
                 tls.conn.refresh_traffic_keys().unwrap();
                 tls.write_all(&first[..50_000]).unwrap();
                 let mut rest = vec![0; 3 * 40_000];
@@ -1069,6 +1075,10 @@ mod tests {
             );
             assert_eq!(read_exact(&mut ours, first.len()), first, "{suite:?}");
             assert!(ours.records.is_some(), "the record layer was taken over");
+            // An idle connection gives its buffers back and reads on.
+            ours.release_idle_memory();
+            assert_eq!(ours.inbox.capacity(), 0, "the inbox was given back");
+            go.send(()).unwrap();
             // The peer's key update: read under its next key.
             assert_eq!(read_exact(&mut ours, 50_000), first[..50_000], "{suite:?}");
             let (_, rx) = ours.records.as_ref().unwrap().sequence_numbers();
