@@ -15,15 +15,15 @@
 //!   Plaintext written before the handshake completes is held (up to the same limit) and
 //!   encrypted by the read that completes it.
 //!
-//! rustls's unbuffered API works on our buffers: socket bytes are read into an inbox of
-//! ours and decrypted where they lie; rustls hands each record's plaintext over in a buffer
-//! of its own (rustls 0.23 still copies it out of the inbox), from which it is copied into
-//! the caller's buffer (what does not fit is kept for the next read). Records are
-//! encrypted into an outbox of ours that goes to the socket in one system call. The
-//! buffered API also copied every received byte into a deframing buffer of its own, 4 KiB
-//! per call. The inbox starts at 64 KiB and grows to 256 KiB while reads fill it (a bulk
-//! transfer: a quarter of the system calls); every buffer is freed when the connection
-//! goes idle.
+//! rustls's unbuffered API runs the handshake on our buffers: socket bytes are read into an
+//! inbox of ours and handed to rustls where they lie, and its records are encoded into an
+//! outbox of ours that goes to the socket in one system call. Once the handshake is
+//! complete, rustls hands its traffic keys over and [`super::tls_record`] seals and opens
+//! the records itself, in place: a byte written is copied once, into the outbox, where it
+//! is encrypted; a byte read is decrypted in the inbox and copied once, into the caller's
+//! buffer (what does not fit stays there for the next read). The inbox starts at 64 KiB
+//! and grows to 256 KiB while reads fill it (a bulk transfer: a quarter of the system
+//! calls); every buffer is freed when the connection goes idle.
 
 use std::io::{self, IoSlice, Read, Write};
 
