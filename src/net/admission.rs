@@ -11,17 +11,23 @@
 //! rates, or refused within the last second) leaves its limiter here under its address, and
 //! the next connection from that address takes it up, so a flooder gains no fresh burst by
 //! reconnecting. An address whose connection was closed for keeping on over its rate is
-//! turned away at once until that second has passed, before it costs a session.
+//! turned away at once until that second has passed, before it costs a session; meanwhile
+//! the listening sockets drop its connections before they are even accepted
+//! ([`super::syn_filter`]), and what comes through (before the filter is on, past its
+//! [`super::syn_filter::MAX_FILTERED`] addresses, or where the kernel refuses filters) is
+//! turned away here.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::metrics::LimitCounters;
 use super::rate::RateLimiter;
+use super::syn_filter::Penalties;
 use crate::wire::{encode_frame, DisconnectReason, Message};
 
 /// Which limit refused a connection.
@@ -51,6 +57,8 @@ struct Counts {
     /// The rate limiters of connections that ended owing, by address, for the next
     /// connection from it, and whether turning a connection away for it was logged.
     owed: HashMap<IpAddr, (Box<RateLimiter>, bool)>,
+    /// The addresses turned away for their rate that the listeners' filter names.
+    penalties: Penalties,
 }
 
 /// The open accepted connections, against the limits.
@@ -63,6 +71,14 @@ pub(crate) struct Admission {
     refuse_total: Vec<u8>,
     refuse_per_address: Vec<u8>,
     refuse_rate: Vec<u8>,
+    /// Changes whenever the set of [`Penalties`] does: a loop whose listeners carry the
+    /// filter of another generation builds it again.
+    filter_generation: AtomicU64,
+    /// Whether the kernel's refusal of a filter was logged.
+    filter_refusal_logged: AtomicBool,
+    /// Set when the kernel refuses socket filters: the penalty is then applied after
+    /// `accept` only.
+    filter_off: AtomicBool,
 }
 
 /// A place taken by an admitted connection, given back when dropped: on its way to its loop
@@ -123,6 +139,9 @@ impl Admission {
                 "a connection from your address was closed for keeping on over this node's \
                  rate limit: wait a second before connecting again",
             ),
+            filter_generation: AtomicU64::new(0),
+            filter_refusal_logged: AtomicBool::new(false),
+            filter_off: AtomicBool::new(false),
         })
     }
 
@@ -189,9 +208,12 @@ impl Admission {
     }
 
     /// Gives back the place an admitted connection from `ip` held, and keeps its rate
-    /// limiter for the address's next connection if it ended owing.
-    pub(crate) fn release(&self, ip: IpAddr, limiter: Option<Box<RateLimiter>>) {
+    /// limiter for the address's next connection if it ended owing. True if the connection
+    /// was closed for its rate and its address now enters the listeners' filter for the
+    /// rest of that second (logged here, once).
+    pub(crate) fn release(&self, ip: IpAddr, limiter: Option<Box<RateLimiter>>) -> bool {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut filtered = false;
         if let Some(limiter) = limiter {
             let now = Instant::now();
             if limiter.owes(now) {
@@ -199,7 +221,23 @@ impl Admission {
                     counts.owed.retain(|_, (l, _)| l.owes(now));
                 }
                 if counts.owed.len() < MAX_OWED {
-                    counts.owed.insert(ip, (limiter, false));
+                    let until = limiter
+                        .penalty_until(now)
+                        .filter(|_| !self.filter_off.load(Ordering::Relaxed));
+                    if let Some(until) = until {
+                        filtered = counts.penalties.enter(ip, until);
+                        if filtered {
+                            self.filter_generation.fetch_add(1, Ordering::Release);
+                            log::warn!(
+                                "{ip} turned away for {} ms: a connection from it was closed \
+                                 for keeping on over the rate limit (its connections meanwhile \
+                                 are dropped before they are accepted, or turned away after, \
+                                 and not logged)",
+                                until.saturating_duration_since(now).as_millis()
+                            );
+                        }
+                    }
+                    counts.owed.insert(ip, (limiter, filtered));
                 }
             }
         }
@@ -211,6 +249,48 @@ impl Admission {
             if entry.0 == 0 {
                 counts.by_address.remove(&ip);
             }
+        }
+        filtered
+    }
+
+    /// Ends the penalties due by `now` in the listeners' filter.
+    pub(crate) fn expire_penalties(&self, now: Instant) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.penalties.expire(now) {
+            self.filter_generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The generation of the set of addresses the listeners' filter names.
+    pub(crate) fn filter_generation(&self) -> u64 {
+        self.filter_generation.load(Ordering::Acquire)
+    }
+
+    /// The addresses the listeners' filter names, and their generation.
+    pub(crate) fn filtered(&self) -> (u64, Vec<IpAddr>) {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        (self.filter_generation(), counts.penalties.addresses())
+    }
+
+    /// Notes that the kernel refused the listeners' filter (logged once); the addresses it
+    /// would have named are turned away after `accept`. A program too large for the
+    /// socket's option memory (ENOMEM, `net.core.optmem_max`) leaves the next, smaller set
+    /// a chance; any other refusal (a kernel or a sandbox without socket filters) turns the
+    /// filter off for good.
+    pub(crate) fn filter_refused(&self, local: Option<SocketAddr>, e: &std::io::Error) {
+        if !self.filter_refusal_logged.swap(true, Ordering::Relaxed) {
+            let local = local.map_or_else(|| "a listener".to_string(), |a| a.to_string());
+            log::warn!(
+                "the socket filter on {local} was refused ({e}): addresses turned away for \
+                 their rate are turned away after accepting their connections instead (not \
+                 logged again)"
+            );
+        }
+        const ENOMEM: i32 = 12;
+        if e.raw_os_error() != Some(ENOMEM) && !self.filter_off.swap(true, Ordering::Relaxed) {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            counts.penalties = Penalties::default();
+            self.filter_generation.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -312,7 +392,7 @@ mod tests {
         let mut limiter = flooded(2);
         while limiter.admit(Instant::now(), 1, 100) != crate::net::rate::Verdict::Close {}
         drop(admission.admit(a, &counters).unwrap());
-        admission.release(a.ip(), Some(limiter));
+        assert!(admission.release(a.ip(), Some(limiter)));
         assert_eq!(admission.admit(a, &counters).unwrap_err(), Refusal::Rate);
         assert_eq!(admission.admit(a, &counters).unwrap_err(), Refusal::Rate);
         assert_eq!(counters.snapshot().rate_penalty, 2);
@@ -325,5 +405,56 @@ mod tests {
         drop(counts);
         drop(admission.admit(a, &counters).unwrap());
         assert!(admission.counts.lock().unwrap().owed.contains_key(&a.ip()));
+    }
+
+    fn closed_for_rate() -> Box<RateLimiter> {
+        let mut limiter = flooded(2);
+        while limiter.admit(Instant::now(), 1, 100) != crate::net::rate::Verdict::Close {}
+        limiter
+    }
+
+    #[test]
+    fn an_address_closed_for_its_rate_enters_the_filter_once_until_its_second_ends() {
+        let counters = LimitCounters::default();
+        let admission = Admission::new(10, 10);
+        let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1000".parse().unwrap();
+        assert_eq!(admission.filtered(), (0, vec![]));
+        // Owing, but not closed for its rate: not filtered.
+        admission.admit(b, &counters).unwrap().settle();
+        assert!(!admission.release(b.ip(), Some(flooded(1000))));
+        admission.admit(a, &counters).unwrap().settle();
+        admission.admit(a, &counters).unwrap().settle();
+        assert!(admission.release(a.ip(), Some(closed_for_rate())));
+        let (generation, addresses) = admission.filtered();
+        assert_eq!(addresses, [a.ip()]);
+        assert_eq!(admission.filter_generation(), generation);
+        // Its other connection closed likewise changes nothing.
+        assert!(!admission.release(a.ip(), Some(closed_for_rate())));
+        assert_eq!(admission.filter_generation(), generation);
+        admission.expire_penalties(Instant::now());
+        assert_eq!(admission.filtered(), (generation, vec![a.ip()]));
+        admission.expire_penalties(Instant::now() + std::time::Duration::from_secs(1));
+        assert_eq!(admission.filtered(), (generation + 1, vec![]));
+    }
+
+    #[test]
+    fn a_kernel_that_refuses_filters_turns_them_off_unless_the_program_was_too_large() {
+        let counters = LimitCounters::default();
+        let admission = Admission::new(10, 10);
+        let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        admission.admit(a, &counters).unwrap().settle();
+        assert!(admission.release(a.ip(), Some(closed_for_rate())));
+        let (generation, _) = admission.filtered();
+        admission.filter_refused(None, &std::io::Error::from_raw_os_error(12));
+        assert_eq!(admission.filtered(), (generation, vec![a.ip()]));
+        admission.filter_refused(None, &std::io::Error::from_raw_os_error(1));
+        assert_eq!(admission.filtered(), (generation + 1, vec![]));
+        // The address is still turned away, after accept.
+        assert_eq!(admission.admit(a, &counters).unwrap_err(), Refusal::Rate);
+        let b: SocketAddr = "10.0.0.2:1000".parse().unwrap();
+        admission.admit(b, &counters).unwrap().settle();
+        assert!(!admission.release(b.ip(), Some(closed_for_rate())));
+        assert!(admission.filtered().1.is_empty());
     }
 }

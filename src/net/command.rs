@@ -78,4 +78,14 @@ impl LoopHandle {
         }
         Ok(())
     }
+
+    /// Wakes the loop if it sleeps, with no command: it looks at what changed (the
+    /// addresses its listeners filter) on its next turn.
+    pub(crate) fn wake(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("could not wake an event loop: {e}");
+            }
+        }
+    }
 }

@@ -106,7 +106,8 @@ pub fn prometheus_text(metrics: &MetricsSnapshot, peers: &[PeerStatus]) -> Strin
          max_connections_per_address, handshakes past their deadline, slow consumers closed, \
          data frames over a peer's rate limit (rate_refused), peers closed for keeping on \
          over it (rate_closed), connections turned away for a second after such a close from \
-         their address (rate_penalty).",
+         their address (rate_penalty), addresses whose connections the listeners dropped \
+         before accepting them for that second (rate_filtered).",
     );
     let refused = &metrics.limit_refusals;
     for (limit, count) in [
@@ -120,6 +121,7 @@ pub fn prometheus_text(metrics: &MetricsSnapshot, peers: &[PeerStatus]) -> Strin
         ("rate_refused", refused.rate_refused),
         ("rate_closed", refused.rate_closed),
         ("rate_penalty", refused.rate_penalty),
+        ("rate_filtered", refused.rate_filtered),
     ] {
         out.sample("nnp_limit_refusals_total", &[("limit", limit)], count);
     }

@@ -145,6 +145,7 @@ pub(crate) struct LimitCounters {
     pub(crate) rate_refused: AtomicU64,
     pub(crate) rate_closed: AtomicU64,
     pub(crate) rate_penalty: AtomicU64,
+    pub(crate) rate_filtered: AtomicU64,
 }
 
 impl LimitCounters {
@@ -161,6 +162,7 @@ impl LimitCounters {
             rate_refused: self.rate_refused.load(Relaxed),
             rate_closed: self.rate_closed.load(Relaxed),
             rate_penalty: self.rate_penalty.load(Relaxed),
+            rate_filtered: self.rate_filtered.load(Relaxed),
         }
     }
 }
@@ -185,6 +187,11 @@ pub struct LimitRefusals {
     /// Connections turned away because one from their address was closed for keeping on
     /// over its [`super::RateLimit`] within the last second.
     pub rate_penalty: u64,
+    /// Addresses whose connections the listening sockets dropped before accepting them
+    /// (a socket filter), for the rest of the second in which a connection from each was
+    /// closed for keeping on over its [`super::RateLimit`]: counted as each enters the
+    /// filter. What a filter drops is not counted one by one (the kernel drops it).
+    pub rate_filtered: u64,
 }
 
 impl Default for EngineMetrics {

@@ -44,6 +44,7 @@ mod sender;
 mod shared;
 mod socket;
 mod stream;
+mod syn_filter;
 mod timer;
 #[cfg(feature = "tls")]
 mod tls;

@@ -97,6 +97,13 @@ impl RateLimiter {
             .is_some_and(|refused| refused > self.close_after)
     }
 
+    /// When the window in which the peer was closed for keeping on ends, if it has not
+    /// ended at `now`: until then its address is turned away.
+    pub(crate) fn penalty_until(&self, now: Instant) -> Option<Instant> {
+        self.closed_for_rate(now)
+            .then(|| self.window + Duration::from_secs(1))
+    }
+
     /// The refusals of the current window, if it has not ended at `now`.
     fn refusing(&self, now: Instant) -> Option<u32> {
         (self.refused_in_window > 0
@@ -235,6 +242,8 @@ mod tests {
         assert!(!r.closed_for_rate(t0));
         while r.admit(t0, 1, 1) != Verdict::Close {}
         assert!(r.closed_for_rate(t0 + Duration::from_millis(999)));
+        assert_eq!(r.penalty_until(t0), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(r.penalty_until(t0 + Duration::from_secs(1)), None);
         assert!(r.owes(t0 + Duration::from_millis(999)));
         assert!(!r.closed_for_rate(t0 + Duration::from_secs(1)));
         assert!(!r.owes(t0 + Duration::from_secs(1)));

@@ -1,9 +1,12 @@
 //! Taking connections in: accepting from listeners (or turning away those over the
 //! connection limits), placing each on its loop, and adopting a socket with a new session.
+//! The listeners' socket filter, which drops the connections of addresses under the rate
+//! penalty before they are accepted, is kept up to date here.
 
 use super::*;
 use crate::net::admission::AdmissionTicket;
 use crate::net::stream::Stream;
+use crate::net::syn_filter;
 
 impl EventLoop {
     pub(super) fn adopt(
@@ -55,6 +58,7 @@ impl EventLoop {
     /// with connections is taken up again on the next turn (its readiness edge is spent).
     pub(super) fn accept_all(&mut self) {
         self.accept_more = false;
+        self.refresh_filter();
         let started = Instant::now();
         for i in 0..self.listeners.len() {
             loop {
@@ -72,6 +76,19 @@ impl EventLoop {
                                 continue;
                             }
                         };
+                        if self.filter_carried {
+                            // The socket inherited its listener's filter when the kernel
+                            // created it. That filter names other addresses than its peer
+                            // (the handshake's last ACK passed it) but would run on every
+                            // segment the connection receives, and in the moment between
+                            // that ACK's check and the socket's creation the listener's
+                            // filter may have changed to one that names the peer, whose
+                            // penalty may end before this accept. One setsockopt per
+                            // connection, on a node that has filtered, rules both out.
+                            if let Err(e) = syn_filter::detach_inherited(&socket) {
+                                log::debug!("filter inherited by {addr}'s socket kept: {e}");
+                            }
+                        }
                         tune_socket(&socket, &self.context.config);
                         if let Err(e) = socket.set_nodelay(true) {
                             log::warn!("TCP_NODELAY failed for {addr}: {e}");
@@ -95,6 +112,40 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Gives the listeners the filter for the addresses now under the rate penalty, if
+    /// that set changed since they were given one; without addresses, none.
+    pub(super) fn refresh_filter(&mut self) {
+        if !self.filter_stale() {
+            return;
+        }
+        let admission = &self.context.admission;
+        let (generation, addresses) = admission.filtered();
+        self.filter_applied = Some(generation);
+        let program = syn_filter::program(&addresses);
+        for listener in &self.listeners {
+            if let Err(e) = syn_filter::apply(listener, program.as_deref()) {
+                // A listener left with a former program would drop addresses no longer
+                // under the penalty.
+                let _ = syn_filter::apply(listener, None);
+                admission.filter_refused(listener.local_addr().ok(), &e);
+            } else if program.is_some() {
+                self.filter_carried = true;
+            }
+        }
+        log::debug!(
+            "loop {}: listeners filter {} addresses",
+            self.index,
+            addresses.len()
+        );
+    }
+
+    /// Whether the listeners' filter is not the one for the addresses now under the
+    /// penalty.
+    pub(super) fn filter_stale(&self) -> bool {
+        !self.listeners.is_empty()
+            && self.filter_applied != Some(self.context.admission.filter_generation())
     }
 
     /// Places an accepted connection on its loop: this one, or another through its queue.

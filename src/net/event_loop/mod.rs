@@ -78,6 +78,11 @@ pub(crate) struct EventLoop {
     listeners: Vec<TcpListener>,
     /// A listener may hold connections not yet accepted (a turn took its share).
     accept_more: bool,
+    /// The generation of the admission's filtered addresses the listeners carry the filter
+    /// of (`None`: to be set, as for a new listener).
+    filter_applied: Option<u64>,
+    /// Whether the listeners have carried a filter, which accepted sockets inherit.
+    filter_carried: bool,
     /// Connections whose session timer had expired at the last tick, not yet handled.
     timed_out: Vec<usize>,
     /// Connections that may have more to read.
@@ -141,6 +146,8 @@ impl EventLoop {
             conns: Slab::new(),
             listeners: Vec::new(),
             accept_more: false,
+            filter_applied: None,
+            filter_carried: false,
             timed_out: Vec::new(),
             read_again: Vec::new(),
             paused: Vec::new(),
@@ -179,6 +186,7 @@ impl EventLoop {
         if !self.drain_commands() {
             return false;
         }
+        self.refresh_filter();
         // Busy-polling an inline engine with few connections: read them directly, as a
         // spinning raw socket does, so that a reply costs one `read` rather than an
         // `epoll_wait` and a `read`; epoll is still asked every few turns.
@@ -248,7 +256,7 @@ impl EventLoop {
         if !timeout.is_zero() {
             self.handle.sleeping.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if !self.handle.commands.is_empty() {
+            if !self.handle.commands.is_empty() || self.filter_stale() {
                 self.handle.sleeping.store(false, Ordering::SeqCst);
                 return true;
             }
@@ -373,7 +381,11 @@ impl EventLoop {
                         .registry()
                         .register(&mut listener, LISTENER, Interest::READABLE)
                     {
-                        Ok(()) => self.listeners.push(listener),
+                        Ok(()) => {
+                            self.listeners.push(listener);
+                            self.filter_applied = None;
+                            self.refresh_filter();
+                        }
                         Err(e) => log::error!("could not register a listener: {e}"),
                     }
                 }
@@ -456,10 +468,21 @@ impl EventLoop {
             return;
         }
         let mut conn = self.conns.remove(key);
-        if conn.admitted {
-            self.context
+        if conn.admitted
+            && self
+                .context
                 .admission
-                .release(conn.shared.addr.ip(), conn.rate.take());
+                .release(conn.shared.addr.ip(), conn.rate.take())
+        {
+            // Its address enters the listeners' filter: at once, before the socket's close
+            // lets the peer reconnect.
+            LimitCounters::count(&self.context.metrics.limits.rate_filtered);
+            self.refresh_filter();
+            for (i, handle) in self.context.loops.iter().enumerate() {
+                if i != self.index {
+                    handle.wake();
+                }
+            }
         }
         conn.stream.close();
         let _ = self.poll.registry().deregister(conn.stream.socket());
@@ -507,6 +530,10 @@ impl EventLoop {
     fn tick(&mut self, now: Instant) {
         self.last_tick = now;
         self.context.pool.trim();
+        if !self.listeners.is_empty() {
+            self.context.admission.expire_penalties(now);
+            self.refresh_filter();
+        }
         self.end_lingering(now);
         self.end_closing(now);
         let limits = &self.context.config.limits;
