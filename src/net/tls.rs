@@ -882,6 +882,7 @@ impl ByteStream for TlsStream {
                 log::trace!("close_notify not sealed: {}", e.reason);
             }
             self.records = None;
+            self.failed = Some("the TLS session was closed".into());
             if let Err(e) = self.io.flush() {
                 log::trace!("close_notify not sent: {e}");
             }
@@ -1227,5 +1228,7 @@ mod tests {
         assert_eq!(retry(|| ours.read(&mut buf)).unwrap(), 0, "a clean end");
         ours.close();
         assert_eq!(peer.join().unwrap(), (21, vec![1, 0]), "our close_notify");
+        let after = ours.write(b"late").unwrap_err();
+        assert!(after.to_string().contains("closed"), "{after}");
     }
 }
