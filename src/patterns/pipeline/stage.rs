@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::sync::{send_layers, LayerSet};
 use super::PipelineError;
+use crate::net::NetError;
 use crate::nn::{
     BackpropScratch, ForwardScratch, Gradients, Loss, NeuralNetwork, NnError, Optimizer,
     OutputGradient, Sgd,
@@ -154,7 +155,17 @@ impl Stage {
                         self.node.disconnect(old);
                     }
                     self.drop_step();
-                    self.send_weights(peer)?;
+                    match self.send_weights(peer) {
+                        // A driver that left at once (it saw the stages do not chain) is
+                        // gone before its weights: its disconnection comes next.
+                        Err(NetError::UnknownConnection(_) | NetError::Closed(_)) => {
+                            log::debug!(
+                                "{}: the driver {peer} left before its weights",
+                                self.node.name()
+                            );
+                        }
+                        result => result.map_err(|e| PipelineError::Node(e.into()))?,
+                    }
                 }
                 NodeEvent::PeerDisconnected { peer, cause } if Some(peer) == self.driver => {
                     log::info!("{}: the driver left: {cause}", self.node.name());
@@ -310,7 +321,7 @@ impl Stage {
     }
 
     /// Reports this stage's layers to the driver.
-    fn send_weights(&self, peer: PeerId) -> Result<(), PipelineError> {
+    fn send_weights(&self, peer: PeerId) -> Result<(), NetError> {
         let net = self.node.network();
         let layers: Vec<(&[f32], (usize, usize))> = (0..net.layer_count())
             .map(|l| (net.layer_params(l), net.layer_shape(l)))
@@ -323,7 +334,6 @@ impl Stage {
             self.steps,
             Duration::from_secs(10),
         )
-        .map_err(|e| PipelineError::Node(e.into()))
     }
 }
 
